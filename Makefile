@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine with Python >= 3.10:
+#   make demo   - the main job: pretrain on the built-in offline demo corpus
+#   make test   - lint + the test suite (real data from ../shared/data or $NEUROFM_TEST_DATA)
+PYTHON ?= python3
+VENV ?= .venv
+# Pins the CPU build of torch; set CONSTRAINTS= to let pip choose (e.g. CUDA builds on a GPU box).
+CONSTRAINTS ?= .ci/constraints.txt
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "neurofm needs Python >= 3.10, found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	PIP_CONSTRAINT=$(if $(CONSTRAINTS),$(abspath $(CONSTRAINTS)),$(PIP_CONSTRAINT)) \
+		$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/neurofm pretrain
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs outputs .pytest_cache

@@ -1,0 +1,115 @@
+"""The ``neurofm`` command: ``neurofm prepare|pretrain|finetune|embed|export``.
+
+Each subcommand is a Hydra app over the config tree packaged in
+:mod:`neurofm.configs`, so overrides (``key=value``), ``--help``,
+``--config-dir`` and ``--cfg job`` work as in any Hydra app. User-facing
+errors print as one line with exit code 2; ``NEUROFM_DEBUG=1`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from neurofm import __version__
+from neurofm.errors import NeurofmError, NotAvailableError
+
+# subcommand -> (one-line summary, "module:function" that receives the composed config)
+COMMANDS: dict[str, tuple[str, str | None]] = {
+    "prepare": ("recordings (BIDS, globs, ROI tables) -> WebDataset shards + manifest",
+                None),
+    "pretrain": ("masked-autoencoding pretraining (Lightning; DDP / DeepSpeed)", None),
+    "finetune": ("finetune a checkpoint: disorder classification, decoding, encoding", None),
+    "embed": ("embed recordings with a checkpoint and write .npy/.parquet", None),
+    "export": ("checkpoint -> config.json + model.safetensors", None),
+}
+
+USAGE = """usage: neurofm <command> [key=value ...] [--help] [--cfg job] [--config-dir DIR]
+
+Brain foundation models across EEG, MEG and fMRI (neurofm {version}).
+
+commands:
+{commands}
+
+Each command is a Hydra app: `neurofm <command> --help` lists its config groups
+and options, `neurofm <command> --cfg job` prints the resolved config.
+"""
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = "\n".join(f"  {name:<{width}}  {summary}" for name, (summary, _) in COMMANDS.items())
+    return USAGE.format(version=__version__, commands=lines)
+
+
+def _resolve(target: str | None, command: str) -> Callable:
+    if target is None:
+        def unavailable(cfg) -> None:
+            raise NotAvailableError(
+                f"`neurofm {command}` is not available in neurofm {__version__} yet; "
+                "see README for the commands this release provides"
+            )
+        return unavailable
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _report(err: BaseException) -> int:
+    if os.environ.get("NEUROFM_DEBUG", "0") not in ("0", ""):
+        raise err
+    print(f"neurofm: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _run_hydra(command: str, argv: Sequence[str]) -> int:
+    import hydra
+    from omegaconf import DictConfig
+
+    from neurofm.console import setup_logging
+
+    status = {"code": 0}
+
+    def task(cfg: DictConfig) -> None:
+        setup_logging()
+        try:
+            _resolve(COMMANDS[command][1], command)(cfg)
+        except NeurofmError as err:
+            status["code"] = _report(err)
+        except KeyboardInterrupt:
+            print("neurofm: interrupted", file=sys.stderr)
+            status["code"] = 130
+
+    task.__module__ = __name__
+    app = hydra.main(config_path="configs", config_name=command, version_base="1.3")(task)
+    saved = sys.argv
+    sys.argv = [f"neurofm-{command}", *argv]
+    try:
+        app()
+    finally:
+        sys.argv = saved
+    return status["code"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neurofm`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"neurofm {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(_usage(), file=sys.stderr)
+        print(f"neurofm: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    return _run_hydra(command, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Logging and progress bars (rich), shared by the CLI and long-running functions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+logger = logging.getLogger("neurofm")
+_stderr = Console(stderr=True)
+
+
+def setup_logging(level: int | str | None = None) -> None:
+    """Route the ``neurofm`` logger through rich; level from ``NEUROFM_LOG_LEVEL`` (INFO)."""
+    level = level or os.environ.get("NEUROFM_LOG_LEVEL", "INFO")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        handler = RichHandler(console=_stderr, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+
+
+def progress_enabled() -> bool:
+    """Progress bars show on an interactive stderr unless ``NEUROFM_PROGRESS=0``."""
+    flag = os.environ.get("NEUROFM_PROGRESS")
+    if flag is not None:
+        return flag not in ("0", "false", "no")
+    return sys.stderr.isatty()
+
+
+def make_progress(transient: bool = False) -> Progress:
+    """A rich progress bar with count, elapsed time and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=_stderr,
+        transient=transient,
+        disable=not progress_enabled(),
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar (hidden when stderr is not a terminal)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with make_progress(transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)

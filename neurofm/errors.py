@@ -1,0 +1,59 @@
+"""User-facing errors.
+
+Every error a user can cause with their input (a file, an atlas, a shard, a
+checkpoint, a config value) is a :class:`NeurofmError`. Messages name the file
+and say what to do; the CLI prints them as one line and exits with code 2
+(``NEUROFM_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class NeurofmError(Exception):
+    """Base class of neurofm's user-facing errors.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong and what to do about it.
+    path : str | os.PathLike | None
+        The file the problem is in; prefixed to the message when given.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class RecordingError(NeurofmError):
+    """An EEG/MEG/iEEG recording cannot be read or tokenized as asked."""
+
+
+class MissingPositionsError(RecordingError):
+    """Channels have no 3-D position and none could be found by name."""
+
+
+class BoldError(NeurofmError):
+    """A 4-D BOLD image or ROI table cannot be tokenized as asked."""
+
+
+class AtlasError(NeurofmError):
+    """An atlas is not usable (not integer labels, wrong space, unknown labels)."""
+
+
+class ShardError(NeurofmError):
+    """A shard or manifest is missing, corrupt or inconsistent."""
+
+
+class CheckpointError(NeurofmError):
+    """A checkpoint is missing, corrupt, or not a neurofm checkpoint."""
+
+
+class ConfigError(NeurofmError):
+    """A configuration value is invalid."""
+
+
+class NotAvailableError(NeurofmError):
+    """A command or option exists in the interface but is not part of this release."""

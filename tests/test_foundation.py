@@ -1,0 +1,99 @@
+"""Package, CLI and real-data fixture."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import mne
+import nibabel as nib
+import pytest
+
+import neurofm
+from neurofm import cli
+from neurofm.errors import NeurofmError, RecordingError
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neurofm.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_version_in_one_place():
+    from importlib.metadata import version
+
+    assert neurofm.__version__ == version("neurofm")
+
+
+def test_subpackages_do_not_shadow_hugging_face():
+    import neurofm.datasets
+    import neurofm.tokenizers
+
+    assert neurofm.tokenizers.__name__ == "neurofm.tokenizers"
+    for name in ("tokenizers", "datasets"):
+        spec = importlib.util.find_spec(name)
+        # either Hugging Face's package, or absent: never ours
+        assert spec is None or "neurofm" not in (spec.origin or "")
+
+
+def test_top_level_help_lists_commands(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in cli.COMMANDS:
+        assert command in out
+
+
+def test_unknown_command_is_exit_2(capsys):
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_subcommand_help_lists_config_groups():
+    result = run_cli("pretrain", "--help")
+    assert result.returncode == 0, result.stderr
+    for group in ("model:", "trainer:", "data:"):
+        assert group in result.stdout
+    assert "deepspeed_stage_2" in result.stdout
+
+
+def test_overrides_and_cfg_job():
+    result = run_cli("pretrain", "model=small", "trainer.max_steps=7", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "dim: 512" in result.stdout and "max_steps: 7" in result.stdout
+
+
+def test_user_config_dir(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("dim: 48\ndepth: 1\nheads: 2\n")
+    result = run_cli("pretrain", "--config-dir", str(tmp_path), "model=mine", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "dim: 48" in result.stdout
+
+
+def test_unavailable_command_is_one_line_exit_2():
+    result = run_cli("export", "ckpt=x", "out=y")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not available" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_errors_name_the_file():
+    err = RecordingError("recording has no samples", "/data/sub-01_eeg.edf")
+    assert str(err) == "/data/sub-01_eeg.edf: recording has no samples"
+    assert isinstance(err, NeurofmError) and err.path == "/data/sub-01_eeg.edf"
+
+
+def test_real_data_fixture_reads_eeg_and_nifti(meeg, fmri):
+    raw = mne.io.read_raw_brainvision(meeg / "brainvision" / "test.vhdr", preload=True)
+    assert raw.info["sfreq"] == 1000.0 and len(raw.ch_names) == 32
+    img = nib.load(fmri / "nipy_functional.nii.gz")
+    assert img.shape == (17, 21, 3, 20)
+
+
+@pytest.mark.parametrize("command", ["prepare", "finetune", "embed", "export"])
+def test_every_subcommand_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"neurofm {command}" in result.stdout

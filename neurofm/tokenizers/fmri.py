@@ -20,8 +20,6 @@ import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -176,8 +174,9 @@ def _parcellate(atlas, split_hemispheres, names) -> Parcellation:
     ijk = np.stack(np.unravel_index(vox, data.shape), axis=1).astype(np.float64)  # [V, 3]
     xyz = ijk @ affine[:3, :3].T + affine[:3, 3]  # [V, 3] mm
     lab = flat[vox]
+    offset = _split_offset(np.unique(lab))
     if split_hemispheres:
-        lab, data = _split(lab, xyz, data, vox)
+        lab, data = _split(lab, xyz, data, vox, offset)
         img = nib.Nifti1Image(data.astype(np.int32), affine, img.header)
     labels, inverse, counts = np.unique(lab, return_inverse=True, return_counts=True)
     sums = np.stack([np.bincount(inverse, weights=xyz[:, d]) for d in range(3)], axis=1)
@@ -202,7 +201,6 @@ def _parcellate(atlas, split_hemispheres, names) -> Parcellation:
     else:
         table = _label_names(path, labels)
         if split_hemispheres:
-            offset = _split_offset(labels)
             table = table | {k + offset: f"{v} (right)" for k, v in table.items()}
     return Parcellation(
         img=img,
@@ -220,7 +218,7 @@ def _split_offset(labels: np.ndarray) -> int:
     return 10 ** int(np.ceil(np.log10(labels.max() + 1)))
 
 
-def _split(lab, xyz, data, vox):
+def _split(lab, xyz, data, vox, offset):
     """Right-hemisphere voxels of bilateral labels get label + offset."""
     labels, inverse, counts = np.unique(lab, return_inverse=True, return_counts=True)
     left = np.bincount(inverse, weights=xyz[:, 0] < -HEMISPHERE_MARGIN_MM) / counts
@@ -228,7 +226,7 @@ def _split(lab, xyz, data, vox):
     both = np.isin(lab, labels[(left > 0.2) & (right > 0.2)])
     move = both & (xyz[:, 0] > 0)
     lab = lab.copy()
-    lab[move] += _split_offset(labels)
+    lab[move] += offset
     data = data.copy()
     data.ravel()[vox] = lab
     return lab, data
@@ -468,7 +466,7 @@ def tokenize_bold(
         ``parcel_names``, ``parcel_volumes_mm3``, ``dropped_parcels``.
     """
     from nilearn.image import resample_to_img
-    from nilearn.maskers import NiftiLabelsMasker
+    from nilearn.image.resampling import BoundingBoxError
 
     if empty_parcels not in ("drop", "keep", "raise"):
         raise ValueError(f"empty_parcels must be 'drop', 'keep' or 'raise', got {empty_parcels!r}")
@@ -479,11 +477,14 @@ def tokenize_bold(
     _warn_geometry(parc)
 
     ref = nib.Nifti1Image(np.zeros(img.shape[:3], np.int8), img.affine)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        grid = resample_to_img(parc.img, ref, interpolation="nearest", force_resample=True,
-                               copy_header=True)
-    grid_labels = np.asarray(grid.dataobj).astype(np.int64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            grid = resample_to_img(parc.img, ref, interpolation="nearest", force_resample=True,
+                                   copy_header=True)
+        grid_labels = np.asarray(grid.dataobj).astype(np.int64)
+    except BoundingBoxError:
+        grid_labels = np.zeros(img.shape[:3], np.int64)
     counts = np.bincount(grid_labels.ravel(), minlength=int(parc.labels.max()) + 1)[parc.labels]
     if counts.sum() == 0:
         raise AtlasError(
@@ -495,22 +496,14 @@ def tokenize_bold(
                         f"view ({_names(parc, parc.labels[outside].tolist())}); pass "
                         "empty_parcels='drop' or 'keep'", where)
 
-    masker = NiftiLabelsMasker(labels_img=grid, background_label=0, strategy="mean",
-                               resampling_target=None, reports=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        raw_series = masker.fit_transform(img)  # [T, P_present]
     present = parc.labels[~outside]
-    ids = [int(i) for i in masker.region_ids_.values() if i != "background" and int(i) != 0]
-    if ids != present.tolist():
-        order = {k: j for j, k in enumerate(ids)}
-        raw_series = raw_series[:, [order[k] for k in present]]
-    n_times = raw_series.shape[0]
-
+    raw_series = parcel_means(img, grid_labels, present)  # [T, P_present]
     nan_cols = ~np.isfinite(raw_series).all(axis=0)
     if nan_cols.any():
         raise BoldError(f"NaN/inf voxels in {nan_cols.sum()} parcels "
                         f"({_names(parc, present[nan_cols].tolist())}); mask or fix the image", where)
+    n_times = raw_series.shape[0]
+
     # parcels whose voxels are all zero (outside a brain mask, or cut by the slab) carry no
     # data: they are empty, like parcels outside the field of view
     zero = np.zeros(len(counts), dtype=bool)
@@ -569,6 +562,36 @@ def tokenize_bold(
         meta["parcel_valid"] = (~outside).tolist()
     positions = (parc.centroids_mm[keep] / 1000.0).astype(np.float32)
     return _windows(series, tr, window_s, stride_s, meta, positions, where)
+
+
+def parcel_means(img: nib.Nifti1Image, labels: np.ndarray, parcels: np.ndarray) -> np.ndarray:
+    """Mean BOLD time series within each parcel: ``[T, P]`` (float64).
+
+    One sparse averaging matrix ``[P, V]`` times the voxel data ``[V, T]``: the
+    same numbers as nilearn's ``NiftiLabelsMasker(strategy='mean')`` on an atlas
+    already in the image grid, in one pass over the data. A NaN voxel makes its
+    parcel's series NaN (and only its parcel's).
+
+    Parameters
+    ----------
+    img : 4-D image
+    labels : ndarray of int, shape img.shape[:3]
+        Atlas labels in the image grid.
+    parcels : ndarray of int
+        Labels to extract, ascending; each must have at least one voxel.
+    """
+    from scipy.sparse import csr_matrix
+
+    data = np.asanyarray(img.dataobj)  # [X, Y, Z, T], scaled, no float64 copy of the volume
+    order = "F" if data.flags.f_contiguous else "C"
+    voxels = data.reshape(-1, data.shape[3], order=order)  # [V, T], a view
+    flat = labels.reshape(-1, order=order)
+    sel = np.flatnonzero(np.isin(flat, parcels))  # labelled voxels only
+    rows = np.searchsorted(parcels, flat[sel])
+    counts = np.bincount(rows, minlength=len(parcels))
+    average = csr_matrix((1.0 / counts[rows], (rows, np.arange(len(sel)))),
+                         shape=(len(parcels), len(sel)))  # [P, V_sel]
+    return np.asarray(average @ voxels[sel].astype(np.float64)).T  # [T, P]
 
 
 def _extent(img) -> str:

@@ -1,0 +1,1 @@
+"""Finetuning: heads, evaluation protocols (LOSO, k-fold, few-shot) and the finetune entry point."""

@@ -1,0 +1,1 @@
+"""Model: embeddings, attention backends, masked autoencoder and heads (pretraining issue)."""

@@ -1,0 +1,1 @@
+"""Pretraining: LightningModule, shard DataModule and the Hydra entry point."""

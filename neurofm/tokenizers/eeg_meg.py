@@ -207,10 +207,21 @@ def _montage_label(montage, names: list[str]) -> str:
     return f"{montage!r} ({label})" if montage == "auto" else repr(label)
 
 
+def _subsample(data: np.ndarray, max_samples: int = 20_000) -> np.ndarray:
+    """A strided view with at most ``max_samples`` per channel, for channel statistics."""
+    step = max(1, data.shape[1] // max_samples)
+    return data[:, ::step]
+
+
 def _flat_or_saturated(data: np.ndarray, kinds: np.ndarray) -> dict[int, str]:
-    """Indices of channels that are flat (no variance) or clipped at the ADC rail."""
-    finite = np.isfinite(data)
-    clean = np.where(finite, data, 0.0)
+    """Indices of channels that are flat (no variance), clipped at the ADC rail, or all NaN.
+
+    Statistics come from an evenly strided subsample (at most 20k samples per
+    channel): a flat or clipped channel is so throughout.
+    """
+    view = _subsample(data)
+    finite = np.isfinite(view)
+    clean = view if finite.all() else np.where(finite, view, 0.0)
     std = clean.std(axis=1)
     flagged: dict[int, str] = {}
     for kind in np.unique(kinds):
@@ -218,7 +229,7 @@ def _flat_or_saturated(data: np.ndarray, kinds: np.ndarray) -> dict[int, str]:
         typical = np.median(std[sel])
         for i in sel[std[sel] <= max(typical * 1e-4, np.finfo(np.float64).tiny)]:
             flagged[int(i)] = "flat"
-    if data.shape[1] >= 100:
+    if clean.shape[1] >= 100:
         top = clean.max(axis=1, keepdims=True)
         bottom = clean.min(axis=1, keepdims=True)
         at_rail = np.maximum((clean == top).mean(axis=1), (clean == bottom).mean(axis=1))
@@ -228,8 +239,9 @@ def _flat_or_saturated(data: np.ndarray, kinds: np.ndarray) -> dict[int, str]:
             if np.unique(clean[i, :10_000]).size < 16:
                 continue
             flagged.setdefault(int(i), f"saturated ({at_rail[i]:.0%} of samples at the rail)")
-    for i in np.flatnonzero(~finite.any(axis=1)):
-        flagged[int(i)] = "all samples NaN/inf"
+    if not finite.all():
+        for i in np.flatnonzero(~np.isfinite(data).any(axis=1)):
+            flagged[int(i)] = "all samples NaN/inf"
     return flagged
 
 
@@ -239,7 +251,7 @@ def _flat_or_saturated(data: np.ndarray, kinds: np.ndarray) -> dict[int, str]:
 def detect_line_freq(data: np.ndarray, sfreq: float) -> float | None:
     """Mains frequency (50 or 60 Hz) if a clear spectral peak is there, else None.
 
-    Uses the median log-spectrum across channels of up to 60 s of data; a peak
+    Uses the median log-spectrum across channels of the data given; a peak
     counts when its power is at least 5x the median of its 2-5 Hz neighbourhood.
     """
     from scipy.signal import welch
@@ -247,9 +259,7 @@ def detect_line_freq(data: np.ndarray, sfreq: float) -> float | None:
     candidates = [f for f in (50.0, 60.0) if f < sfreq / 2 - 5]
     if not candidates or data.shape[1] < 2 * sfreq:
         return None
-    chunk = data[:, : int(60 * sfreq)]
-    chunk = chunk[:, : chunk.shape[1]]
-    freqs, psd = welch(chunk, fs=sfreq, nperseg=int(2 * sfreq), axis=-1)
+    freqs, psd = welch(data, fs=sfreq, nperseg=int(2 * sfreq), axis=-1)
     logp = np.median(np.log(psd + np.finfo(float).tiny), axis=0)
     scores = {}
     for f0 in candidates:
@@ -279,7 +289,7 @@ def _filter(
             source,
         )
     if line_freq == "auto":
-        line_freq = raw.info["line_freq"] or detect_line_freq(raw.get_data(), native)
+        line_freq = raw.info["line_freq"] or detect_line_freq(raw._data[:, : int(30 * native)], native)
     quiet = {"verbose": "error"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # filter longer than a short recording: MNE pads
@@ -411,7 +421,6 @@ def _continuous(
         data[eeg] -= data[eeg].mean(axis=0, keepdims=True)
 
     unit = np.array([UNIT_SCALE[k] for k in kind_arr])  # [C]
-    data *= unit[:, None]
     bad_times = np.zeros(data.shape[1], dtype=bool)  # [T] at the new rate
     if nonfinite.any():
         bad_s = np.flatnonzero(nonfinite) / native
@@ -421,12 +430,14 @@ def _continuous(
         lo, hi = int(np.floor(onset * sfreq)), int(np.ceil((onset + dur) * sfreq))
         bad_times[max(lo, 0) : max(hi, lo + 1)] = True
 
-    good = data[:, ~bad_times] if (~bad_times).any() else data
+    # robust scale (MAD as SD) in model units, from clean samples (a strided subsample)
+    good = data[:, ~bad_times] if bad_times.any() and (~bad_times).any() else data
+    good = _subsample(good, 50_000) * unit[:, None]
     center = np.median(good, axis=1, keepdims=True)
-    scale = _MAD_TO_SD * np.median(np.abs(good - center), axis=1)  # [C] model units
+    scale = _MAD_TO_SD * np.median(np.abs(good - center), axis=1)  # [C]
     fallback = good.std(axis=1)
     scale = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
-    data /= scale[:, None]
+    scaled = np.multiply(data, (unit / scale)[:, None], dtype=np.float32)  # [C, T]
 
     meta = {
         "modality": "meg" if np.isin(kind_arr, ("mag", "grad")).any()
@@ -448,7 +459,7 @@ def _continuous(
     }
     good_events = ~bad
     return _Continuous(
-        data=data.astype(np.float32),
+        data=scaled,
         positions=positions.astype(np.float32),
         orientations=orientations.astype(np.float32),
         kinds=tuple(kind_arr.tolist()),

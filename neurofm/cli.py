@@ -20,7 +20,7 @@ from neurofm.errors import NeurofmError, NotAvailableError
 # subcommand -> (one-line summary, "module:function" that receives the composed config)
 COMMANDS: dict[str, tuple[str, str | None]] = {
     "prepare": ("recordings (BIDS, globs, ROI tables) -> WebDataset shards + manifest",
-                None),
+                "neurofm.datasets.shards:run_prepare"),
     "pretrain": ("masked-autoencoding pretraining (Lightning; DDP / DeepSpeed)", None),
     "finetune": ("finetune a checkpoint: disorder classification, decoding, encoding", None),
     "embed": ("embed recordings with a checkpoint and write .npy/.parquet", None),
@@ -75,7 +75,7 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
     def task(cfg: DictConfig) -> None:
         setup_logging()
         try:
-            _resolve(COMMANDS[command][1], command)(cfg)
+            status["code"] = _resolve(COMMANDS[command][1], command)(cfg) or 0
         except NeurofmError as err:
             status["code"] = _report(err)
         except KeyboardInterrupt:

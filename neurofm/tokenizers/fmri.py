@@ -372,7 +372,9 @@ def _windows(
     length = int(round(window_s / tr_s))
     step = max(1, int(round((stride_s or window_s) / tr_s)))
     n_times = series.shape[0]
-    if length < 1 or n_times < length:
+    if length < 1:
+        raise BoldError(f"window_s={window_s:g} s is shorter than one TR ({tr_s:g} s)", where)
+    if n_times < length:
         raise BoldError(
             f"{n_times} timepoints x {tr_s:g} s = {n_times * tr_s:g} s, fewer than one window "
             f"({window_s:g} s); pass a smaller window_s", where)

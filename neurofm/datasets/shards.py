@@ -1,0 +1,569 @@
+"""Write WebDataset shards: many recordings -> ``shard-*.tar`` + ``manifest.json``.
+
+One sample is one :class:`~neurofm.tokenizers.Segment`::
+
+    <key>.signal.npy        float16 (default) or float32 [C, T]
+    <key>.positions.npy     float32 [C, 3]
+    <key>.orientations.npy  float32 [C, 3]
+    <key>.meta.json         meta + kinds
+
+How a run goes (``write_shards`` / ``neurofm prepare``):
+
+1. ``discover`` the inputs (BIDS roots, directories, globs), sorted by path.
+2. Tokenize each file in a worker process into a *part* under ``out/.work/`` (a tar of
+   its samples plus a JSON summary, both written atomically). The parts are the journal:
+   a re-run after a crash or Ctrl-C skips files whose part is complete.
+3. Pack the parts, in path order, into shards that each hold one split and one modality
+   (so the loader can select splits and mix modalities by weight), written as temp file +
+   rename, with fixed tar metadata: same inputs and seed give byte-identical shards.
+4. Write ``manifest.json``: per-shard counts and sha256, totals, splits, tokenizer config.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tarfile
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurofm import __version__
+from neurofm.console import make_progress, setup_logging
+from neurofm.datasets.discovery import Source, discover
+from neurofm.errors import ConfigError, NeurofmError, ShardError
+from neurofm.tokenizers.segment import Segment
+
+logger = logging.getLogger("neurofm.datasets")
+
+SPLITS = ("train", "val", "test")
+MODALITIES = ("eeg", "meg", "ieeg", "fmri")
+FIELDS = ("signal.npy", "positions.npy", "orientations.npy", "meta.json")
+
+
+@dataclass
+class PrepareOptions:
+    """What ``neurofm prepare`` does with each file (plain data; Hydra fills it).
+
+    Attributes
+    ----------
+    modality : str | None
+        Keep only segments of this modality (``eeg``, ``meg``, ``ieeg``, ``fmri``).
+    window_s : float
+        EEG/MEG/iEEG window length, s.
+    fmri_window_s : float
+        fMRI window length, s.
+    stride_s : float | None
+        EEG/MEG/iEEG window step, s; default: the window (no overlap). fMRI windows
+        take ``fmri={'stride_s': ...}``.
+    sfreq : float
+        Target rate of EEG/MEG/iEEG, Hz.
+    atlas : str | None
+        Labels atlas for BOLD inputs.
+    roi_tr_s : float | None
+        TR of ROI tables (they do not carry one).
+    roi_coords : str | None
+        Atlas image or coordinate table for ROI tables (default: ``atlas``).
+    phenotype : str | None
+        participants.tsv / phenotype CSV joined into ``meta['phenotype']``.
+    meeg, fmri : dict
+        Extra keyword arguments for ``tokenize_raw`` / ``tokenize_bold``.
+    dtype : 'float16' | 'float32'
+        Storage type of ``signal.npy``.
+    shard_size_mb : float
+        Target shard size.
+    split_fractions : tuple of float
+        Train/val/test fractions of *subjects*.
+    seed : int
+        Seeds the subject split.
+    """
+
+    modality: str | None = None
+    window_s: float = 10.0
+    fmri_window_s: float = 120.0
+    stride_s: float | None = None
+    sfreq: float = 200.0
+    atlas: str | None = None
+    roi_tr_s: float | None = None
+    roi_coords: str | None = None
+    phenotype: str | None = None
+    meeg: dict = field(default_factory=dict)
+    fmri: dict = field(default_factory=dict)
+    dtype: str = "float16"
+    shard_size_mb: float = 256.0
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise ConfigError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
+        if self.modality is not None and self.modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES} or null, got {self.modality!r}")
+        fractions = tuple(float(f) for f in self.split_fractions)
+        if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+            raise ConfigError(f"split_fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+        self.split_fractions = fractions
+        self.meeg, self.fmri = dict(self.meeg), dict(self.fmri)
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_segment(seg: Segment, dtype: str = "float16") -> dict[str, bytes]:
+    """The four files of one sample (without ``__key__``)."""
+    signal = seg.signal.astype(dtype)
+    if not np.isfinite(signal).all():
+        raise ShardError(f"segment at {seg.meta.get('onset_s')} s of {seg.meta.get('source')} "
+                         f"overflows {dtype} (|x| > {np.finfo(dtype).max:g}); use dtype='float32'")
+    meta = dict(seg.meta, kinds=list(seg.kinds))
+    return {
+        "signal.npy": _npy(signal),
+        "positions.npy": _npy(seg.positions.astype(np.float32)),
+        "orientations.npy": _npy(seg.orientations.astype(np.float32)),
+        "meta.json": json.dumps(meta, sort_keys=True, default=_json_default).encode(),
+    }
+
+
+@lru_cache(maxsize=4096)
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    # shards repeat a handful of headers (dtype, shape): parse each once
+    info = ast.literal_eval(header.decode("latin1"))
+    return np.dtype(info["descr"]), tuple(info["shape"]), bool(info["fortran_order"])
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """A ``.npy`` file's bytes -> array (a writable copy), for the formats ``np.save`` writes."""
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy file")
+    major = data[6]
+    size_bytes = 2 if major == 1 else 4
+    hlen = int.from_bytes(data[8 : 8 + size_bytes], "little")
+    start = 8 + size_bytes
+    dtype, shape, fortran = _npy_header(bytes(data[start : start + hlen]))
+    count = int(np.prod(shape)) if shape else 1
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=start + hlen)
+    return array.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def decode_sample(sample: dict[str, Any]) -> Segment:
+    """A WebDataset sample (raw bytes per field) -> :class:`Segment` (float32 signal)."""
+    try:
+        meta = json.loads(sample["meta.json"])
+        kinds = tuple(meta.pop("kinds"))
+        arrays = {k: load_npy(sample[k]) for k in ("signal.npy", "positions.npy", "orientations.npy")}
+    except (KeyError, ValueError, OSError) as err:
+        where = sample.get("__url__", "?")
+        raise ShardError(f"sample {sample.get('__key__')!r} is incomplete or corrupt ({err})", where) from err
+    meta["key"] = sample.get("__key__")
+    return Segment(arrays["signal.npy"].astype(np.float32, copy=False), arrays["positions.npy"],
+                   arrays["orientations.npy"], kinds, meta)
+
+
+def split_of(dataset: str | None, subject: str | None, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> str:
+    """Deterministic subject-level split: every window of a subject lands in the same split."""
+    from neurofm.datasets.phenotype import subject_key
+
+    digest = hashlib.sha256(f"{seed}:{dataset}:{subject_key(subject)}".encode()).hexdigest()
+    u = int(digest[:12], 16) / 16**12
+    return SPLITS[0] if u < fractions[0] else SPLITS[1] if u < fractions[0] + fractions[1] else SPLITS[2]
+
+
+# --------------------------------------------------------------------------- tar I/O
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = "neurofm"
+    return info
+
+
+class _AtomicTar:
+    """A tar written to ``path.tmp-<pid>`` and renamed onto ``path`` when closed cleanly."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        self.file = open(self.tmp, "wb")
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
+        self.n_samples = 0
+
+    def write(self, key: str, files: dict[str, bytes]) -> None:
+        for suffix in FIELDS:
+            data = files[suffix]
+            self.tar.addfile(_tarinfo(f"{key}.{suffix}", len(data)), io.BytesIO(data))
+        self.n_samples += 1
+
+    @property
+    def size(self) -> int:
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.tar.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.tar.close()
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _read_part(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of a part tar, in order."""
+    with tarfile.open(path, "r") as tar:
+        current, files = None, {}
+        for member in tar:
+            key, _, suffix = member.name.partition(".")
+            if key != current and files:
+                yield current, files
+                files = {}
+            current = key
+            files[suffix] = tar.extractfile(member).read()
+        if files:
+            yield current, files
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- tokenize one file
+
+
+def _part_name(src: Source) -> str:
+    return hashlib.sha1(src.path.encode()).hexdigest()[:16]
+
+
+def tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None = None) -> list[Segment]:
+    """Tokenize one discovered file with the options of a prepare run."""
+    from neurofm.datasets.phenotype import join_phenotype
+    from neurofm.tokenizers import tokenize_bold, tokenize_raw, tokenize_roi_table
+
+    entities = src.entities or None
+    if src.kind == "meeg":
+        segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
+                                sfreq=options.sfreq, dataset=src.dataset, entities=entities,
+                                **options.meeg)
+    elif src.kind == "bold":
+        if options.atlas is None:
+            raise ConfigError("BOLD inputs need an atlas: pass atlas=<labels image>")
+        segments = tokenize_bold(src.path, atlas=options.atlas, window_s=options.fmri_window_s,
+                                 dataset=src.dataset, entities=entities,
+                                 **options.fmri)
+    else:
+        coords = options.roi_coords or options.atlas
+        if coords is None or options.roi_tr_s is None:
+            raise ConfigError("ROI tables need roi_coords=<atlas or coordinate table> and roi_tr_s=<TR>")
+        segments = tokenize_roi_table(src.path, coords=coords, tr_s=options.roi_tr_s,
+                                      window_s=options.fmri_window_s, dataset=src.dataset,
+                                      entities=entities)
+    if options.modality is not None:
+        segments = [s for s in segments if s.modality == options.modality]
+    if phenotype is not None:
+        join_phenotype(segments, phenotype)
+    return list(segments)
+
+
+def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str, Any]:
+    """Tokenize ``src`` into ``workdir/<part>.tar`` + ``.json`` (atomic); return the summary."""
+    from neurofm.datasets.phenotype import read_phenotype
+
+    name = _part_name(src)
+    try:
+        phenotype = read_phenotype(options.phenotype) if options.phenotype else None
+        segments = tokenize_source(src, options, phenotype)
+        part = _AtomicTar(Path(workdir) / f"{name}.tar")
+        samples = []
+        try:
+            for k, seg in enumerate(segments):
+                split = split_of(seg.meta.get("dataset"), seg.meta.get("subject"),
+                                 options.split_fractions, options.seed)
+                seg.meta["split"] = split
+                part.write(f"{name}-{k:06d}", encode_segment(seg, options.dtype))
+                samples.append({"split": split, "modality": seg.modality,
+                                "n_sensors": seg.n_sensors, "duration_s": seg.duration_s,
+                                "subject": str(seg.meta.get("subject")),
+                                "dataset": str(seg.meta.get("dataset"))})
+        except BaseException:
+            part.abort()
+            raise
+        part.close()
+        summary = {"path": src.path, "part": name, "status": "ok", "samples": samples}
+    except (NeurofmError, ValueError, OSError, RuntimeError, KeyError) as err:
+        summary = {"path": src.path, "part": name, "status": "failed", "error_type": type(err).__name__,
+                   "error": str(err), "samples": []}
+        if os.environ.get("NEUROFM_DEBUG"):
+            summary["traceback"] = traceback.format_exc()
+    tmp = Path(workdir) / f"{name}.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary, sort_keys=True))
+    os.replace(tmp, Path(workdir) / f"{name}.json")
+    return summary
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _completed(workdir: Path, src: Source) -> dict | None:
+    path = workdir / f"{_part_name(src)}.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    if summary["status"] != "ok" or not (workdir / f"{summary['part']}.tar").exists():
+        return None  # failed files are retried on a re-run
+    return summary
+
+
+def _pack(out: Path, workdir: Path, summaries: list[dict], shard_bytes: int) -> list[dict]:
+    """Copy samples from parts (in path order) into shards of one split and modality each."""
+    groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for summary in summaries:
+        for k, sample in enumerate(summary["samples"]):
+            groups.setdefault((sample["split"], sample["modality"]), []).append((summary["part"], k))
+    shards: list[dict] = []
+    for split in SPLITS:
+        for modality in MODALITIES:
+            members = groups.get((split, modality))
+            if not members:
+                continue
+            wanted = {}
+            for part, k in members:
+                wanted.setdefault(part, set()).add(k)
+            writer: _AtomicTar | None = None
+
+            def finish(w: _AtomicTar | None, s=split, m=modality) -> None:
+                if w is None:
+                    return
+                w.close()
+                shards.append({"name": w.path.name, "split": s, "modality": m,
+                               "n_samples": w.n_samples})
+            for part in dict.fromkeys(p for p, _ in members):
+                for k, (key, files) in enumerate(_read_part(workdir / f"{part}.tar")):
+                    if k not in wanted[part]:
+                        continue
+                    size = sum(len(v) + 1024 for v in files.values())
+                    if writer is not None and writer.n_samples and writer.size + size > shard_bytes:
+                        finish(writer)
+                        writer = None
+                    if writer is None:
+                        writer = _AtomicTar(out / f"shard-{len(shards):06d}.tar")
+                    writer.write(key, files)
+            finish(writer)
+    return shards
+
+
+def _totals(summaries: list[dict]) -> dict[str, Any]:
+    hours: dict[str, dict[str, float]] = {"modality": {}, "dataset": {}, "subject": {}}
+    channels: dict[str, int] = {}
+    splits: dict[str, dict[str, Any]] = {s: {"samples": 0, "subjects": set()} for s in SPLITS}
+    n = 0
+    for summary in summaries:
+        for s in summary["samples"]:
+            n += 1
+            h = s["duration_s"] / 3600.0
+            for key, value in (("modality", s["modality"]), ("dataset", s["dataset"]),
+                               ("subject", f"{s['dataset']}/{s['subject']}")):
+                hours[key][value] = hours[key].get(value, 0.0) + h
+            channels[str(s["n_sensors"])] = channels.get(str(s["n_sensors"]), 0) + 1
+            splits[s["split"]]["samples"] += 1
+            splits[s["split"]]["subjects"].add(f"{s['dataset']}/{s['subject']}")
+    return {
+        "totals": {
+            "samples": n,
+            "hours": sum(hours["modality"].values()),
+            "hours_by_modality": hours["modality"],
+            "hours_by_dataset": hours["dataset"],
+            "hours_by_subject": hours["subject"],
+            "channel_histogram": dict(sorted(channels.items(), key=lambda kv: int(kv[0]))),
+        },
+        "splits": {k: {"samples": v["samples"], "subjects": sorted(v["subjects"])}
+                   for k, v in splits.items()},
+    }
+
+
+def write_shards(
+    inputs: str | os.PathLike | list,
+    out: str | os.PathLike,
+    options: PrepareOptions | None = None,
+    workers: int = 1,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Tokenize many recordings into WebDataset shards and a manifest.
+
+    Parameters
+    ----------
+    inputs : path | glob | list
+        BIDS roots, directories, glob patterns or files (see :func:`discover`).
+    out : path-like
+        Output directory (created): ``shard-000000.tar ...``, ``manifest.json``,
+        ``failures.jsonl``.
+    options : PrepareOptions | None
+        Tokenizer and shard options; keyword ``overrides`` set its fields.
+    workers : int
+        Processes tokenizing files in parallel.
+
+    Returns
+    -------
+    manifest : dict
+        As written to ``out/manifest.json``; ``manifest['failures']`` counts failed files.
+    """
+    options = options or PrepareOptions()
+    if overrides:
+        options = PrepareOptions(**{**asdict(options), **overrides})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = out / ".work"
+    fingerprint = json.dumps(asdict(options), sort_keys=True)
+    stamp = workdir / "options.json"
+    if workdir.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        shutil.rmtree(workdir)  # parts of a run with other options cannot be reused
+    workdir.mkdir(exist_ok=True)
+    stamp.write_text(fingerprint)
+    kinds = ("bold", "roi") if options.modality == "fmri" else (
+        ("meeg",) if options.modality else ("meeg", "bold", "roi"))
+    sources = discover(inputs, kinds=kinds)
+    if not sources:
+        raise NeurofmError(f"no recordings found in {inputs}")
+    summaries: dict[str, dict] = {}
+    todo = []
+    for src in sources:
+        done = _completed(workdir, src)
+        if done is not None:
+            summaries[src.path] = done
+        else:
+            todo.append(src)
+    if summaries:
+        logger.info("resuming: %d of %d files already tokenized", len(summaries), len(sources))
+    _run_workers(todo, options, workdir, workers, summaries)
+
+    ordered = [summaries[s.path] for s in sources]
+    ok = [s for s in ordered if s["status"] == "ok"]
+    failed = [s for s in ordered if s["status"] != "ok"]
+    for old in out.glob("shard-*.tar"):
+        old.unlink()  # a previous pack of a different input set
+    shards = _pack(out, workdir, ok, int(options.shard_size_mb * 2**20))
+    for shard in shards:
+        path = out / shard["name"]
+        shard["bytes"] = path.stat().st_size
+        shard["sha256"] = sha256_of(path)
+    manifest = {
+        "format": "neurofm-shards/1",
+        "neurofm_version": __version__,
+        "options": asdict(options),
+        "shards": shards,
+        **_totals(ok),
+        "files": {"found": len(sources), "ok": len(ok), "failed": len(failed)},
+        "failures": len(failed),
+    }
+    _write_json_atomic(out / "failures.jsonl", None, lines=[
+        {k: s[k] for k in ("path", "error_type", "error")} for s in failed])
+    _write_json_atomic(out / "manifest.json", manifest)
+    if not failed:  # keep the parts while failed files may still be retried
+        shutil.rmtree(workdir)
+    return manifest
+
+
+def _write_json_atomic(path: Path, obj: Any, lines: list | None = None) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    if lines is not None:
+        tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    else:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _run_workers(todo: list[Source], options: PrepareOptions, workdir: Path, workers: int,
+                 summaries: dict[str, dict]) -> None:
+    if not todo:
+        return
+    with make_progress() as progress:
+        task = progress.add_task("tokenizing", total=len(todo))
+
+        def record(summary: dict) -> None:
+            summaries[summary["path"]] = summary
+            if summary["status"] != "ok":
+                logger.warning("%s: failed (%s)", summary["path"], summary["error"])
+            progress.advance(task)
+
+        if workers <= 1:
+            for src in todo:
+                record(_prepare_one(src, options, str(workdir)))
+            return
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=setup_logging, initargs=("WARNING",)) as pool:
+            pending = {pool.submit(_prepare_one, src, options, str(workdir)) for src in todo}
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        record(future.result())
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+
+
+def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``manifest.json`` from a shard directory (or the file itself)."""
+    path = Path(path)
+    path = path / "manifest.json" if path.is_dir() else path
+    if not path.exists():
+        raise ShardError("no manifest.json: run `neurofm prepare` first", path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ShardError(f"manifest is not valid JSON ({err})", path) from err
+
+
+def run_prepare(cfg) -> int:
+    """``neurofm prepare``: the Hydra entry point over :func:`write_shards`."""
+    from omegaconf import OmegaConf
+
+    from neurofm.console import logger as root_logger
+
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    inputs, out, workers = conf.pop("inputs"), conf.pop("out"), int(conf.pop("workers", 1))
+    options = PrepareOptions(**conf)
+    manifest = write_shards(inputs, out, options, workers=workers)
+    totals = manifest["totals"]
+    root_logger.info(
+        "wrote %d shards, %d samples, %.2f h (%s) to %s; %d of %d files failed%s",
+        len(manifest["shards"]), totals["samples"], totals["hours"],
+        ", ".join(f"{k} {v:.2f} h" for k, v in totals["hours_by_modality"].items()), out,
+        manifest["failures"], manifest["files"]["found"],
+        f" (see {Path(out) / 'failures.jsonl'})" if manifest["failures"] else "")
+    return 1 if manifest["failures"] else 0

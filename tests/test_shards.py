@@ -1,0 +1,278 @@
+"""`neurofm prepare` and the streaming loader on the real EEG, MEG and fMRI files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurofm.datasets import (
+    PrepareOptions,
+    batched_stream,
+    collate_segments,
+    discover,
+    load_manifest,
+    stream,
+    write_shards,
+)
+from neurofm.datasets.shards import sha256_of
+from neurofm.datasets.stream import ErrorCounter, crop_to_budget
+from neurofm.errors import ShardError
+from neurofm.tokenizers import tokenize_bold, tokenize_raw
+
+MEEG_FILES = ["brainvision/test.vhdr", "bdf/multiple_annotation_chans.bdf",
+              "eeglab/test_raw_chanloc.set", "neuromag/sample_audvis_trunc_raw_sss.fif",
+              "kit/010409_Motor_task_coregist-export_tiny_1s.con"]
+
+
+@pytest.fixture(scope="module")
+def inputs(data_dir) -> list[str]:
+    return [str(data_dir / "meeg" / f) for f in MEEG_FILES] + [
+        str(data_dir / "fmri" / "nipy_functional.nii.gz")]
+
+
+@pytest.fixture(scope="module")
+def options(data_dir) -> PrepareOptions:
+    return PrepareOptions(window_s=0.5, fmri_window_s=10.0, dtype="float32", shard_size_mb=0.25,
+                          atlas=str(data_dir / "atlases" / "AAL_space-MNI152NLin6_res-2x2x2.nii.gz"),
+                          split_fractions=(0.5, 0.25, 0.25), seed=3)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, inputs, options) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "f32"
+    manifest = write_shards(inputs, out, options)
+    assert manifest["failures"] == 0
+    return out
+
+
+def _direct(path: str, options: PrepareOptions, dataset: str):
+    if path.endswith(".nii.gz"):
+        return tokenize_bold(path, atlas=options.atlas, window_s=options.fmri_window_s, dataset=dataset)
+    return tokenize_raw(path, window_s=options.window_s, sfreq=options.sfreq, dataset=dataset)
+
+
+def _all(directory: Path, **kwargs):
+    return list(stream(directory, None, shuffle_buffer=0, **kwargs))
+
+
+def test_streamed_segments_equal_direct_tokenization(prepared, inputs, options):
+    streamed = {(s.meta["source"], s.meta["onset_s"]): s for s in _all(prepared)}
+    modalities = Counter(s.modality for s in streamed.values())
+    assert set(modalities) == {"eeg", "meg", "fmri"}
+    n = 0
+    for path in inputs:
+        for seg in _direct(path, options, Path(path).parent.name):
+            got = streamed[(path, seg.meta["onset_s"])]
+            np.testing.assert_array_equal(got.signal, seg.signal)  # float32: exact
+            np.testing.assert_array_equal(got.positions, seg.positions)
+            np.testing.assert_array_equal(got.orientations, seg.orientations)
+            assert got.kinds == seg.kinds and got.meta["ch_names" if seg.modality != "fmri"
+                                                       else "parcel_labels"] == seg.meta[
+                "ch_names" if seg.modality != "fmri" else "parcel_labels"]
+            n += 1
+    assert n == len(streamed)
+
+
+def test_float16_shards_within_rounding(tmp_path, data_dir, options):
+    path = str(data_dir / "meeg" / "brainvision" / "test.vhdr")
+    write_shards([path], tmp_path / "f16", options, dtype="float16")
+    direct = {s.meta["onset_s"]: s for s in _direct(path, options, "brainvision")}
+    for got in _all(tmp_path / "f16"):
+        expected = direct[got.meta["onset_s"]].signal
+        np.testing.assert_allclose(got.signal, expected, rtol=2**-11, atol=2**-14)
+        assert got.signal.dtype == np.float32
+
+
+def test_manifest_totals_equal_what_was_written(prepared):
+    manifest = load_manifest(prepared)
+    segments = _all(prepared)
+    assert manifest["totals"]["samples"] == len(segments) == sum(s["n_samples"] for s in manifest["shards"])
+    for shard in manifest["shards"]:
+        assert sha256_of(prepared / shard["name"]) == shard["sha256"]
+        assert (prepared / shard["name"]).stat().st_size == shard["bytes"]
+    hours = sum(s.duration_s for s in segments) / 3600
+    assert manifest["totals"]["hours"] == pytest.approx(hours)
+    by_modality = Counter()
+    for s in segments:
+        by_modality[s.modality] += s.duration_s / 3600
+    assert manifest["totals"]["hours_by_modality"] == pytest.approx(dict(by_modality))
+    assert manifest["totals"]["channel_histogram"] == {
+        str(k): v for k, v in sorted(Counter(s.n_sensors for s in segments).items())}
+    assert manifest["files"] == {"found": 6, "ok": 6, "failed": 0}
+    assert not (prepared / ".work").exists()
+
+
+def test_subjects_never_span_splits_and_shards_are_homogeneous(prepared):
+    manifest = load_manifest(prepared)
+    splits_of = {}
+    for shard in manifest["shards"]:
+        segs = list(stream([str(prepared / shard["name"])], None, shuffle_buffer=0))
+        assert {s.meta["split"] for s in segs} == {shard["split"]}
+        assert {s.modality for s in segs} == {shard["modality"]}
+        for s in segs:
+            splits_of.setdefault(s.meta["subject"], set()).add(s.meta["split"])
+    assert all(len(v) == 1 for v in splits_of.values())
+    assert len({next(iter(v)) for v in splits_of.values()}) >= 2  # several splits in use
+    train = sum(1 for _ in stream(prepared, "train", shuffle_buffer=0))
+    assert train == manifest["splits"]["train"]["samples"] > 0
+
+
+def test_two_ranks_two_workers_see_every_sample_once(prepared):
+    expected = {s.meta["key"] for s in _all(prepared)}
+    assert len(load_manifest(prepared)["shards"]) >= 4
+    seen = []
+    for rank in (0, 1):
+        pipeline = stream(prepared, None, rank=rank, world_size=2, shuffle_buffer=20, seed=1)
+        loader = torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2,
+                                             collate_fn=lambda s: s)
+        keys = [s.meta["key"] for s in loader]
+        assert keys, f"rank {rank} got no data"
+        seen += keys
+    assert len(seen) == len(set(seen)) and set(seen) == expected
+
+
+def test_resampled_stream_never_runs_dry(prepared):
+    pipeline = stream(prepared, "train", resampled=True, shuffle_buffer=10)
+    n = len(list(zip(range(3 * load_manifest(prepared)["splits"]["train"]["samples"]), pipeline,
+                     strict=False)))
+    assert n == 3 * load_manifest(prepared)["splits"]["train"]["samples"]
+
+
+def test_truncated_shard_is_skipped_and_counted(prepared, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    manifest = load_manifest(copy)
+    victim = copy / manifest["shards"][0]["name"]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2 + 100])
+    errors = ErrorCounter()
+    segments = list(stream(copy, None, shuffle_buffer=0, errors=errors))
+    assert errors.count >= 1
+    assert 0 < len(segments) < manifest["totals"]["samples"]
+    with pytest.raises(ShardError, match="corrupt or truncated shard"):
+        list(stream(copy, None, shuffle_buffer=0, on_error="raise"))
+
+
+def test_failed_file_is_logged_and_run_continues(tmp_path, data_dir, options):
+    bad = tmp_path / "inputs" / "broken_eeg.edf"
+    bad.parent.mkdir()
+    bad.write_bytes(b"0" * 4000)
+    good = data_dir / "meeg" / "brainvision" / "test.vhdr"
+    manifest = write_shards([str(bad), str(good)], tmp_path / "out", options)
+    assert manifest["files"] == {"found": 2, "ok": 1, "failed": 1}
+    failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert failures[0]["path"] == str(bad) and "cannot read recording" in failures[0]["error"]
+    assert manifest["totals"]["samples"] > 0
+
+
+def test_sigkill_then_rerun_gives_identical_shards(prepared, inputs, options, tmp_path):
+    out = tmp_path / "killed"
+    script = (f"from neurofm.datasets import write_shards, PrepareOptions\n"
+              f"write_shards({inputs!r}, {str(out)!r}, PrepareOptions(**{options.__dict__!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / ".work").glob("*.json")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    parts_before = {p.name for p in (out / ".work").glob("*.json")}
+    assert 1 <= len(parts_before) < len(inputs)
+    assert not list(out.glob("shard-*.tar"))
+    manifest = write_shards(inputs, out, options)
+    reference = load_manifest(prepared)
+    assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in reference["shards"]]
+    assert (out / "manifest.json").read_bytes() == (prepared / "manifest.json").read_bytes()
+
+
+def test_collate_pads_and_masks_mixed_segments(prepared):
+    segments = _all(prepared)
+    eeg = next(s for s in segments if s.modality == "eeg")
+    meg = next(s for s in segments if s.modality == "meg")
+    fmri = next(s for s in segments if s.modality == "fmri")
+    batch = collate_segments([eeg, meg, fmri])
+    c = max(eeg.n_sensors, meg.n_sensors, fmri.n_sensors)
+    t = max(eeg.n_times, meg.n_times, fmri.n_times)
+    assert batch.signal.shape == (3, c, t) and batch.positions.shape == (3, c, 3)
+    assert batch.channel_mask.sum(1).tolist() == [eeg.n_sensors, meg.n_sensors, fmri.n_sensors]
+    assert batch.time_mask.sum(1).tolist() == [eeg.n_times, meg.n_times, fmri.n_times]
+    assert torch.equal(batch.signal[1, : meg.n_sensors, : meg.n_times], torch.from_numpy(meg.signal))
+    assert batch.signal[0, eeg.n_sensors :].abs().sum() == 0 and (batch.kinds[0, eeg.n_sensors :] == -1).all()
+    assert batch.modality.tolist() == [0, 1, 3] and batch.sfreq.tolist() == [200.0, 200.0, 0.5]
+
+
+def test_crop_to_token_budget(prepared):
+    meg = next(s for s in _all(prepared) if s.modality == "meg")  # 366 sensors x 0.5 s
+    rng = np.random.default_rng(0)
+    cropped = crop_to_budget(meg, max_tokens=100, patch_s=0.1, rng=rng)
+    assert cropped.n_sensors == 100 and cropped.n_times == 20
+    assert set(cropped.meta["ch_names"]) <= set(meg.meta["ch_names"])
+    kept = crop_to_budget(meg, max_tokens=366 * 2, patch_s=0.1, rng=rng)
+    assert kept.n_sensors == 366 and kept.n_times == 40
+
+
+def test_batches_are_one_modality_and_mixed_by_weight(prepared):
+    batches = list(batched_stream(prepared, 8, None, shuffle_buffer=0))
+    assert all(len(set(b.modality.tolist())) == 1 for b in batches)
+    assert sum(len(b) for b in batches) == load_manifest(prepared)["totals"]["samples"]
+    mixed = batched_stream(prepared, 4, "train", modality_weights={"eeg": 0.5, "meg": 0.5},
+                           resampled=True, shuffle_buffer=0)
+    kinds = [int(b.modality[0]) for b, _ in zip(mixed, range(200), strict=False)]
+    share_meg = kinds.count(1) / len(kinds)
+    assert 0.35 < share_meg < 0.65 and set(kinds) == {0, 1}
+
+
+def test_discover_bids_and_skip_3d(tmp_path, data_dir):
+    root = tmp_path / "bids"
+    (root / "sub-01" / "eeg").mkdir(parents=True)
+    (root / "sub-01" / "func").mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "demo", "BIDSVersion": "1.8.0"}))
+    shutil.copy(data_dir / "meeg" / "bdf" / "multiple_annotation_chans.bdf",
+                root / "sub-01" / "eeg" / "sub-01_task-rest_eeg.bdf")
+    shutil.copy(data_dir / "fmri" / "nipy_functional.nii.gz",
+                root / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz")
+    found = discover(root)
+    assert [(Path(s.path).name, s.kind, s.dataset, s.entities.get("subject")) for s in found] == [
+        ("sub-01_task-rest_eeg.bdf", "meeg", "demo", "01"),
+        ("sub-01_task-rest_bold.nii.gz", "bold", "demo", "01")]
+    plain = discover(data_dir)
+    assert not any("atlases" in s.path for s in plain)  # 3-D labels images are not BOLD runs
+    assert any(s.path.endswith("nipy_functional.nii.gz") for s in plain)
+
+
+def test_cli_prepare(tmp_path, data_dir):
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, "-m", "neurofm.cli", "prepare",
+         f"inputs=[{data_dir / 'meeg' / 'brainvision' / 'test.vhdr'}]", f"out={out}", "window_s=2.0"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 1 shards, 3 samples" in result.stderr
+    assert load_manifest(out)["totals"]["samples"] == 3
+
+
+@pytest.mark.parametrize("array", [np.linspace(-3, 3, 15, dtype=np.float16).reshape(3, 5),
+                                   np.zeros((0, 3), np.float32),
+                                   np.asfortranarray(np.arange(8.0).reshape(4, 2)),
+                                   np.arange(5, dtype=np.int64)])
+def test_fast_npy_reader_matches_numpy(array):
+    from neurofm.datasets.shards import _npy, load_npy
+
+    data = _npy(array)
+    ours, theirs = load_npy(data), np.load(io.BytesIO(data))
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+    np.testing.assert_array_equal(ours, theirs)
+    assert ours.flags.writeable
+    with pytest.raises(ValueError, match="not a .npy file"):
+        load_npy(b"PK\x03\x04" + data)

@@ -100,9 +100,8 @@ def test_cz_at_vertex_and_left_is_negative_x(meeg, rel):
     cz = seg.positions[names.index("CZ")]
     assert abs(cz[0]) < 0.01 and cz[2] >= 0.9 * seg.positions[:, 2].max()
     for name, pos in zip(names, seg.positions, strict=True):
-        digit = name[-1]
-        if digit.isdigit() and name not in ("T7", "T8") or name in ("T7", "T8"):
-            assert (pos[0] < 0) == (int(digit) % 2 == 1), (name, pos)
+        if name[-1].isdigit():  # 10-20 convention: odd numbers left (x < 0), even right
+            assert (pos[0] < 0) == (int(name[-1]) % 2 == 1), (name, pos)
 
 
 def test_physical_round_trip_and_units_match_bare_mne(meeg):

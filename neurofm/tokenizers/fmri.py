@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from neurofm.errors import AtlasError, BoldError
+from neurofm.errors import AtlasError, BoldError, NeurofmError
 from neurofm.tokenizers.segment import Segment, Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
@@ -97,16 +97,21 @@ def _label_names(path: str | None, labels: np.ndarray) -> dict[int, str]:
     return {}
 
 
+def _load_image(img, error: type[NeurofmError]) -> tuple[nib.Nifti1Image, str | None]:
+    """An image given as itself or as a path (then read lazily), with a clear error."""
+    if not isinstance(img, str | os.PathLike):
+        return img, None
+    path = os.fspath(img)
+    if not os.path.exists(path):
+        raise error("file not found", path)
+    try:
+        return nib.load(path), path
+    except Exception as err:  # nibabel raises several types for corrupt files
+        raise error(f"cannot read image ({err})", path) from err
+
+
 def _load_atlas(atlas: nib.Nifti1Image | str | os.PathLike) -> tuple[nib.Nifti1Image, np.ndarray, str | None]:
-    path = None
-    if isinstance(atlas, str | os.PathLike):
-        path = os.fspath(atlas)
-        if not os.path.exists(path):
-            raise AtlasError("atlas file not found", path)
-        try:
-            atlas = nib.load(path)
-        except Exception as err:
-            raise AtlasError(f"cannot read atlas ({err})", path) from err
+    atlas, path = _load_image(atlas, AtlasError)
     data = np.asanyarray(atlas.dataobj)
     where = path or "<atlas image>"
     if data.ndim == 4 and data.shape[3] == 1:
@@ -300,15 +305,7 @@ def repetition_time(img: nib.Nifti1Image, path: str | None, tr_s: float | None =
 
 
 def _load_bold(img) -> tuple[nib.Nifti1Image, str | None]:
-    path = None
-    if isinstance(img, str | os.PathLike):
-        path = os.fspath(img)
-        if not os.path.exists(path):
-            raise BoldError("file not found", path)
-        try:
-            img = nib.load(path)
-        except Exception as err:
-            raise BoldError(f"cannot read image ({err})", path) from err
+    img, path = _load_image(img, BoldError)
     if len(img.shape) != 4:
         raise BoldError(f"image has shape {img.shape}; BOLD must be 4-D (x, y, z, time)",
                         path or "<BOLD image>")

@@ -1,0 +1,115 @@
+"""Pre-norm transformer encoder with one attention function and selectable backends.
+
+Backends:
+- ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient
+  kernels on GPU), the default;
+- ``xformers``: ``xformers.ops.memory_efficient_attention`` (optional extra, GPU only);
+- ``math``: explicit softmax(QK^T / sqrt(d)) V, the reference.
+
+An unavailable backend is an error when the model is built, not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from neurofm.errors import ConfigError
+
+BACKENDS = ("sdpa", "xformers", "math")
+
+
+def check_backend(backend: str) -> None:
+    """Raise :class:`ConfigError` if ``backend`` cannot run here."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"attention backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "xformers":
+        try:
+            import xformers.ops  # noqa: F401
+        except ImportError as err:
+            raise ConfigError("attention=xformers needs the xformers package: "
+                              "pip install 'neurofm[xformers]' (GPU only), or use attention=sdpa") from err
+        if not torch.cuda.is_available():
+            raise ConfigError("attention=xformers has no CPU kernels; use attention=sdpa on CPU")
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+              backend: str = "sdpa") -> torch.Tensor:
+    """Multi-head attention. q, k, v: [B, H, L, Dh]; key_mask: [B, L] bool, True = attend."""
+    if backend == "sdpa":
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, L]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if backend == "math":
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # [B, H, L, L]
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return scores.softmax(dim=-1) @ v
+    import xformers.ops as xops
+
+    bias = None
+    if key_mask is not None:
+        b, h, n, _ = q.shape
+        bias = torch.zeros(b, h, n, k.shape[2], dtype=q.dtype, device=q.device)
+        bias = bias.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                          attn_bias=bias)
+    return out.transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, backend: str = "sdpa", dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.backend = heads, backend
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = x.shape  # [B, L, D]
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = attention(q, k, v, key_mask, self.backend)  # [B, H, L, Dh]
+        return self.drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))
+
+
+class Block(nn.Module):
+    """x + attn(norm(x)); x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, backend: str = "sdpa",
+                 dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, backend, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), key_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class Encoder(nn.Module):
+    """A stack of pre-norm blocks and a final LayerNorm; ``[B, L, D] -> [B, L, D]``."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0,
+                 backend: str = "sdpa", dropout: float = 0.0, activation_checkpointing: bool = False):
+        super().__init__()
+        check_backend(backend)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, backend, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.activation_checkpointing = activation_checkpointing
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for block in self.blocks:
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, key_mask, use_reentrant=False)
+            else:
+                x = block(x, key_mask)
+        return self.norm(x)

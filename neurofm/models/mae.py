@@ -1,0 +1,206 @@
+"""Masked autoencoder over geometry-aware tokens.
+
+A token is one patch (``patch_s`` seconds) of one sensor. The encoder sees the visible
+tokens only; a light decoder gets the encoded visible tokens back in place plus, at every
+masked place, a query made of that token's sensor geometry and time; it predicts the
+masked patches. Loss: MSE on the masked patches of the (robust-scaled) signal, plus an
+optional spectral-amplitude term.
+
+Shapes: B batch, C sensors, N patches per sensor, L = C * N tokens, K visible tokens,
+P samples per patch, D model width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from neurofm.datasets.stream import MODALITY_IDS, Batch
+from neurofm.errors import ConfigError
+from neurofm.models.embeddings import PatchEmbedding, SensorEmbedding, TimeEmbedding, patchify
+from neurofm.models.encoder import Encoder
+
+MASK_STRATEGIES = ("random", "channels", "time", "mixed")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and masking (plain data; ``configs/model/*.yaml``)."""
+
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    decoder_dim: int = 64
+    decoder_depth: int = 1
+    decoder_heads: int = 4
+    patch_s: dict = field(default_factory=lambda: {"eeg": 1.0, "meg": 1.0, "ieeg": 1.0, "fmri": 6.0})
+    patch_len: int = 200
+    spatial_latents: int | None = None
+    mask_ratio: float = 0.75
+    mask_strategy: str = "mixed"
+    spectral_weight: float = 0.0
+    attention: str = "sdpa"
+    dropout: float = 0.0
+    activation_checkpointing: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mask_strategy not in MASK_STRATEGIES:
+            raise ConfigError(f"mask_strategy must be one of {MASK_STRATEGIES}, got {self.mask_strategy!r}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.spatial_latents is not None:
+            raise ConfigError("spatial_latents (spatial compression) is not available in this "
+                              "release; set model.spatial_latents=null")
+
+
+@dataclass
+class Tokens:
+    """A batch as tokens."""
+
+    patches: torch.Tensor      # [B, L, P] target values
+    embedded: torch.Tensor     # [B, L, D] patch + sensor + time + modality
+    query: torch.Tensor        # [B, L, Dd] decoder query: sensor + time + modality
+    valid: torch.Tensor        # [B, L] bool: real sensor and real patch
+    shape: tuple[int, int]     # (C, N)
+
+
+def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strategy: str,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose visible tokens.
+
+    Returns ``visible_idx`` ``[B, K]`` (token indices, padded with any index) and
+    ``visible_mask`` ``[B, K]`` (True for real visible tokens). Per sample,
+    ``floor((1 - ratio) * n_valid)`` (at least 1) valid tokens stay visible;
+    ``channels`` hides whole sensors, ``time`` whole patches, ``mixed`` picks one of
+    the three per sample.
+    """
+    b, length = valid.shape
+    c, n = shape
+    device = valid.device
+    noise_tokens = torch.rand(b, c, n, device=device, generator=generator)
+    noise_channels = torch.rand(b, c, 1, device=device, generator=generator).expand(b, c, n)
+    noise_time = torch.rand(b, 1, n, device=device, generator=generator).expand(b, c, n)
+    choice = {"random": 0, "channels": 1, "time": 2}
+    if strategy == "mixed":
+        pick = torch.randint(0, 3, (b, 1, 1), device=device, generator=generator)
+    else:
+        pick = torch.full((b, 1, 1), choice[strategy], device=device)
+    # ties inside a whole-channel/whole-patch group are broken by the token noise
+    noise = torch.where(pick == 0, noise_tokens,
+                        torch.where(pick == 1, noise_channels, noise_time)) + 1e-3 * noise_tokens
+    noise = noise.reshape(b, length).masked_fill(~valid, float("inf"))
+    order = noise.argsort(dim=1)
+    n_keep = ((1.0 - ratio) * valid.sum(dim=1)).floor().clamp(min=1).long()  # [B]
+    k = int(n_keep.max())
+    visible_idx = order[:, :k]
+    visible_mask = torch.arange(k, device=device)[None, :] < n_keep[:, None]
+    return visible_idx, visible_mask
+
+
+class MaskedAutoencoder(nn.Module):
+    """The neurofm model: embeddings, encoder, light MAE decoder."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.patch_embed = PatchEmbedding(cfg.dim, cfg.patch_len)
+        self.sensor_embed = SensorEmbedding(cfg.dim)
+        self.time_embed = TimeEmbedding(cfg.dim)
+        self.modality_embed = nn.Embedding(len(MODALITY_IDS), cfg.dim)
+        self.encoder = Encoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.attention,
+                               cfg.dropout, cfg.activation_checkpointing)
+        self.decoder_in = nn.Linear(cfg.dim, cfg.decoder_dim)
+        self.decoder_sensor = SensorEmbedding(cfg.decoder_dim)
+        self.decoder_time = TimeEmbedding(cfg.decoder_dim)
+        self.decoder_modality = nn.Embedding(len(MODALITY_IDS), cfg.decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(cfg.decoder_dim))
+        self.decoder = Encoder(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
+                               cfg.attention, cfg.dropout)
+        self.head = nn.ModuleList(nn.Linear(cfg.decoder_dim, cfg.patch_len) for _ in MODALITY_IDS)
+        self.apply(_init)
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize(self, batch: Batch) -> Tokens:
+        """Patch a batch and embed every token."""
+        sfreq = batch.sfreq
+        modality = batch.modality
+        if not (torch.all(sfreq == sfreq[0]) and torch.all(modality == modality[0])):
+            raise ValueError("a batch must hold one modality at one sampling rate "
+                             "(batched_stream buckets batches this way)")
+        name = next(k for k, v in MODALITY_IDS.items() if v == int(modality[0]))
+        patch = max(1, round(self.config.patch_s[name] * float(sfreq[0])))
+        if batch.signal.shape[-1] < patch:
+            raise ValueError(f"segments of {batch.signal.shape[-1]} samples are shorter than one "
+                             f"patch ({patch} samples = {self.config.patch_s[name]} s)")
+        patches, patch_mask = patchify(batch.signal, batch.time_mask, patch, self.config.patch_len)
+        b, c, n, _ = patches.shape
+        # patch centres in seconds from the window start: any rate or TR on one time axis
+        seconds = (torch.arange(n, device=patches.device) + 0.5) * patch / sfreq[:, None]  # [B, N]
+        sensor = self.sensor_embed(batch.positions, batch.orientations, batch.kinds)  # [B, C, D]
+        time = self.time_embed(seconds)  # [B, N, D]
+        embedded = (self.patch_embed(patches, modality) + sensor[:, :, None] + time[:, None]
+                    + self.modality_embed(modality)[:, None, None])  # [B, C, N, D]
+        query = (self.decoder_sensor(batch.positions, batch.orientations, batch.kinds)[:, :, None]
+                 + self.decoder_time(seconds)[:, None]
+                 + self.decoder_modality(modality)[:, None, None])  # [B, C, N, Dd]
+        valid = batch.channel_mask[:, :, None] & patch_mask[:, None, :]  # [B, C, N]
+        return Tokens(patches.reshape(b, c * n, -1), embedded.reshape(b, c * n, -1),
+                      query.reshape(b, c * n, -1), valid.reshape(b, c * n), (c, n))
+
+    # ------------------------------------------------------------------ passes
+
+    def encode(self, tokens: Tokens, visible_idx: torch.Tensor | None = None,
+               visible_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder output for the given (default: all valid) tokens, ``[B, K, D]``."""
+        x = tokens.embedded
+        if visible_idx is None:
+            return self.encoder(x, tokens.valid)
+        x = torch.gather(x, 1, visible_idx[..., None].expand(-1, -1, x.shape[-1]))  # [B, K, D]
+        return self.encoder(x, visible_mask)
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Mask, encode, decode; return ``loss`` and the pieces for metrics."""
+        cfg = self.config
+        tokens = self.tokenize(batch)
+        visible_idx, visible_mask = mask_tokens(tokens.valid, tokens.shape, cfg.mask_ratio,
+                                                cfg.mask_strategy, generator)
+        latent = self.encode(tokens, visible_idx, visible_mask)  # [B, K, D]
+        b, length, width = tokens.query.shape
+        # encoded visible tokens back in place, the mask token everywhere else
+        src = torch.where(visible_mask[..., None], self.decoder_in(latent), self.mask_token)
+        full = self.mask_token.expand(b, length, width).scatter(
+            1, visible_idx[..., None].expand(-1, -1, width), src)  # [B, L, Dd]
+        decoded = self.decoder(full + tokens.query, tokens.valid)  # [B, L, Dd]
+        pred = self.head[int(batch.modality[0])](decoded)  # [B, L, P]
+        visible = torch.zeros_like(tokens.valid).scatter(1, visible_idx, visible_mask)
+        hidden = tokens.valid & ~visible  # [B, L] the tokens to reconstruct
+        err = ((pred - tokens.patches) ** 2).mean(dim=-1)  # [B, L]
+        loss = (err * hidden).sum() / hidden.sum().clamp(min=1)
+        if cfg.spectral_weight > 0:
+            amp = lambda x: torch.fft.rfft(x, dim=-1).abs()  # noqa: E731
+            spec = ((amp(pred) - amp(tokens.patches)) ** 2).mean(dim=-1)
+            loss = loss + cfg.spectral_weight * (spec * hidden).sum() / hidden.sum().clamp(min=1)
+        return {"loss": loss, "pred": pred, "target": tokens.patches, "hidden": hidden,
+                "visible_idx": visible_idx, "visible_mask": visible_mask}
+
+    @torch.no_grad()
+    def embed_tokens(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output for every valid token ``[B, L, D]`` and the pooled embedding ``[B, D]``."""
+        tokens = self.tokenize(batch)
+        out = self.encode(tokens)
+        weights = tokens.valid[..., None].to(out.dtype)
+        return out, (out * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def _init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.trunc_normal_(module.weight, std=0.02)

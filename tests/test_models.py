@@ -1,0 +1,146 @@
+"""The masked autoencoder on real tokenized recordings: backends, equivariance, masking, learning."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from neurofm.datasets import collate_segments
+from neurofm.errors import ConfigError
+from neurofm.models.encoder import check_backend
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig, mask_tokens
+from neurofm.tokenizers import Segment, tokenize_raw
+from neurofm.tokenizers.segment import KINDS
+
+
+def tiny(**overrides) -> ModelConfig:
+    cfg = yaml.safe_load((resources.files("neurofm.configs") / "model" / "tiny.yaml").read_text())
+    return ModelConfig(**{**cfg, **overrides})
+
+
+@pytest.fixture(scope="module")
+def eeg_segments(meeg) -> list[Segment]:
+    return list(tokenize_raw(meeg / "brainvision" / "test.vhdr", window_s=2.0))
+
+
+@pytest.fixture(scope="module")
+def meg_segments(meeg) -> list[Segment]:
+    return list(tokenize_raw(meeg / "neuromag" / "sample_audvis_trunc_raw_sss.fif", window_s=1.0))
+
+
+def test_tiny_config_is_under_a_million_parameters():
+    model = MaskedAutoencoder(tiny())
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+    assert set(KINDS) >= {"eeg", "mag", "grad"}
+
+
+def test_sdpa_and_math_backends_agree(eeg_segments, meg_segments):
+    torch.manual_seed(0)
+    sdpa = MaskedAutoencoder(tiny(attention="sdpa")).eval()
+    math = MaskedAutoencoder(tiny(attention="math")).eval()
+    math.load_state_dict(sdpa.state_dict())
+    for segments in (eeg_segments, meg_segments):
+        batch = collate_segments(segments)
+        a, pooled_a = sdpa.embed_tokens(batch)
+        b, pooled_b = math.embed_tokens(batch)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pooled_a, pooled_b, atol=1e-5, rtol=1e-5)
+
+
+def test_unavailable_backend_fails_at_build_time():
+    with pytest.raises(ConfigError, match="attention backend must be one of"):
+        check_backend("flash3")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="xformers"):
+            MaskedAutoencoder(tiny(attention="xformers"))
+
+
+def test_encoder_is_equivariant_to_channel_order(meg_segments):
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(tiny()).eval()
+    seg = meg_segments[0]
+    order = np.random.default_rng(0).permutation(seg.n_sensors)
+    out, pooled = model.embed_tokens(collate_segments([seg]))
+    out_p, pooled_p = model.embed_tokens(collate_segments([seg.permute(order)]))
+    c, n = seg.n_sensors, seg.n_times // 200
+    expected = out.reshape(1, c, n, -1)[:, order].reshape(1, c * n, -1)
+    torch.testing.assert_close(out_p, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pooled_p, pooled, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_change_real_tokens(eeg_segments, meg_segments):
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(tiny()).eval()
+    alone_out, alone_pooled = model.embed_tokens(collate_segments(eeg_segments[:1]))
+    # pad the EEG segment to the MEG channel count by batching it with a 366-sensor segment
+    meg = meg_segments[0]
+    eeg = eeg_segments[0]
+    eeg_cut = Segment(eeg.signal[:, :200], eeg.positions, eeg.orientations, eeg.kinds,
+                      dict(eeg.meta))
+    batch = collate_segments([eeg_cut, Segment(meg.signal[:, :200], meg.positions, meg.orientations,
+                                               meg.kinds, dict(meg.meta, modality="eeg"))])
+    padded_out, padded_pooled = model.embed_tokens(batch)
+    cut_out, cut_pooled = model.embed_tokens(collate_segments([eeg_cut]))
+    c = eeg.n_sensors
+    torch.testing.assert_close(padded_out[0, :c], cut_out[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded_pooled[0], cut_pooled[0], atol=1e-5, rtol=1e-5)
+    assert alone_out.shape[1] == c * 2 and torch.isfinite(alone_pooled).all()
+
+
+@pytest.mark.parametrize("strategy", ["random", "channels", "time", "mixed"])
+def test_masking_invariants(strategy):
+    g = torch.Generator().manual_seed(0)
+    c, n = 10, 6
+    valid = torch.ones(3, c, n, dtype=torch.bool)
+    valid[1, 7:] = False   # a sample with 3 padded sensors
+    valid[2, :, 4:] = False  # a sample with 2 padded patches
+    valid = valid.reshape(3, c * n)
+    idx, mask = mask_tokens(valid, (c, n), 0.75, strategy, g)
+    for i in range(3):
+        chosen = idx[i][mask[i]]
+        assert len(chosen) == int(0.25 * valid[i].sum()) and len(set(chosen.tolist())) == len(chosen)
+        assert valid[i, chosen].all()
+        grid = torch.zeros(c * n, dtype=torch.bool)
+        grid[chosen] = True
+        grid = grid.reshape(c, n)
+        if strategy == "channels":  # whole sensors, except at most one cut by the count
+            partial = ((grid.sum(1) > 0) & (grid.sum(1) < valid[i].reshape(c, n).sum(1))).sum()
+            assert partial <= 1
+        if strategy == "time":
+            partial = ((grid.sum(0) > 0) & (grid.sum(0) < valid[i].reshape(c, n).sum(0))).sum()
+            assert partial <= 1
+
+
+def test_training_steps_lower_the_loss_on_real_eeg(eeg_segments):
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(tiny(mask_strategy="random"))
+    batch = collate_segments(eeg_segments)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        out = model(batch, generator=g)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        losses.append(out["loss"].item())
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    hidden = out["hidden"]
+    assert hidden.sum() == batch.channel_mask.sum() * 2 - (out["visible_mask"].sum())
+
+
+def test_mixed_modalities_in_one_batch_are_refused(eeg_segments, fmri, atlases):
+    from neurofm.tokenizers import tokenize_bold
+
+    bold = tokenize_bold(fmri / "nipy_functional.nii.gz",
+                         atlas=atlases / "AAL_space-MNI152NLin6_res-2x2x2.nii.gz", window_s=12.0)
+    model = MaskedAutoencoder(tiny())
+    with pytest.raises(ValueError, match="one modality at one sampling rate"):
+        model(collate_segments([eeg_segments[0], bold[0]]))
+    out = model(collate_segments(list(bold)))  # fMRI: 6 s patches of 3 TRs, resampled to 200
+    assert torch.isfinite(out["loss"]) and out["pred"].shape[-1] == 200

@@ -21,10 +21,11 @@ from neurofm.errors import NeurofmError, NotAvailableError
 COMMANDS: dict[str, tuple[str, str | None]] = {
     "prepare": ("recordings (BIDS, globs, ROI tables) -> WebDataset shards + manifest",
                 "neurofm.datasets.shards:run_prepare"),
-    "pretrain": ("masked-autoencoding pretraining (Lightning; DDP / DeepSpeed)", None),
+    "pretrain": ("masked-autoencoding pretraining (Lightning; DDP / DeepSpeed)",
+                 "neurofm.pretrain.train:run_pretrain"),
     "finetune": ("finetune a checkpoint: disorder classification, decoding, encoding", None),
     "embed": ("embed recordings with a checkpoint and write .npy/.parquet", None),
-    "export": ("checkpoint -> config.json + model.safetensors", None),
+    "export": ("checkpoint -> config.json + model.safetensors", "neurofm.models.io:run_export"),
 }
 
 USAGE = """usage: neurofm <command> [key=value ...] [--help] [--cfg job] [--config-dir DIR]
@@ -85,7 +86,10 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
     task.__module__ = __name__
     app = hydra.main(config_path="configs", config_name=command, version_base="1.3")(task)
     saved = sys.argv
-    sys.argv = [f"neurofm-{command}", *argv]
+    # keep argv[0] (the script) and remember the command: Lightning's DDP launcher re-runs
+    # `argv[0] <overrides>` for the other local ranks (see main())
+    sys.argv = [saved[0], *argv]
+    os.environ["NEUROFM_COMMAND"] = command
     try:
         app()
     finally:
@@ -102,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] in ("-V", "--version"):
         print(f"neurofm {__version__}")
         return 0
+    relaunched = os.environ.get("NEUROFM_COMMAND") in COMMANDS and "LOCAL_RANK" in os.environ
+    if argv[0] not in COMMANDS and relaunched:  # a rank started by Lightning's DDP launcher
+        return _run_hydra(os.environ["NEUROFM_COMMAND"], argv)
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(_usage(), file=sys.stderr)

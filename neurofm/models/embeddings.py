@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurofm.datasets.stream import KIND_IDS, MODALITY_IDS
+from neurofm.datasets.stream import KIND_IDS
 
 
 def patchify(signal: torch.Tensor, time_mask: torch.Tensor, patch: int, patch_len: int
@@ -34,19 +34,21 @@ def patchify(signal: torch.Tensor, time_mask: torch.Tensor, patch: int, patch_le
     return x, patch_mask
 
 
-def fourier_features(x: torch.Tensor, n_freqs: int, max_wavelength: float) -> torch.Tensor:
-    """``[..., F] -> [..., F * 2 * n_freqs]``: sin/cos at log-spaced wavelengths up to ``max_wavelength``."""
-    freqs = torch.exp(torch.linspace(0.0, math.log(max_wavelength / 0.005), n_freqs,
-                                     device=x.device, dtype=x.dtype))
-    angles = 2 * math.pi * x[..., None] / (max_wavelength / freqs)  # [..., F, n_freqs]
+def fourier_features(x: torch.Tensor, n_freqs: int, min_wavelength: float, max_wavelength: float
+                     ) -> torch.Tensor:
+    """``[..., F] -> [..., F * 2 * n_freqs]``: sin/cos at log-spaced wavelengths."""
+    wavelengths = torch.exp(torch.linspace(math.log(max_wavelength), math.log(min_wavelength), n_freqs,
+                                           device=x.device, dtype=x.dtype))
+    angles = 2 * math.pi * x[..., None] / wavelengths  # [..., F, n_freqs]
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
 
 
 class SensorEmbedding(nn.Module):
     """Geometry of each sensor -> ``[B, C, D]``: MLP over Fourier features of the position
-    (metres; wavelengths 5 mm to 0.5 m), the orientation, and a learned kind vector."""
+    (metres; wavelengths 2 cm to 0.5 m: smooth, so near sensors start with near
+    embeddings), the orientation, and a learned kind vector."""
 
-    def __init__(self, dim: int, n_freqs: int = 16):
+    def __init__(self, dim: int, n_freqs: int = 8):
         super().__init__()
         self.n_freqs = n_freqs
         self.mlp = nn.Sequential(nn.Linear(3 * 2 * n_freqs + 3, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -54,7 +56,7 @@ class SensorEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, orientations: torch.Tensor, kinds: torch.Tensor
                 ) -> torch.Tensor:
-        features = torch.cat([fourier_features(positions, self.n_freqs, 0.5), orientations], dim=-1)
+        features = torch.cat([fourier_features(positions, self.n_freqs, 0.02, 0.5), orientations], dim=-1)
         return self.mlp(features) + self.kind(kinds.clamp(min=0))
 
 
@@ -71,19 +73,3 @@ class TimeEmbedding(nn.Module):
     def forward(self, seconds: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * seconds[..., None] * self.inv_period
         return self.proj(torch.cat([angles.sin(), angles.cos()], dim=-1))
-
-
-class PatchEmbedding(nn.Module):
-    """Patch values -> ``[.., D]``, one linear map per modality."""
-
-    def __init__(self, dim: int, patch_len: int):
-        super().__init__()
-        self.proj = nn.ModuleList(nn.Linear(patch_len, dim) for _ in MODALITY_IDS)
-
-    def forward(self, patches: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
-        # patches [B, C, N, P], modality [B] -> [B, C, N, D]
-        out = patches.new_zeros(*patches.shape[:-1], self.proj[0].out_features)
-        for m in modality.unique().tolist():
-            sel = modality == m
-            out[sel] = self.proj[m](patches[sel])
-        return out

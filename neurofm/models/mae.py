@@ -19,7 +19,7 @@ from torch import nn
 
 from neurofm.datasets.stream import MODALITY_IDS, Batch
 from neurofm.errors import ConfigError
-from neurofm.models.embeddings import PatchEmbedding, SensorEmbedding, TimeEmbedding, patchify
+from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding, patchify
 from neurofm.models.encoder import Encoder
 
 MASK_STRATEGIES = ("random", "channels", "time", "mixed")
@@ -107,7 +107,9 @@ class MaskedAutoencoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = cfg = config
-        self.patch_embed = PatchEmbedding(cfg.dim, cfg.patch_len)
+        # one patch projection and one head for every modality (signals are all unit-scaled;
+        # the modality embedding tells them apart), so DDP finds no unused parameters
+        self.patch_embed = nn.Linear(cfg.patch_len, cfg.dim)
         self.sensor_embed = SensorEmbedding(cfg.dim)
         self.time_embed = TimeEmbedding(cfg.dim)
         self.modality_embed = nn.Embedding(len(MODALITY_IDS), cfg.dim)
@@ -120,7 +122,7 @@ class MaskedAutoencoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(cfg.decoder_dim))
         self.decoder = Encoder(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
                                cfg.attention, cfg.dropout)
-        self.head = nn.ModuleList(nn.Linear(cfg.decoder_dim, cfg.patch_len) for _ in MODALITY_IDS)
+        self.head = nn.Linear(cfg.decoder_dim, cfg.patch_len)
         self.apply(_init)
 
     # ------------------------------------------------------------------ tokens
@@ -143,7 +145,7 @@ class MaskedAutoencoder(nn.Module):
         seconds = (torch.arange(n, device=patches.device) + 0.5) * patch / sfreq[:, None]  # [B, N]
         sensor = self.sensor_embed(batch.positions, batch.orientations, batch.kinds)  # [B, C, D]
         time = self.time_embed(seconds)  # [B, N, D]
-        embedded = (self.patch_embed(patches, modality) + sensor[:, :, None] + time[:, None]
+        embedded = (self.patch_embed(patches) + sensor[:, :, None] + time[:, None]
                     + self.modality_embed(modality)[:, None, None])  # [B, C, N, D]
         query = (self.decoder_sensor(batch.positions, batch.orientations, batch.kinds)[:, :, None]
                  + self.decoder_time(seconds)[:, None]
@@ -176,7 +178,7 @@ class MaskedAutoencoder(nn.Module):
         full = self.mask_token.expand(b, length, width).scatter(
             1, visible_idx[..., None].expand(-1, -1, width), src)  # [B, L, Dd]
         decoded = self.decoder(full + tokens.query, tokens.valid)  # [B, L, Dd]
-        pred = self.head[int(batch.modality[0])](decoded)  # [B, L, P]
+        pred = self.head(decoded)  # [B, L, P]
         visible = torch.zeros_like(tokens.valid).scatter(1, visible_idx, visible_mask)
         hidden = tokens.valid & ~visible  # [B, L] the tokens to reconstruct
         err = ((pred - tokens.patches) ** 2).mean(dim=-1)  # [B, L]

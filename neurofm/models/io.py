@@ -1,0 +1,117 @@
+"""Weights as a directory anyone can load: ``config.json`` + ``model.safetensors``.
+
+Loading never unpickles arbitrary objects: safetensors for exported weights, and
+``torch.load(weights_only=True)`` for Lightning checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neurofm import __version__
+from neurofm.errors import CheckpointError
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+
+def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``out`` (atomically, file by file)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = out / f"{WEIGHTS}.tmp-{os.getpid()}"
+    save_file(state, str(tmp), metadata={"format": "pt", "neurofm_version": __version__})
+    os.replace(tmp, out / WEIGHTS)
+    config = {"neurofm_version": __version__, "architecture": "MaskedAutoencoder",
+              "model": asdict(model.config), **(extra or {})}
+    tmp = out / f"{CONFIG}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / CONFIG)
+    return out
+
+
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MaskedAutoencoder:
+    """Load an exported directory, a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory."""
+    config, state = read_checkpoint(path, map_location)
+    model = MaskedAutoencoder(ModelConfig(**config))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"weights do not match the model config: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}", path)
+    return model.eval()
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model config dict, model state dict) from any of the three checkpoint formats."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError("checkpoint not found", path)
+    if path.is_dir() and (path / WEIGHTS).exists():
+        from safetensors.torch import load_file
+
+        try:
+            config = json.loads((path / CONFIG).read_text())["model"]
+            return config, load_file(str(path / WEIGHTS), device=str(map_location))
+        except (OSError, KeyError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"not a neurofm export ({err})", path) from err
+    if path.is_dir():
+        return _read_deepspeed(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # weights_only refuses pickled objects; corrupt files raise others
+        raise CheckpointError(f"cannot read checkpoint safely ({type(err).__name__}: {err}); "
+                              "neurofm loads only tensors and plain data", path) from err
+    return _from_lightning(ckpt, path)
+
+
+def _from_lightning(ckpt: dict, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        config = ckpt["hyper_parameters"]["model"]
+        state = ckpt["state_dict"]
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"not a neurofm Lightning checkpoint (no {err})", path) from err
+    prefix = "model."
+    return dict(config), {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _read_deepspeed(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A DeepSpeed sharded checkpoint directory (Lightning's or DeepSpeed's own layout)."""
+    try:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    except ImportError as err:
+        raise CheckpointError("reading a DeepSpeed checkpoint needs deepspeed installed", path) from err
+    meta = path / "neurofm.json"
+    if not meta.exists():
+        raise CheckpointError("DeepSpeed checkpoint without neurofm.json (the model config); "
+                              "was it written by neurofm?", path)
+    config = json.loads(meta.read_text())["model"]
+    state = get_fp32_state_dict_from_zero_checkpoint(str(path))
+    if any(k.startswith("model.") for k in state):  # a LightningModule's names
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    return config, state
+
+
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Turn any checkpoint into ``config.json`` + ``model.safetensors`` (``neurofm export``)."""
+    model = load_pretrained(ckpt)
+    return save_pretrained(model, out, extra={"exported_from": os.fspath(ckpt)})
+
+
+def run_export(cfg) -> int:
+    """``neurofm export ckpt=... out=...``."""
+    from neurofm.console import logger
+
+    out = export_checkpoint(cfg.ckpt, cfg.out)
+    logger.info("exported %s -> %s (%s, %s)", cfg.ckpt, out, CONFIG, WEIGHTS)
+    return 0

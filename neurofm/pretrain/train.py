@@ -1,0 +1,199 @@
+"""``neurofm pretrain``: Hydra config -> data, model, Lightning Trainer -> checkpoints and metrics.
+
+The strategy (``trainer=ddp``, ``deepspeed_stage_2`` ...) is only a config switch; multi-node
+comes from the environment Lightning reads (SLURM, torchrun). Checkpoints are written every
+``checkpoint.every_n_steps`` and on SIGTERM (SLURM preemption; SIGUSR1 triggers Lightning's
+SLURM requeue); ``resume=auto`` continues from ``<run_dir>/checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from neurofm.datasets.shards import PrepareOptions, load_manifest, write_shards
+from neurofm.errors import CheckpointError, ConfigError
+from neurofm.pretrain.data import ShardDataModule
+from neurofm.pretrain.module import PretrainModule
+
+logger = logging.getLogger("neurofm.pretrain")
+LAST = "last.ckpt"
+
+
+class CheckpointOnSigterm(Callback):
+    """Save ``last.ckpt`` when the run is stopped by SIGTERM (e.g. SLURM preemption)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+            logger.warning("SIGTERM at step %d: checkpoint saved to %s", trainer.global_step, self.path)
+
+
+class SampleKeyLog(Callback):
+    """Append the sample keys each rank trains on to ``<dir>/keys-rank<r>.txt`` (for checks)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        with open(self.directory / f"keys-rank{trainer.global_rank}.txt", "a") as fh:
+            fh.writelines(f"{m.get('key')}\n" for m in batch.meta)
+
+
+def prepare_demo(root: Path, seed: int) -> Path:
+    """Build the synthetic demo corpus and its shards (once)."""
+    from neurofm.pretrain.demo import build_demo_corpus
+
+    shards = root / "shards"
+    if (shards / "manifest.json").exists():
+        return shards
+    corpus = build_demo_corpus(root / "corpus", seed=seed)
+    options = PrepareOptions(window_s=4.0, fmri_window_s=60.0, roi_tr_s=2.0,
+                             roi_coords=str(corpus / "fmri" / "power264_coords.csv"),
+                             shard_size_mb=8, split_fractions=(0.66, 0.34, 0.0), seed=seed)
+    write_shards([corpus / "eeg", corpus / "fmri"], shards, options)
+    return shards
+
+
+def _trainer_kwargs(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+    from hydra.utils import instantiate
+
+    kwargs = dict(trainer_cfg)
+    if isinstance(kwargs.get("strategy"), dict):
+        kwargs["strategy"] = instantiate(kwargs["strategy"])
+    return kwargs
+
+
+def _resume_path(resume: str | None, run_dir: Path) -> str | None:
+    if resume in (None, "", "none", "null"):
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / LAST
+        return str(last) if last.exists() else None
+    if not Path(resume).exists():
+        raise CheckpointError("checkpoint to resume from not found", resume)
+    return str(resume)
+
+
+def _checkpoint_step(path: str) -> int:
+    if Path(path).is_dir():  # DeepSpeed: Lightning restores the step itself
+        return 0
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint safely ({err})", path) from err
+
+
+def plot_loss_curve(metrics_csv: Path, out: Path) -> Path | None:
+    """Training (and validation) loss against step, from Lightning's CSV log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    if not metrics_csv.exists():
+        return None
+    df = pd.read_csv(metrics_csv)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for column, style in (("train/loss", "-"), ("val/loss", "o-")):
+        if column in df:
+            rows = df[["step", column]].dropna()
+            ax.plot(rows["step"], rows[column], style, label=column, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("masked reconstruction MSE")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("neurofm pretraining", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def run_pretrain(cfg) -> int:
+    """``neurofm pretrain``: the Hydra entry point."""
+    from omegaconf import OmegaConf
+
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = Path(conf["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(conf["seed"], workers=True, verbose=False)
+    data = conf["data"]
+    if data["kind"] == "demo":
+        shards = prepare_demo(Path(data["root"]), conf["seed"])
+    elif data["kind"] == "shards":
+        shards = data["shards"]
+    else:
+        raise ConfigError(f"data.kind must be 'demo' or 'shards', got {data['kind']!r}")
+    manifest = load_manifest(shards)
+    splits = {s["split"] for s in manifest["shards"]}
+
+    resume = _resume_path(conf.get("resume"), run_dir)
+    start_step = _checkpoint_step(resume) if resume else 0
+    # resumed runs draw a fresh, seeded continuation of the stream instead of replaying it
+    datamodule = ShardDataModule(
+        shards, batch_size=data["batch_size"], num_workers=data["num_workers"],
+        shuffle_buffer=data.get("shuffle_buffer", 1000), resampled=True,
+        modality_weights=data.get("modality_weights"), max_tokens=data.get("max_tokens"),
+        patch_s=conf["model"]["patch_s"], seed=conf["seed"] * 1_000_003 + start_step)
+    trainer_cfg = _trainer_kwargs(conf["trainer"])
+    max_steps = trainer_cfg["max_steps"]
+    module = PretrainModule(conf["model"], max_steps=max_steps, **conf["optim"])
+    if conf["model"].get("compile"):
+        module.model = torch.compile(module.model)
+
+    checkpoints = run_dir / "checkpoints"
+    callbacks: list[Callback] = [
+        ModelCheckpoint(dirpath=checkpoints, filename="step-{step}", every_n_train_steps=conf["checkpoint"]["every_n_steps"],
+                        save_last=True, save_top_k=-1, auto_insert_metric_name=False),
+        CheckpointOnSigterm(checkpoints / LAST),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if conf.get("log_sample_keys"):
+        callbacks.append(SampleKeyLog(run_dir))
+    if os.environ.get("NEUROFM_PROGRESS", "1") != "0":
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar())
+    loggers = [CSVLogger(run_dir, name="", version="",
+                         flush_logs_every_n_steps=trainer_cfg.get("log_every_n_steps", 50)),
+               TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    has_val = "val" in splits
+    trainer = pl.Trainer(
+        **trainer_cfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers,
+        limit_val_batches=conf.get("val_batches", 20) if has_val else 0,
+        val_check_interval=conf.get("val_every_n_steps", 100) if has_val else None,
+        check_val_every_n_epoch=None, enable_progress_bar=os.environ.get("NEUROFM_PROGRESS", "1") != "0",
+        num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume,
+                    weights_only=None if resume is None or Path(resume).is_dir() else True)
+    except SIGTERMException:
+        logger.warning("stopped by SIGTERM at step %d; resume with resume=auto run_dir=%s",
+                       trainer.global_step, run_dir)
+        return 143
+    trainer.save_checkpoint(checkpoints / LAST)  # the final state, whatever the save interval
+    if trainer.is_global_zero:
+        curve = plot_loss_curve(run_dir / "metrics.csv", run_dir / "loss_curve.png")
+        logger.info("pretrained %d steps in %.0f s\n  checkpoint: %s\n  metrics:    %s\n  loss curve: %s",
+                    trainer.global_step, time.perf_counter() - start, checkpoints / LAST,
+                    run_dir / "metrics.csv", curve)
+    return 0

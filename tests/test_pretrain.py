@@ -1,0 +1,121 @@
+"""Pretraining end to end: the demo main job, DDP on CPU over real shards, SIGTERM + resume, export."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from neurofm.datasets import PrepareOptions, collate_segments, stream, write_shards
+from neurofm.models.io import load_pretrained, read_checkpoint
+
+ENV = {**os.environ, "NEUROFM_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+FAST = ["model=tiny", "trainer.log_every_n_steps=2", "checkpoint.every_n_steps=1000",
+        "val_every_n_steps=1000000", "optim.warmup_steps=2"]
+
+
+def pretrain(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "neurofm.cli", "pretrain", *args], env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def real_shards(tmp_path_factory, meeg) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "shards"
+    files = [meeg / "bdf" / "multiple_annotation_chans.bdf", meeg / "brainvision" / "test.vhdr",
+             meeg / "eeglab" / "test_raw_chanloc.set"]
+    write_shards(files, out, PrepareOptions(window_s=2.0, shard_size_mb=0.1,
+                                            split_fractions=(1.0, 0.0, 0.0)))
+    return out
+
+
+def test_demo_main_job(tmp_path):
+    run = tmp_path / "run"
+    result = pretrain(f"run_dir={run}", f"data.root={tmp_path / 'demo'}", "trainer.max_steps=12",
+                      *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretrained 12 steps" in result.stderr
+    assert (tmp_path / "demo" / "corpus" / "README.txt").read_text().startswith("SYNTHETIC")
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 12
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["train/loss"].dropna().size >= 5
+    assert (run / "loss_curve.png").stat().st_size > 5000
+
+
+def test_sigterm_then_resume_continues_at_the_same_step(tmp_path, real_shards):
+    run = tmp_path / "run"
+    args = [f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "data.num_workers=0",
+            "data.batch_size=4", "trainer.max_steps=100000", *FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "neurofm.cli", "pretrain", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "metrics.csv").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output[-3000:]
+    stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    step = stopped["global_step"]
+    assert step > 0
+    result = pretrain(*[a for a in args if not a.startswith("trainer.max_steps")],
+                      f"trainer.max_steps={step + 6}", "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == step + 6
+    # optimizer and scheduler state came back: AdamW's step count continues
+    states = resumed["optimizer_states"][0]["state"]
+    assert int(next(iter(states.values()))["step"]) == step + 6
+    logged = pd.read_csv(run / "metrics.csv")["step"].dropna()
+    assert logged.max() >= step + 4
+
+
+def test_ddp_two_processes_on_cpu_over_real_shards(tmp_path, real_shards):
+    run = tmp_path / "ddp"
+    result = pretrain(f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "trainer=ddp",
+                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                      "trainer.max_steps=4", "data.num_workers=0", "data.batch_size=4",
+                      "log_sample_keys=true", *FAST[1:], "model=tiny")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    keys = [set((run / f"keys-rank{r}.txt").read_text().split()) for r in (0, 1)]
+    assert all(len(k) > 0 for k in keys)
+
+
+def test_export_round_trip(tmp_path):
+    run = tmp_path / "run"
+    result = pretrain(f"run_dir={run}", f"data.root={tmp_path / 'demo'}", "trainer.max_steps=3", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "exported"
+    export = subprocess.run([sys.executable, "-m", "neurofm.cli", "export",
+                             f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={out}"],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors"}
+    from_ckpt = load_pretrained(run / "checkpoints" / "last.ckpt")
+    from_dir = load_pretrained(out)
+    config, state = read_checkpoint(out)
+    assert config["dim"] == 64 and set(state) == set(from_ckpt.state_dict())
+    segments = [s for _, s in zip(range(4), stream(tmp_path / "demo" / "shards", "train",
+                                                   shuffle_buffer=0, modality="eeg"), strict=False)]
+    batch = collate_segments(segments)
+    a = from_ckpt.embed_tokens(batch)[1]
+    b = from_dir.embed_tokens(batch)[1]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    from neurofm.errors import CheckpointError
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": object()}}, path)
+    with pytest.raises(CheckpointError, match="evil.ckpt: cannot read checkpoint safely"):
+        load_pretrained(path)

@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from neurofm.datasets import PrepareOptions, collate_segments, stream, write_shards
 from neurofm.models.io import load_pretrained, read_checkpoint
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
 ENV = {**os.environ, "NEUROFM_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
 FAST = ["model=tiny", "trainer.log_every_n_steps=2", "checkpoint.every_n_steps=1000",
@@ -119,3 +121,61 @@ def test_pickled_checkpoint_is_refused(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {"model": object()}}, path)
     with pytest.raises(CheckpointError, match="evil.ckpt: cannot read checkpoint safely"):
         load_pretrained(path)
+
+
+def test_two_nodes_on_loopback_read_disjoint_shards(tmp_path, real_shards):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "two_nodes"
+    common = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
+              "-m", "neurofm.cli", "pretrain", f"run_dir={run}", "data=shards",
+              f"data.shards={real_shards}", "data.resampled=false", "data.num_workers=0",
+              "data.batch_size=2", "data.shuffle_buffer=0", "trainer=ddp", "trainer.accelerator=cpu",
+              "trainer.devices=1", "trainer.num_nodes=2", "trainer.precision=32-true",
+              "trainer.max_steps=3", "log_sample_keys=true", *FAST]
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--node_rank={r}", *common],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    keys = [set((run / f"keys-rank{r}.txt").read_text().split()) for r in (0, 1)]
+    assert all(len(k) == 6 for k in keys)  # 3 steps x 2 segments on each node
+    assert not keys[0] & keys[1]
+    shard_of = {}
+    for shard in sorted(real_shards.glob("shard-*.tar")):
+        for seg in stream([str(shard)], None, shuffle_buffer=0):
+            shard_of[seg.meta["key"]] = shard.name
+    assert not {shard_of[k] for k in keys[0]} & {shard_of[k] for k in keys[1]}
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_cpu_then_consolidate_to_safetensors(tmp_path, real_shards, stage):
+    pytest.importorskip("deepspeed")
+    import socket
+
+    from neurofm.models.io import export_checkpoint
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / f"zero{stage}"
+    helper = Path(__file__).parent / "helpers" / "deepspeed_zero.py"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             f"--master_port={port}", str(helper), str(stage), str(real_shards), str(out)],
+                            env={**ENV, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    losses = [float(x) for x in result.stdout.split("losses")[1].split()]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    exported = export_checkpoint(out, tmp_path / "exported")
+    model = load_pretrained(exported)
+    torch.manual_seed(0)  # the helper's seed: the same initial weights
+    init = MaskedAutoencoder(ModelConfig()).state_dict()
+    assert set(model.state_dict()) == set(init)
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    # training moved the weights away from the initialisation
+    assert any(not torch.equal(init[k], v) for k, v in model.state_dict().items())

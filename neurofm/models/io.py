@@ -86,20 +86,31 @@ def _from_lightning(ckpt: dict, path: Path) -> tuple[dict[str, Any], dict[str, t
 
 
 def _read_deepspeed(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """A DeepSpeed sharded checkpoint directory (Lightning's or DeepSpeed's own layout)."""
+    """A DeepSpeed ZeRO checkpoint directory (Lightning's layout or DeepSpeed's own).
+
+    The model config comes from the client state saved beside the weights
+    (``hyper_parameters['model']``, as Lightning writes it); the ZeRO shards are
+    consolidated to fp32 with DeepSpeed's own ``zero_to_fp32``.
+    """
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     except ImportError as err:
         raise CheckpointError("reading a DeepSpeed checkpoint needs deepspeed installed", path) from err
-    meta = path / "neurofm.json"
-    if not meta.exists():
-        raise CheckpointError("DeepSpeed checkpoint without neurofm.json (the model config); "
-                              "was it written by neurofm?", path)
-    config = json.loads(meta.read_text())["model"]
-    state = get_fp32_state_dict_from_zero_checkpoint(str(path))
+    states = sorted(path.rglob("*model_states.pt"))
+    if not states:
+        raise CheckpointError("not a checkpoint: no config.json + model.safetensors and no "
+                              "DeepSpeed *model_states.pt inside", path)
+    try:
+        client = torch.load(states[0], map_location="cpu", weights_only=True)
+        config = client["hyper_parameters"]["model"]
+    except Exception as err:
+        raise CheckpointError(f"DeepSpeed checkpoint without a readable neurofm model config "
+                              f"({type(err).__name__}: {err})", states[0]) from err
+    tag_dir = states[0].parent
+    state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
     if any(k.startswith("model.") for k in state):  # a LightningModule's names
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    return config, state
+    return dict(config), state
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:

@@ -149,7 +149,7 @@ def run_pretrain(cfg) -> int:
     # resumed runs draw a fresh, seeded continuation of the stream instead of replaying it
     datamodule = ShardDataModule(
         shards, batch_size=data["batch_size"], num_workers=data["num_workers"],
-        shuffle_buffer=data.get("shuffle_buffer", 1000), resampled=True,
+        shuffle_buffer=data.get("shuffle_buffer", 1000), resampled=data.get("resampled", True),
         modality_weights=data.get("modality_weights"), max_tokens=data.get("max_tokens"),
         patch_s=conf["model"]["patch_s"], seed=conf["seed"] * 1_000_003 + start_step)
     trainer_cfg = _trainer_kwargs(conf["trainer"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -72,11 +73,21 @@ def test_user_config_dir(tmp_path):
 
 
 def test_unavailable_command_is_one_line_exit_2():
-    result = run_cli("export", "ckpt=x", "out=y")
+    result = run_cli("embed", "ckpt=x", "input=y")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "not available" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_user_error_is_one_line_naming_the_file(tmp_path):
+    missing = tmp_path / "nope.ckpt"
+    result = run_cli("export", f"ckpt={missing}", f"out={tmp_path / 'out'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"neurofm: error: {missing}: checkpoint not found"
+    debug = run_cli("export", f"ckpt={missing}", f"out={tmp_path / 'out'}",
+                    env={**os.environ, "NEUROFM_DEBUG": "1"})
+    assert "Traceback" in debug.stderr
 
 
 def test_errors_name_the_file():

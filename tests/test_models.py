@@ -144,3 +144,22 @@ def test_mixed_modalities_in_one_batch_are_refused(eeg_segments, fmri, atlases):
         model(collate_segments([eeg_segments[0], bold[0]]))
     out = model(collate_segments(list(bold)))  # fMRI: 6 s patches of 3 TRs, resampled to 200
     assert torch.isfinite(out["loss"]) and out["pred"].shape[-1] == 200
+
+
+def test_spatial_compression_costs_the_same_for_any_sensor_count(eeg_segments, meg_segments):
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(tiny(spatial_latents=8)).eval()
+    eeg = collate_segments([Segment(s.signal[:, :200], s.positions, s.orientations, s.kinds, s.meta)
+                            for s in eeg_segments[:2]])
+    meg = collate_segments(meg_segments[:1])
+    out_eeg, _ = model.embed_tokens(eeg)
+    out_meg, pooled_meg = model.embed_tokens(meg)
+    assert out_eeg.shape[1] == out_meg.shape[1] == 8  # 1 patch x 8 latents, 26 or 366 sensors
+    # invariant to the order of sensors (cross-attention over a set)
+    order = np.random.default_rng(1).permutation(meg_segments[0].n_sensors)
+    _, pooled_perm = model.embed_tokens(collate_segments([meg_segments[0].permute(order)]))
+    torch.testing.assert_close(pooled_perm, pooled_meg, atol=1e-5, rtol=1e-5)
+    model.train()
+    loss = model(collate_segments(eeg_segments))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.compressor.queries.grad.abs().sum() > 0

@@ -20,7 +20,7 @@ from torch import nn
 from neurofm.datasets.stream import MODALITY_IDS, Batch
 from neurofm.errors import ConfigError
 from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding, patchify
-from neurofm.models.encoder import Encoder
+from neurofm.models.encoder import Encoder, attention
 
 MASK_STRATEGIES = ("random", "channels", "time", "mixed")
 
@@ -52,9 +52,8 @@ class ModelConfig:
             raise ConfigError(f"mask_strategy must be one of {MASK_STRATEGIES}, got {self.mask_strategy!r}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.spatial_latents is not None:
-            raise ConfigError("spatial_latents (spatial compression) is not available in this "
-                              "release; set model.spatial_latents=null")
+        if self.spatial_latents is not None and self.spatial_latents < 1:
+            raise ConfigError(f"spatial_latents must be a positive count or null, got {self.spatial_latents}")
 
 
 @dataclass
@@ -66,6 +65,8 @@ class Tokens:
     query: torch.Tensor        # [B, L, Dd] decoder query: sensor + time + modality
     valid: torch.Tensor        # [B, L] bool: real sensor and real patch
     shape: tuple[int, int]     # (C, N)
+    patch_valid: torch.Tensor  # [B, N] bool: real patch
+    time: torch.Tensor         # [B, N, D] time embedding of each patch
 
 
 def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strategy: str,
@@ -101,6 +102,36 @@ def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strat
     return visible_idx, visible_mask
 
 
+class SpatialCompressor(nn.Module):
+    """The sensor tokens of each time patch -> ``latents`` tokens, by cross-attention from
+    learned queries (BrainOmni-style). A learned null key keeps an all-masked patch defined."""
+
+    def __init__(self, dim: int, heads: int, latents: int, backend: str = "sdpa"):
+        super().__init__()
+        self.heads, self.backend = heads, backend
+        self.queries = nn.Parameter(torch.randn(latents, dim) * 0.02)
+        self.null = nn.Parameter(torch.zeros(1, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, n, d = x.shape  # x [B, C, N, D], mask [B, C, N] -> [B, N, K, D]
+        h, k = self.heads, self.queries.shape[0]
+        keys = torch.cat([self.null.expand(b * n, 1, d),
+                          self.norm(x.permute(0, 2, 1, 3).reshape(b * n, c, d))], dim=1)
+        key_mask = torch.cat([mask.new_ones(b * n, 1), mask.permute(0, 2, 1).reshape(b * n, c)], dim=1)
+        q = self.q(self.queries).view(1, k, h, d // h).transpose(1, 2).expand(b * n, -1, -1, -1)
+        kv = self.kv(keys).view(b * n, c + 1, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        out = attention(q, kv[0], kv[1], key_mask, self.backend)  # [B*N, H, K, Dh]
+        out = self.queries + self.proj(out.transpose(1, 2).reshape(b * n, k, d))
+        out = out + self.mlp(self.norm_mlp(out))
+        return out.view(b, n, k, d)
+
+
 class MaskedAutoencoder(nn.Module):
     """The neurofm model: embeddings, encoder, light MAE decoder."""
 
@@ -113,6 +144,8 @@ class MaskedAutoencoder(nn.Module):
         self.sensor_embed = SensorEmbedding(cfg.dim)
         self.time_embed = TimeEmbedding(cfg.dim)
         self.modality_embed = nn.Embedding(len(MODALITY_IDS), cfg.dim)
+        self.compressor = (SpatialCompressor(cfg.dim, cfg.heads, cfg.spatial_latents, cfg.attention)
+                           if cfg.spatial_latents else None)
         self.encoder = Encoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.attention,
                                cfg.dropout, cfg.activation_checkpointing)
         self.decoder_in = nn.Linear(cfg.dim, cfg.decoder_dim)
@@ -152,18 +185,35 @@ class MaskedAutoencoder(nn.Module):
                  + self.decoder_modality(modality)[:, None, None])  # [B, C, N, Dd]
         valid = batch.channel_mask[:, :, None] & patch_mask[:, None, :]  # [B, C, N]
         return Tokens(patches.reshape(b, c * n, -1), embedded.reshape(b, c * n, -1),
-                      query.reshape(b, c * n, -1), valid.reshape(b, c * n), (c, n))
+                      query.reshape(b, c * n, -1), valid.reshape(b, c * n), (c, n), patch_mask, time)
 
     # ------------------------------------------------------------------ passes
 
-    def encode(self, tokens: Tokens, visible_idx: torch.Tensor | None = None,
-               visible_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder output for the given (default: all valid) tokens, ``[B, K, D]``."""
-        x = tokens.embedded
-        if visible_idx is None:
-            return self.encoder(x, tokens.valid)
-        x = torch.gather(x, 1, visible_idx[..., None].expand(-1, -1, x.shape[-1]))  # [B, K, D]
-        return self.encoder(x, visible_mask)
+    def encode(self, tokens: Tokens, visible: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Encode the ``visible`` (default: all valid) tokens.
+
+        Returns ``(out, mask, index)``: ``[B, K, D]`` encoded visible tokens, their
+        mask and their token indices ``[B, K]``; or, with spatial compression,
+        ``[B, N * latents, D]`` latents (all sensors of a patch summarised by
+        cross-attention, so 306 and 19 sensors cost the same), their mask, and None.
+        """
+        visible = tokens.valid if visible is None else visible & tokens.valid
+        if self.compressor is not None:
+            c, n = tokens.shape
+            b, _, d = tokens.embedded.shape
+            latents = self.compressor(tokens.embedded.view(b, c, n, d), visible.view(b, c, n))
+            latents = latents + tokens.time[:, :, None]  # [B, N, K, D]
+            mask = tokens.patch_valid[:, :, None].expand(-1, -1, latents.shape[2])
+            mask = mask.reshape(b, -1)
+            return self.encoder(latents.reshape(b, -1, d), mask), mask, None
+        n_keep = visible.sum(dim=1)
+        k = int(n_keep.max())
+        # visible tokens first (stable order), padded to the longest row
+        idx = visible.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :k]  # [B, K]
+        mask = torch.arange(k, device=visible.device)[None, :] < n_keep[:, None]
+        x = torch.gather(tokens.embedded, 1, idx[..., None].expand(-1, -1, tokens.embedded.shape[-1]))
+        return self.encoder(x, mask), mask, idx
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Mask, encode, decode; return ``loss`` and the pieces for metrics."""
@@ -171,16 +221,22 @@ class MaskedAutoencoder(nn.Module):
         tokens = self.tokenize(batch)
         visible_idx, visible_mask = mask_tokens(tokens.valid, tokens.shape, cfg.mask_ratio,
                                                 cfg.mask_strategy, generator)
-        latent = self.encode(tokens, visible_idx, visible_mask)  # [B, K, D]
+        visible = torch.zeros_like(tokens.valid).scatter(1, visible_idx, visible_mask)  # [B, L]
+        hidden = tokens.valid & ~visible  # the tokens to reconstruct
         b, length, width = tokens.query.shape
-        # encoded visible tokens back in place, the mask token everywhere else
-        src = torch.where(visible_mask[..., None], self.decoder_in(latent), self.mask_token)
-        full = self.mask_token.expand(b, length, width).scatter(
-            1, visible_idx[..., None].expand(-1, -1, width), src)  # [B, L, Dd]
-        decoded = self.decoder(full + tokens.query, tokens.valid)  # [B, L, Dd]
+        if self.compressor is None:
+            latent, mask, index = self.encode(tokens, visible)  # [B, K, D], K = visible count
+            # encoded visible tokens back in place, the mask token everywhere else
+            src = torch.where(mask[..., None], self.decoder_in(latent), self.mask_token)
+            full = self.mask_token.expand(b, length, width).scatter(
+                1, index[..., None].expand(-1, -1, width), src)  # [B, L, Dd]
+            decoded = self.decoder(full + tokens.query, tokens.valid)  # [B, L, Dd]
+        else:
+            latent, latent_mask, _ = self.encode(tokens, visible)  # [B, N*K, D]
+            queries = self.mask_token.expand(b, length, width) + tokens.query  # [B, L, Dd]
+            x = torch.cat([self.decoder_in(latent), queries], dim=1)
+            decoded = self.decoder(x, torch.cat([latent_mask, tokens.valid], dim=1))[:, -length:]
         pred = self.head(decoded)  # [B, L, P]
-        visible = torch.zeros_like(tokens.valid).scatter(1, visible_idx, visible_mask)
-        hidden = tokens.valid & ~visible  # [B, L] the tokens to reconstruct
         err = ((pred - tokens.patches) ** 2).mean(dim=-1)  # [B, L]
         loss = (err * hidden).sum() / hidden.sum().clamp(min=1)
         if cfg.spectral_weight > 0:
@@ -192,10 +248,15 @@ class MaskedAutoencoder(nn.Module):
 
     @torch.no_grad()
     def embed_tokens(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder output for every valid token ``[B, L, D]`` and the pooled embedding ``[B, D]``."""
+        """Encoder output for every token ``[B, L, D]`` (with spatial compression: every
+        latent ``[B, N * latents, D]``) and the pooled embedding ``[B, D]``."""
         tokens = self.tokenize(batch)
-        out = self.encode(tokens)
-        weights = tokens.valid[..., None].to(out.dtype)
+        if self.compressor is None:
+            out = self.encoder(tokens.embedded, tokens.valid)  # every token, in place
+            mask = tokens.valid
+        else:
+            out, mask, _ = self.encode(tokens)
+        weights = mask[..., None].to(out.dtype)
         return out, (out * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -18,8 +16,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-
-T = TypeVar("T")
 
 logger = logging.getLogger("neurofm")
 _stderr = Console(stderr=True)
@@ -57,14 +53,3 @@ def make_progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=not progress_enabled(),
     )
-
-
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar (hidden when stderr is not a terminal)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with make_progress(transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        for item in items:
-            yield item
-            progress.advance(task)

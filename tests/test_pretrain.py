@@ -167,7 +167,7 @@ def test_deepspeed_zero_on_cpu_then_consolidate_to_safetensors(tmp_path, real_sh
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                              f"--master_port={port}", str(helper), str(stage), str(real_shards), str(out)],
                             env={**ENV, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     losses = [float(x) for x in result.stdout.split("losses")[1].split()]
     assert len(losses) == 4 and all(np.isfinite(losses))

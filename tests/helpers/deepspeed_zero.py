@@ -11,6 +11,8 @@ from dataclasses import asdict
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+import importlib  # noqa: E402
+
 import deepspeed  # noqa: E402
 import torch  # noqa: E402
 
@@ -20,6 +22,9 @@ from neurofm.models.mae import MaskedAutoencoder, ModelConfig  # noqa: E402
 
 def main() -> None:
     stage, shards, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    # gloo does the collectives; skip DeepSpeed's C++ shared-memory all-reduce, a JIT build
+    # that needs a compiler and blocks on a lock file if an earlier build was killed
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
     torch.manual_seed(0)
     config = ModelConfig()

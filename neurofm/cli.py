@@ -24,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "pretrain": ("masked-autoencoding pretraining (Lightning; DDP / DeepSpeed)",
                  "neurofm.pretrain.train:run_pretrain"),
     "finetune": ("finetune a checkpoint: disorder classification, decoding, encoding", None),
-    "embed": ("embed recordings with a checkpoint and write .npy/.parquet", None),
+    "embed": ("embed recordings with a checkpoint and write .npy/.parquet",
+              "neurofm.embedding:run_embed"),
     "export": ("checkpoint -> config.json + model.safetensors", "neurofm.models.io:run_export"),
 }
 

@@ -1,0 +1,75 @@
+"""Benchmark: `model.embed(segments)` vs the bare encoder on pre-built tensors, same run.
+
+Segments: the real EEGLAB tutorial recording (30 channels), 4 s windows. neurofm: the
+public `embed` (grouping by shape, collation, device transfer, pooling, progress bar).
+Bare: `model.embed_tokens` on batches collated and moved beforehand. Target overhead <= 20 %.
+
+usage: python benchmarks/embed.py [--model small] [--device cpu|cuda] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from importlib import resources
+
+import mne
+import torch
+import yaml
+from _common import data_dir
+
+from neurofm.datasets import collate_segments
+from neurofm.embedding import NeuroFM
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.tokenizers import tokenize_raw
+
+warnings.simplefilter("ignore")
+mne.set_log_level("ERROR")
+CHANNELS = ("FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
+            "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2").split()
+
+
+def best(fn, device: str, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="small")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    raw = mne.io.read_raw_eeglab(data_dir() / "meeg" / "eeglab" / "test_raw.set", preload=True)
+    raw.rename_channels(dict(zip(raw.ch_names, CHANNELS, strict=True)))
+    segments = list(tokenize_raw(raw, window_s=4.0, stride_s=1.0))
+    cfg = yaml.safe_load((resources.files("neurofm.configs") / "model" / f"{args.model}.yaml").read_text())
+    model = NeuroFM(MaskedAutoencoder(ModelConfig(**cfg))).to(args.device)
+    batches = [collate_segments(segments[k : k + args.batch]).to(args.device)
+               for k in range(0, len(segments), args.batch)]
+
+    def bare():
+        with torch.no_grad():
+            for batch in batches:
+                model.model.embed_tokens(batch)
+
+    ours = best(lambda: model.embed(segments, batch_size=args.batch), args.device)
+    base = best(bare, args.device)
+    n = len(segments)
+    print(f"{args.model} on {args.device}: {n} windows of 30 ch x 4 s, batch {args.batch}")
+    print(f"  bare encoder on pre-built tensors  {n / base:8.1f} segments/s")
+    print(f"  model.embed(segments)              {n / ours:8.1f} segments/s   overhead {ours / base - 1:+.1%}")
+
+
+if __name__ == "__main__":
+    main()

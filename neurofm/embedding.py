@@ -1,0 +1,191 @@
+"""The embedding API: ``neurofm.load(path).embed(raw | path | segments)``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurofm.console import make_progress
+from neurofm.datasets.stream import collate_segments
+from neurofm.errors import NeurofmError
+from neurofm.models.io import load_pretrained
+from neurofm.models.mae import MaskedAutoencoder
+from neurofm.tokenizers.segment import Segment
+
+logger = logging.getLogger("neurofm")
+BOLD_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class Embeddings:
+    """What :meth:`NeuroFM.embed` returns.
+
+    Attributes
+    ----------
+    windows : ndarray, float32, shape (n_windows, dim)
+        One embedding per window (mean over the window's tokens).
+    pooled : ndarray, float32, shape (dim,)
+        Mean over windows.
+    times : ndarray, float64, shape (n_windows,)
+        Window onsets in seconds from the start of the recording.
+    meta : list of dict
+        Per-window metadata (source, subject, modality, labels ...).
+    """
+
+    windows: np.ndarray
+    pooled: np.ndarray
+    times: np.ndarray
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+
+class NeuroFM:
+    """A pretrained model ready to embed recordings. Build with :func:`neurofm.load`."""
+
+    def __init__(self, model: MaskedAutoencoder, source: str = ""):
+        self.model = model.eval()
+        self.source = source
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> NeuroFM:
+        self.model.to(device)
+        return self
+
+    def _segments(self, x, atlas, window_s: float | None, options: dict) -> list[Segment]:
+        from neurofm.tokenizers import tokenize_bold, tokenize_raw
+
+        if isinstance(x, Segment):
+            return [x]
+        if isinstance(x, list | tuple):
+            if not all(isinstance(s, Segment) for s in x):
+                raise TypeError("a list passed to embed() must hold Segment objects")
+            return list(x)
+        import mne
+        import nibabel as nib
+
+        is_bold = isinstance(x, nib.spatialimages.SpatialImage) or (
+            isinstance(x, str | os.PathLike) and os.fspath(x).endswith(BOLD_SUFFIXES))
+        if is_bold:
+            if atlas is None:
+                raise NeurofmError("embedding BOLD needs an atlas: embed(img, atlas=...)",
+                                   x if isinstance(x, str | os.PathLike) else None)
+            return self._fit_window(lambda w: tokenize_bold(x, atlas=atlas, window_s=w, **options),
+                                    window_s or 120.0)
+        if isinstance(x, mne.io.BaseRaw | str | os.PathLike):
+            return self._fit_window(lambda w: tokenize_raw(x, window_s=w, **options), window_s or 10.0)
+        raise TypeError(f"cannot embed a {type(x).__name__}: pass an mne Raw, a recording path, "
+                        "a 4-D NIfTI (with atlas=) or a list of Segment")
+
+    def _fit_window(self, tokenize, window_s: float) -> list[Segment]:
+        """Tokenize; a recording shorter than one window becomes one shorter window."""
+        try:
+            return list(tokenize(window_s))
+        except NeurofmError as err:
+            text = str(err)
+            if "shorter than one window" not in text and "fewer than one window" not in text:
+                raise
+            duration = _duration_from(text)
+            if duration is None:
+                raise
+            logger.warning("%s; embedding it as one %.2f s window", text, duration)
+            return list(tokenize(duration))
+
+    @torch.no_grad()
+    def embed(self, x, *, atlas=None, window_s: float | None = None, batch_size: int = 32,
+              **tokenizer_options: Any) -> Embeddings:
+        """Embed a recording, an fMRI run or segments.
+
+        Parameters
+        ----------
+        x : mne.io.Raw | path | nibabel image | list of Segment
+            EEG/MEG/iEEG (any format ``tokenize_raw`` reads), 4-D BOLD (with
+            ``atlas``), or segments already tokenized.
+        atlas : image | path | None
+            Labels atlas for BOLD.
+        window_s : float | None
+            Window length (default 10 s for EEG/MEG, 120 s for fMRI). A recording
+            shorter than one window is embedded as one shorter window, with a warning.
+        batch_size : int
+            Windows per forward pass.
+        **tokenizer_options
+            Passed to ``tokenize_raw`` / ``tokenize_bold``.
+        """
+        segments = self._segments(x, atlas, window_s, tokenizer_options)
+        if not segments:
+            raise NeurofmError("nothing to embed: every window was rejected (see the tokenizer report)")
+        # batches of one shape: no padding, and the same numbers whatever the batch size
+        order = sorted(range(len(segments)), key=lambda i: (segments[i].modality, segments[i].n_sensors,
+                                                            segments[i].n_times, i))
+        groups: list[list[int]] = []
+        for i in order:
+            if groups and len(groups[-1]) < batch_size and _same_shape(segments[groups[-1][0]], segments[i]):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        out = np.zeros((len(segments), self.model.config.dim), np.float32)
+        with make_progress(transient=True) as progress:
+            task = progress.add_task("embedding", total=len(segments))
+            for group in groups:
+                batch = collate_segments([segments[i] for i in group]).to(self.device)
+                _, pooled = self.model.embed_tokens(batch)
+                out[group] = pooled.float().cpu().numpy()
+                progress.advance(task, len(group))
+        times = np.array([s.meta.get("onset_s", 0.0) for s in segments], dtype=np.float64)
+        return Embeddings(windows=out, pooled=out.mean(axis=0), times=times,
+                          meta=[{k: v for k, v in s.meta.items() if not isinstance(v, list)} for s in segments])
+
+
+def _same_shape(a: Segment, b: Segment) -> bool:
+    return (a.modality, a.n_sensors, a.n_times, a.sfreq) == (b.modality, b.n_sensors, b.n_times, b.sfreq)
+
+
+def _duration_from(message: str) -> float | None:
+    import re
+
+    match = re.search(r"lasts ([0-9.]+) s", message) or re.search(r"= ([0-9.]+) s, fewer", message)
+    return float(match.group(1)) if match else None
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM:
+    """Load a checkpoint for embedding: an exported directory (``config.json`` +
+    ``model.safetensors``), a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory.
+    Never unpickles arbitrary objects."""
+    return NeuroFM(load_pretrained(path, map_location="cpu"), source=os.fspath(path)).to(device)
+
+
+def run_embed(cfg) -> int:
+    """``neurofm embed ckpt=... input=... out=emb.npy``."""
+    from neurofm.console import logger as root
+
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load(cfg.ckpt, device=device)
+    result = model.embed(cfg.input, atlas=cfg.atlas, batch_size=cfg.batch_size,
+                         window_s=cfg.get("window_s"))
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        import pandas as pd
+
+        table = pd.DataFrame(result.windows, columns=[f"e{k}" for k in range(result.windows.shape[1])])
+        table.insert(0, "onset_s", result.times)
+        try:
+            table.to_parquet(out)
+        except ImportError as err:
+            raise NeurofmError("writing .parquet needs pyarrow: pip install pyarrow, or use out=*.npy",
+                               out) from err
+    elif out.suffix == ".npy":
+        np.save(out, result.windows)
+        np.save(out.with_name(out.stem + "_times.npy"), result.times)
+    else:
+        raise NeurofmError("out must end in .npy or .parquet", out)
+    root.info("embedded %d windows (dim %d) of %s -> %s", len(result.windows), result.windows.shape[1],
+              cfg.input, out)
+    return 0

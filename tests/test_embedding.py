@@ -1,0 +1,105 @@
+"""neurofm.load(...).embed(...) on real recordings, across the three checkpoint formats."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+import torch
+
+import neurofm
+from neurofm.errors import NeurofmError
+from neurofm.models.io import export_checkpoint, save_pretrained
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.tokenizers import tokenize_raw
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(ModelConfig())
+    save_pretrained(model, root / "exported")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"model": asdict(model.config)}, "global_step": 0},
+               root / "lightning.ckpt")
+    return {"exported": root / "exported", "lightning": root / "lightning.ckpt"}
+
+
+def test_embed_recording_shapes_times_and_determinism(checkpoints, meeg):
+    model = neurofm.load(checkpoints["exported"])
+    path = meeg / "brainvision" / "test.vhdr"
+    out = model.embed(path, window_s=2.0)
+    assert out.windows.shape == (3, 64) and out.windows.dtype == np.float32
+    np.testing.assert_array_equal(out.times, [0.0, 2.0, 4.0])
+    np.testing.assert_allclose(out.pooled, out.windows.mean(axis=0))
+    again = model.embed(mne.io.read_raw_brainvision(path), window_s=2.0, batch_size=1)
+    np.testing.assert_allclose(again.windows, out.windows, atol=1e-6)
+    segments = tokenize_raw(path, window_s=2.0)
+    np.testing.assert_allclose(model.embed(list(segments)).windows, out.windows, atol=1e-6)
+    assert out.meta[0]["source"].endswith("test.vhdr") and out.meta[0]["modality"] == "eeg"
+
+
+def test_three_checkpoint_formats_embed_identically(checkpoints, meeg, tmp_path):
+    path = meeg / "bdf" / "multiple_annotation_chans.bdf"
+    a = neurofm.load(checkpoints["exported"]).embed(path)
+    b = neurofm.load(checkpoints["lightning"]).embed(path)
+    np.testing.assert_array_equal(a.windows, b.windows)
+    pytest.importorskip("deepspeed")
+    helper = Path(__file__).parent / "helpers" / "deepspeed_zero.py"
+    shards = tmp_path / "shards"
+    from neurofm.datasets import PrepareOptions, write_shards
+
+    write_shards([path], shards, PrepareOptions(window_s=2.0, shard_size_mb=0.05,
+                                                split_fractions=(1.0, 0.0, 0.0)))
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             f"--master_port={port}", str(helper), "2", str(shards), str(tmp_path / "ds")],
+                            env={**os.environ, "DS_ACCELERATOR": "cpu"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = export_checkpoint(tmp_path / "ds", tmp_path / "ds_exported")
+    c = neurofm.load(tmp_path / "ds").embed(path)
+    d = neurofm.load(exported).embed(path)
+    np.testing.assert_array_equal(c.windows, d.windows)
+    assert not np.allclose(c.windows, a.windows)  # trained weights, not the initial ones
+
+
+def test_short_recording_becomes_one_shorter_window(checkpoints, meeg, caplog):
+    model = neurofm.load(checkpoints["exported"])
+    with caplog.at_level(logging.WARNING, logger="neurofm"):
+        out = model.embed(meeg / "kit" / "010409_Motor_task_coregist-export_tiny_1s.con")
+    assert out.windows.shape == (1, 64)
+    assert "embedding it as one 1.00 s window" in caplog.text
+
+
+def test_embed_bold_needs_an_atlas(checkpoints, fmri, atlases):
+    model = neurofm.load(checkpoints["lightning"])
+    bold = fmri / "nipy_functional.nii.gz"
+    with pytest.raises(NeurofmError, match="needs an atlas"):
+        model.embed(bold)
+    out = model.embed(bold, atlas=atlases / "AAL_space-MNI152NLin6_res-2x2x2.nii.gz", window_s=12.0)
+    assert out.windows.shape == (3, 64) and np.isfinite(out.windows).all()
+    np.testing.assert_array_equal(out.times, [0.0, 12.0, 24.0])
+
+
+def test_cli_embed_writes_npy(checkpoints, meeg, tmp_path):
+    out = tmp_path / "emb.npy"
+    result = subprocess.run([sys.executable, "-m", "neurofm.cli", "embed", f"ckpt={checkpoints['exported']}",
+                             f"input={meeg / 'brainvision' / 'test.vhdr'}", f"out={out}", "window_s=2.0"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    assert result.returncode == 0, result.stderr
+    assert np.load(out).shape == (3, 64)
+    np.testing.assert_array_equal(np.load(tmp_path / "emb_times.npy"), [0.0, 2.0, 4.0])

@@ -250,6 +250,10 @@ class MaskedAutoencoder(nn.Module):
     def embed_tokens(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output for every token ``[B, L, D]`` (with spatial compression: every
         latent ``[B, N * latents, D]``) and the pooled embedding ``[B, D]``."""
+        return self.features(batch)
+
+    def features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed_tokens` with gradients (for finetuning)."""
         tokens = self.tokenize(batch)
         if self.compressor is None:
             out = self.encoder(tokens.embedded, tokens.valid)  # every token, in place

@@ -1,0 +1,65 @@
+"""Evaluation splits that never leak a subject (cross-subject) or an event (within subject)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices of one fold: ``train`` and ``test`` never share a group."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+def _check(splits: list[Split], groups: np.ndarray) -> list[Split]:
+    for split in splits:
+        shared = set(groups[split.train]) & set(groups[split.test])
+        if shared:
+            raise AssertionError(f"{split.name}: groups {sorted(shared)[:5]} in train and test")
+    return splits
+
+
+def subject_kfold(subjects, k: int = 5) -> list[Split]:
+    """Cross-subject k-fold: each subject's windows are all in one fold."""
+    subjects = np.asarray(subjects)
+    k = min(k, len(np.unique(subjects)))
+    folds = GroupKFold(n_splits=k).split(subjects, groups=subjects)
+    return _check([Split(f"fold{i}", tr, te) for i, (tr, te) in enumerate(folds)], subjects)
+
+
+def leave_one_subject_out(subjects) -> list[Split]:
+    """One fold per subject."""
+    subjects = np.asarray(subjects)
+    folds = LeaveOneGroupOut().split(subjects, groups=subjects)
+    return _check([Split(f"loso-{subjects[te[0]]}", tr, te) for tr, te in folds], subjects)
+
+
+def event_kfold(labels, groups, k: int = 5, seed: int = 0) -> list[Split]:
+    """Within-subject, stratified k-fold over events: all windows of an event in one fold."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(labels, labels, groups)
+    return _check([Split(f"fold{i}", tr, te) for i, (tr, te) in enumerate(folds)], groups)
+
+
+def few_shot(labels, groups, shots: int, repeats: int = 5, seed: int = 0) -> list[Split]:
+    """``shots`` training events per class (drawn ``repeats`` times); every other event is test."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    splits = []
+    for r in range(repeats):
+        chosen = set()
+        for label in np.unique(labels):
+            events = np.unique(groups[labels == label])
+            if len(events) <= shots:
+                raise ValueError(f"class {label!r} has {len(events)} events, not more than shots={shots}")
+            chosen |= set(rng.choice(events, shots, replace=False).tolist())
+        train = np.flatnonzero(np.isin(groups, list(chosen)))
+        test = np.flatnonzero(~np.isin(groups, list(chosen)))
+        splits.append(Split(f"{shots}shot-{r}", train, test))
+    return _check(splits, groups)

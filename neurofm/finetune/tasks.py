@@ -1,0 +1,104 @@
+"""Heads and training modes: linear probe, full finetune (layer-wise LR decay), from scratch."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from neurofm.datasets.stream import collate_segments
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.tokenizers.segment import Segment
+
+
+def window_embeddings(model: MaskedAutoencoder, segments: list[Segment], batch_size: int = 64) -> np.ndarray:
+    """Pooled encoder output per segment, ``[N, D]`` (frozen encoder)."""
+    from neurofm.embedding import NeuroFM
+
+    return NeuroFM(model).embed(segments, batch_size=batch_size).windows
+
+
+def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Standardised logistic regression on frozen embeddings; returns test probabilities."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0, random_state=seed))
+    probe.fit(x_train, y_train)
+    return probe.predict_proba(x_test)
+
+
+class Classifier(nn.Module):
+    """Pretrained (or fresh) encoder + mean-pooled linear head."""
+
+    def __init__(self, backbone: MaskedAutoencoder, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.dim, n_classes)
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.head(self.backbone.features(batch)[1])  # [B, n_classes]
+
+
+def layerwise_param_groups(model: Classifier, lr: float, decay: float) -> list[dict]:
+    """Head at ``lr``; encoder block i at ``lr * decay^(depth - i)``; embeddings lowest."""
+    depth = len(model.backbone.encoder.blocks)
+    groups: dict[float, list] = {}
+    for name, param in model.named_parameters():
+        if name.startswith("head."):
+            scale = 1.0
+        elif name.startswith("backbone.encoder.blocks."):
+            scale = decay ** (depth - int(name.split(".")[3]))
+        elif name.startswith("backbone.encoder.norm"):
+            scale = decay
+        else:  # embeddings, compressor, decoder (unused by the head)
+            scale = decay ** (depth + 1)
+        groups.setdefault(scale, []).append(param)
+    return [{"params": p, "lr": lr * s} for s, p in sorted(groups.items())]
+
+
+def finetune_classifier(
+    backbone: MaskedAutoencoder | None,
+    segments: list[Segment],
+    labels: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    config: ModelConfig | None = None,
+    epochs: int = 30,
+    lr: float = 1e-3,
+    layer_decay: float = 0.75,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[float]]:
+    """Train encoder + head on ``train``; return test probabilities and the training losses.
+
+    ``backbone=None`` trains the same architecture (``config``) from scratch.
+    """
+    torch.manual_seed(seed)
+    n_classes = int(labels.max()) + 1
+    if backbone is None:
+        backbone = MaskedAutoencoder(config or ModelConfig())
+    model = Classifier(copy.deepcopy(backbone), n_classes)
+    model.train()
+    optimizer = torch.optim.AdamW(layerwise_param_groups(model, lr, layer_decay), weight_decay=0.05)
+    rng = np.random.default_rng(seed)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    losses = []
+    for _ in range(epochs):
+        order = rng.permutation(train)
+        for k in range(0, len(order), batch_size):
+            idx = order[k : k + batch_size]
+            logits = model(collate_segments([segments[i] for i in idx]))
+            loss = nn.functional.cross_entropy(logits, y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        probs = [model(collate_segments([segments[i] for i in test[k : k + 64]])).softmax(-1)
+                 for k in range(0, len(test), 64)]
+    return torch.cat(probs).numpy(), losses

@@ -1,0 +1,89 @@
+"""Finetuning: protocols never leak, metrics are right, finetuning learns on real events."""
+
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pytest
+
+from neurofm.finetune.metrics import classification_metrics, regression_metrics
+from neurofm.finetune.protocols import event_kfold, few_shot, leave_one_subject_out, subject_kfold
+from neurofm.finetune.tasks import (
+    Classifier,
+    finetune_classifier,
+    layerwise_param_groups,
+    linear_probe,
+)
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.tokenizers import tokenize_events, tokenize_raw
+from tests.test_tokenize_meeg import EEGLAB_TUTORIAL_CHANNELS
+
+
+@pytest.fixture(scope="module")
+def events(meeg):
+    raw = mne.io.read_raw_eeglab(meeg / "eeglab" / "test_raw.set")
+    raw.rename_channels(dict(zip(raw.ch_names, EEGLAB_TUTORIAL_CHANNELS, strict=True)))
+    segments = list(tokenize_events(raw, event_id=["square", "rt"], tmin=0.0, tmax=1.0, reject_scaled=None))
+    labels = np.array([0 if s.meta["label"] == "square" else 1 for s in segments])
+    return segments, labels
+
+
+def test_event_folds_never_share_an_event(events):
+    segments, labels = events
+    groups = np.array([round(s.meta["event_onset_s"], 3) for s in segments])
+    splits = event_kfold(labels, groups, k=5)
+    assert len(splits) == 5
+    tested = np.concatenate([s.test for s in splits])
+    assert sorted(tested) == list(range(len(segments)))  # every window tested exactly once
+    for split in splits:
+        assert not set(groups[split.train]) & set(groups[split.test])
+        assert set(labels[split.test]) == {0, 1}
+    shots = few_shot(labels, groups, shots=5, repeats=3)
+    for split in shots:
+        assert np.bincount(labels[split.train]).tolist() == [5, 5]
+        assert len(split.test) == len(segments) - 10
+
+
+def test_subject_folds_never_share_a_subject(meeg):
+    segments = []
+    for path in ("brainvision/test.vhdr", "bdf/multiple_annotation_chans.bdf", "eeglab/test_raw_chanloc.set"):
+        segments += list(tokenize_raw(meeg / path, window_s=1.0, reject_scaled=None))
+    subjects = np.array([s.meta["subject"] for s in segments])
+    for splits in (subject_kfold(subjects, k=3), leave_one_subject_out(subjects)):
+        assert len(splits) == 3
+        for split in splits:
+            assert not set(subjects[split.train]) & set(subjects[split.test])
+
+
+def test_metrics_on_known_predictions():
+    y = np.array([0, 0, 1, 1, 1, 0])
+    perfect = np.eye(2)[y] * 0.8 + 0.1
+    m = classification_metrics(y, perfect, n_boot=200)
+    assert m["balanced_accuracy"]["value"] == 1.0 and m["cohen_kappa"]["value"] == 1.0
+    assert m["auroc"]["value"] == 1.0 and m["f1_weighted"]["value"] == 1.0
+    wrong = classification_metrics(y, perfect[:, ::-1], n_boot=200)
+    assert wrong["balanced_accuracy"]["value"] == 0.0 and wrong["cohen_kappa"]["value"] == -1.0
+    assert wrong["balanced_accuracy"]["ci_low"] <= 0.0 <= wrong["balanced_accuracy"]["ci_high"]
+    r = regression_metrics(np.arange(10.0), 2 * np.arange(10.0) + 1)
+    assert r["pearson_r"] == pytest.approx(1.0) and r["r2"] < 1.0
+
+
+def test_finetune_lowers_training_loss_on_real_events(events):
+    segments, labels = events
+    idx = np.arange(len(segments))
+    probs, losses = finetune_classifier(None, segments, labels, idx[:100], idx[100:],
+                                        config=ModelConfig(), epochs=8, lr=3e-3)
+    assert probs.shape == (len(segments) - 100, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    per_epoch = np.array(losses).reshape(8, -1).mean(1)
+    assert per_epoch[-1] < 0.8 * per_epoch[0]
+
+
+def test_layerwise_decay_and_linear_probe(events):
+    model = Classifier(MaskedAutoencoder(ModelConfig()), 2)
+    groups = layerwise_param_groups(model, lr=1.0, decay=0.5)
+    rates = sorted(g["lr"] for g in groups)
+    assert rates == [0.125, 0.25, 0.5, 1.0]  # embeddings, block 0, block 1 + norm, head
+    x = np.random.default_rng(0).normal(size=(40, 8))
+    y = (x[:, 0] > 0).astype(int)
+    probs = linear_probe(x[:30], y[:30], x[30:])
+    assert probs.shape == (10, 2) and (probs.argmax(1) == y[30:]).mean() >= 0.8

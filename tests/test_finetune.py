@@ -87,3 +87,31 @@ def test_layerwise_decay_and_linear_probe(events):
     y = (x[:, 0] > 0).astype(int)
     probs = linear_probe(x[:30], y[:30], x[30:])
     assert probs.shape == (10, 2) and (probs.argmax(1) == y[30:]).mean() >= 0.8
+
+
+def test_cli_finetune_decoding_writes_metrics_and_plot(meeg, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from neurofm.models.io import save_pretrained
+
+    raw = mne.io.read_raw_eeglab(meeg / "eeglab" / "test_raw.set", preload=True)
+    raw.rename_channels(dict(zip(raw.ch_names, EEGLAB_TUTORIAL_CHANNELS, strict=True)))
+    raw.save(tmp_path / "sub-01_task-tutorial_eeg_raw.fif")
+    save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path / "model")
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "neurofm.cli", "finetune", f"ckpt={tmp_path / 'model'}",
+         f"inputs=[{tmp_path / 'sub-01_task-tutorial_eeg_raw.fif'}]", "task.event_id=[square,rt]",
+         "task.tmin_s=0.0", "task.tmax_s=1.0", "task.folds=3", "+tokenizer.reject_scaled=null",
+         f"run_dir={run}"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classes"] == ["rt", "square"] and metrics["n_windows"] == 154
+    assert len(metrics["splits"]) == 3 and sum(s["n_test"] for s in metrics["splits"]) == 154
+    assert 0.0 <= metrics["metrics"]["balanced_accuracy"]["value"] <= 1.0
+    assert (run / "confusion_matrix.png").stat().st_size > 5000
+    assert (run / "results.md").read_text().count("| fold") == 3

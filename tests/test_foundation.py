@@ -73,7 +73,7 @@ def test_user_config_dir(tmp_path):
 
 
 def test_unavailable_command_is_one_line_exit_2():
-    result = run_cli("finetune", "ckpt=x")
+    result = run_cli("finetune", "task=encoding", "ckpt=x", "inputs=[y]")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "not available" in lines[0]

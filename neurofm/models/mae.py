@@ -189,31 +189,25 @@ class MaskedAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ passes
 
-    def encode(self, tokens: Tokens, visible: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Encode the ``visible`` (default: all valid) tokens.
+    def encode(self, tokens: Tokens, visible_idx: torch.Tensor, visible_mask: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode the visible tokens (``visible_idx`` ``[B, K]``, real where ``visible_mask``).
 
-        Returns ``(out, mask, index)``: ``[B, K, D]`` encoded visible tokens, their
-        mask and their token indices ``[B, K]``; or, with spatial compression,
-        ``[B, N * latents, D]`` latents (all sensors of a patch summarised by
-        cross-attention, so 306 and 19 sensors cost the same), their mask, and None.
+        Returns ``(out, mask)``: ``[B, K, D]`` encoded visible tokens and their mask; or,
+        with spatial compression, ``[B, N * latents, D]`` latents (all visible sensors of
+        a patch summarised by cross-attention, so 306 and 19 sensors cost the same) and
+        their mask.
         """
-        visible = tokens.valid if visible is None else visible & tokens.valid
         if self.compressor is not None:
             c, n = tokens.shape
             b, _, d = tokens.embedded.shape
+            visible = torch.zeros_like(tokens.valid).scatter(1, visible_idx, visible_mask)
             latents = self.compressor(tokens.embedded.view(b, c, n, d), visible.view(b, c, n))
             latents = latents + tokens.time[:, :, None]  # [B, N, K, D]
-            mask = tokens.patch_valid[:, :, None].expand(-1, -1, latents.shape[2])
-            mask = mask.reshape(b, -1)
-            return self.encoder(latents.reshape(b, -1, d), mask), mask, None
-        n_keep = visible.sum(dim=1)
-        k = int(n_keep.max())
-        # visible tokens first (stable order), padded to the longest row
-        idx = visible.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :k]  # [B, K]
-        mask = torch.arange(k, device=visible.device)[None, :] < n_keep[:, None]
-        x = torch.gather(tokens.embedded, 1, idx[..., None].expand(-1, -1, tokens.embedded.shape[-1]))
-        return self.encoder(x, mask), mask, idx
+            mask = tokens.patch_valid[:, :, None].expand(-1, -1, latents.shape[2]).reshape(b, -1)
+            return self.encoder(latents.reshape(b, -1, d), mask), mask
+        x = torch.gather(tokens.embedded, 1, visible_idx[..., None].expand(-1, -1, tokens.embedded.shape[-1]))
+        return self.encoder(x, visible_mask), visible_mask
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Mask, encode, decode; return ``loss`` and the pieces for metrics."""
@@ -224,15 +218,14 @@ class MaskedAutoencoder(nn.Module):
         visible = torch.zeros_like(tokens.valid).scatter(1, visible_idx, visible_mask)  # [B, L]
         hidden = tokens.valid & ~visible  # the tokens to reconstruct
         b, length, width = tokens.query.shape
-        if self.compressor is None:
-            latent, mask, index = self.encode(tokens, visible)  # [B, K, D], K = visible count
+        latent, latent_mask = self.encode(tokens, visible_idx, visible_mask)
+        if self.compressor is None:  # latent [B, K, D], K = visible count
             # encoded visible tokens back in place, the mask token everywhere else
-            src = torch.where(mask[..., None], self.decoder_in(latent), self.mask_token)
+            src = torch.where(latent_mask[..., None], self.decoder_in(latent), self.mask_token)
             full = self.mask_token.expand(b, length, width).scatter(
-                1, index[..., None].expand(-1, -1, width), src)  # [B, L, Dd]
+                1, visible_idx[..., None].expand(-1, -1, width), src)  # [B, L, Dd]
             decoded = self.decoder(full + tokens.query, tokens.valid)  # [B, L, Dd]
-        else:
-            latent, latent_mask, _ = self.encode(tokens, visible)  # [B, N*K, D]
+        else:  # latent [B, N * latents, D]
             queries = self.mask_token.expand(b, length, width) + tokens.query  # [B, L, Dd]
             x = torch.cat([self.decoder_in(latent), queries], dim=1)
             decoded = self.decoder(x, torch.cat([latent_mask, tokens.valid], dim=1))[:, -length:]
@@ -259,7 +252,8 @@ class MaskedAutoencoder(nn.Module):
             out = self.encoder(tokens.embedded, tokens.valid)  # every token, in place
             mask = tokens.valid
         else:
-            out, mask, _ = self.encode(tokens)
+            every = torch.arange(tokens.valid.shape[1], device=tokens.valid.device).expand_as(tokens.valid)
+            out, mask = self.encode(tokens, every, tokens.valid)
         weights = mask[..., None].to(out.dtype)
         return out, (out * weights).sum(1) / weights.sum(1).clamp(min=1)
 

@@ -14,6 +14,7 @@ Pipeline (one pass over the data, MNE for every signal operation)::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import warnings
@@ -662,12 +663,14 @@ def tokenize_events(
         raise ValueError(f"tmax ({tmax}) must be after tmin ({tmin})")
     if events is not None:
         options["events_from"] = "annotations"
-    cont = _continuous(raw, sfreq=sfreq, min_duration_s=tmax - tmin, **{
-        "l_freq": 0.5, "h_freq": None, "line_freq": "auto", "kinds": MEEG_KINDS, "montage": "auto",
-        "on_missing_positions": "raise", "average_reference": False, "drop_flat": True,
-        "tmin_s": None, "tmax_s": None, "events_from": "auto", "dataset": None, "entities": None,
-        **options,
-    })
+    # the same options and defaults as tokenize_raw, read from its signature
+    defaults = {name: p.default for name, p in inspect.signature(tokenize_raw).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "reject_scaled"}
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"tokenize_events got unknown options {sorted(unknown)}; "
+                        f"it takes those of tokenize_raw: {sorted(defaults)}")
+    cont = _continuous(raw, sfreq=sfreq, min_duration_s=tmax - tmin, **{**defaults, **options})
     if events is not None:
         events = np.asarray(events)
         onsets = events[:, 0] / cont.meta["native_sfreq"] - cont.first_time

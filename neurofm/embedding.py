@@ -13,7 +13,7 @@ import torch
 
 from neurofm.console import make_progress
 from neurofm.datasets.stream import collate_segments
-from neurofm.errors import NeurofmError
+from neurofm.errors import NeurofmError, TooShortError
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.tokenizers.segment import Segment
@@ -88,15 +88,9 @@ class NeuroFM:
         """Tokenize; a recording shorter than one window becomes one shorter window."""
         try:
             return list(tokenize(window_s))
-        except NeurofmError as err:
-            text = str(err)
-            if "shorter than one window" not in text and "fewer than one window" not in text:
-                raise
-            duration = _duration_from(text)
-            if duration is None:
-                raise
-            logger.warning("%s; embedding it as one %.2f s window", text, duration)
-            return list(tokenize(duration))
+        except TooShortError as err:
+            logger.warning("%s; embedding it as one %.2f s window", err, err.duration_s)
+            return list(tokenize(err.duration_s))
 
     @torch.no_grad()
     def embed(self, x, *, atlas=None, window_s: float | None = None, batch_size: int = 32,
@@ -145,13 +139,6 @@ class NeuroFM:
 
 def _same_shape(a: Segment, b: Segment) -> bool:
     return (a.modality, a.n_sensors, a.n_times, a.sfreq) == (b.modality, b.n_sensors, b.n_times, b.sfreq)
-
-
-def _duration_from(message: str) -> float | None:
-    import re
-
-    match = re.search(r"lasts ([0-9.]+) s", message) or re.search(r"= ([0-9.]+) s, fewer", message)
-    return float(match.group(1)) if match else None
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM:

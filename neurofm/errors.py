@@ -31,12 +31,28 @@ class RecordingError(NeurofmError):
     """An EEG/MEG/iEEG recording cannot be read or tokenized as asked."""
 
 
+class TooShortError(NeurofmError):
+    """A recording is shorter than one window; ``duration_s`` says how long it is."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, duration_s: float = 0.0):
+        super().__init__(message, path)
+        self.duration_s = duration_s
+
+
+class RecordingTooShortError(TooShortError, RecordingError):
+    """An EEG/MEG/iEEG recording is shorter than one window."""
+
+
 class MissingPositionsError(RecordingError):
     """Channels have no 3-D position and none could be found by name."""
 
 
 class BoldError(NeurofmError):
     """A 4-D BOLD image or ROI table cannot be tokenized as asked."""
+
+
+class BoldTooShortError(TooShortError, BoldError):
+    """A BOLD run or ROI table is shorter than one window."""
 
 
 class AtlasError(NeurofmError):

@@ -26,7 +26,7 @@ import mne
 import numpy as np
 from mne.io.constants import FIFF
 
-from neurofm.errors import MissingPositionsError, RecordingError
+from neurofm.errors import MissingPositionsError, RecordingError, RecordingTooShortError
 from neurofm.tokenizers.geometry import (
     NON_EEG_NAME,
     channel_geometry,
@@ -367,10 +367,10 @@ def _continuous(
     if raw.n_times == 0:
         raise RecordingError("recording has no samples", source)
     if duration < min_duration_s:
-        raise RecordingError(
+        raise RecordingTooShortError(
             f"recording lasts {duration:.3f} s, shorter than one window ({min_duration_s:g} s); "
             "pass a smaller window_s",
-            source,
+            source, duration_s=duration,
         )
 
     ann_onset, ann_dur, ann_desc = _annotation_events(raw)
@@ -618,9 +618,9 @@ def tokenize_raw(
     step = int(round(stride_s * sfreq))
     n_times = cont.data.shape[1]
     if n_times < length:  # resampling rounded a recording of exactly one window down
-        raise RecordingError(
+        raise RecordingTooShortError(
             f"recording has {n_times} samples at {sfreq:g} Hz, fewer than one window ({length})",
-            cont.meta["source"],
+            cont.meta["source"], duration_s=n_times / sfreq,
         )
     starts = np.arange(0, n_times - length + 1, step)
     return _segments(cont, starts, length, reject_scaled)

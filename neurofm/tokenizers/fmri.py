@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from neurofm.errors import AtlasError, BoldError, NeurofmError
+from neurofm.errors import AtlasError, BoldError, BoldTooShortError, NeurofmError
 from neurofm.tokenizers.segment import Segment, Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
@@ -372,9 +372,9 @@ def _windows(
     if length < 1:
         raise BoldError(f"window_s={window_s:g} s is shorter than one TR ({tr_s:g} s)", where)
     if n_times < length:
-        raise BoldError(
+        raise BoldTooShortError(
             f"{n_times} timepoints x {tr_s:g} s = {n_times * tr_s:g} s, fewer than one window "
-            f"({window_s:g} s); pass a smaller window_s", where)
+            f"({window_s:g} s); pass a smaller window_s", where, duration_s=n_times * tr_s)
     starts = np.arange(0, n_times - length + 1, step)
     signal = np.ascontiguousarray(series.T, dtype=np.float32)  # [P, T]
     n = signal.shape[0]

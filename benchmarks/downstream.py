@@ -27,7 +27,7 @@ from pathlib import Path
 import mne
 import numpy as np
 import torch
-from _common import data_dir
+from _common import data_dir, eeglab_tutorial
 from mne.decoding import CSP, Vectorizer
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.pipeline import make_pipeline
@@ -42,8 +42,6 @@ from neurofm.tokenizers import tokenize_events
 
 warnings.simplefilter("ignore")
 mne.set_log_level("ERROR")
-CHANNELS = ("FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
-            "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2").split()
 
 
 def pretrain(raw_path: Path, bdf: Path, steps: int, tmp: Path) -> MaskedAutoencoder:
@@ -71,8 +69,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs")
     args = parser.parse_args()
     data = data_dir() / "meeg"
-    raw = mne.io.read_raw_eeglab(data / "eeglab" / "test_raw.set", preload=True)
-    raw.rename_channels(dict(zip(raw.ch_names, CHANNELS, strict=True)))
+    raw = eeglab_tutorial()
     segments = list(tokenize_events(raw, event_id=["square", "rt"], tmin=0.0, tmax=1.0, reject_scaled=None))
     labels = np.array([0 if s.meta["label"] == "square" else 1 for s in segments])
     groups = np.array([round(s.meta["event_onset_s"], 3) for s in segments])

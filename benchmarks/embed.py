@@ -17,7 +17,7 @@ from importlib import resources
 import mne
 import torch
 import yaml
-from _common import data_dir
+from _common import eeglab_tutorial
 
 from neurofm.datasets import collate_segments
 from neurofm.embedding import NeuroFM
@@ -26,8 +26,6 @@ from neurofm.tokenizers import tokenize_raw
 
 warnings.simplefilter("ignore")
 mne.set_log_level("ERROR")
-CHANNELS = ("FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
-            "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2").split()
 
 
 def best(fn, device: str, repeats: int = 3) -> float:
@@ -50,8 +48,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
-    raw = mne.io.read_raw_eeglab(data_dir() / "meeg" / "eeglab" / "test_raw.set", preload=True)
-    raw.rename_channels(dict(zip(raw.ch_names, CHANNELS, strict=True)))
+    raw = eeglab_tutorial()
     segments = list(tokenize_raw(raw, window_s=4.0, stride_s=1.0))
     cfg = yaml.safe_load((resources.files("neurofm.configs") / "model" / f"{args.model}.yaml").read_text())
     model = NeuroFM(MaskedAutoencoder(ModelConfig(**cfg))).to(args.device)

@@ -24,7 +24,7 @@ import mne
 import numpy as np
 import torch
 import yaml
-from _common import data_dir
+from _common import data_dir, eeglab_tutorial
 
 from neurofm.datasets import PrepareOptions, batched_stream, collate_segments, stream, write_shards
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
@@ -34,9 +34,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 warnings.simplefilter("ignore")
 mne.set_log_level("ERROR")
-EEGLAB_TUTORIAL_CHANNELS = (
-    "FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
-    "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2").split()
 
 
 def held_out_r2(model: MaskedAutoencoder, segments, seed: int = 0) -> float:
@@ -69,8 +66,7 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        raw = mne.io.read_raw_eeglab(data / "eeglab" / "test_raw.set", preload=True)
-        raw.rename_channels(dict(zip(raw.ch_names, EEGLAB_TUTORIAL_CHANNELS, strict=True)))
+        raw = eeglab_tutorial()
         raw.save(tmp / "eeglab_tutorial_raw.fif")
         options = PrepareOptions(window_s=4.0, stride_s=1.0, shard_size_mb=16, split_fractions=(1.0, 0.0, 0.0),
                                  meeg={"on_missing_positions": "drop"})

@@ -26,7 +26,7 @@ from pathlib import Path
 import mne
 import torch
 import yaml
-from _common import data_dir
+from _common import eeglab_tutorial
 from torch import nn
 
 from neurofm.datasets import PrepareOptions, batched_stream, collate_segments, write_shards
@@ -36,8 +36,6 @@ from neurofm.tokenizers import tokenize_raw
 
 warnings.simplefilter("ignore")
 mne.set_log_level("ERROR")
-CHANNELS = ("FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
-            "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2").split()
 
 
 class Reference(nn.Module):
@@ -76,9 +74,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     device, dtype = args.device, getattr(torch, args.dtype)
-    data = data_dir() / "meeg"
-    raw = mne.io.read_raw_eeglab(data / "eeglab" / "test_raw.set", preload=True)
-    raw.rename_channels(dict(zip(raw.ch_names, CHANNELS, strict=True)))
+    raw = eeglab_tutorial()
     segments = list(tokenize_raw(raw, window_s=4.0))[: args.batch]
     batch = collate_segments(segments).to(device)
     cfg = ModelConfig(**yaml.safe_load((resources.files("neurofm.configs") / "model" / f"{args.model}.yaml").read_text()))

@@ -472,8 +472,6 @@ def write_shards(
     ordered = [summaries[s.path] for s in sources]
     ok = [s for s in ordered if s["status"] == "ok"]
     failed = [s for s in ordered if s["status"] != "ok"]
-    for old in out.glob("shard-*.tar"):
-        old.unlink()  # a previous pack of a different input set
     shards = _pack(out, workdir, ok, int(options.shard_size_mb * 2**20))
     for shard in shards:
         path = out / shard["name"]
@@ -491,6 +489,12 @@ def write_shards(
     _write_json_atomic(out / "failures.jsonl", None, lines=[
         {k: s[k] for k in ("path", "error_type", "error")} for s in failed])
     _write_json_atomic(out / "manifest.json", manifest)
+    # shards of an earlier, larger pack that the new manifest no longer names (same-named
+    # ones were replaced atomically), removed only once the new manifest is in place
+    current = {s["name"] for s in shards}
+    for old in out.glob("shard-*.tar"):
+        if old.name not in current:
+            old.unlink()
     if not failed:  # keep the parts while failed files may still be retried
         shutil.rmtree(workdir)
     return manifest

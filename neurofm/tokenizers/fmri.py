@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from neurofm.errors import AtlasError, BoldError, BoldTooShortError, NeurofmError
+from neurofm.tokenizers.eeg_meg import _entities
 from neurofm.tokenizers.segment import Segment, Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
@@ -555,7 +556,7 @@ def tokenize_bold(
                   "high_pass": high_pass, "confounds": confounds is not None},
         "source": where,
         "dataset": dataset,
-        **(entities if entities is not None else _bids_entities(where)),
+        **(entities if entities is not None else _entities(where)),
     }
     if empty_parcels == "keep":
         meta["parcel_valid"] = (~outside).tolist()
@@ -600,12 +601,6 @@ def _extent(img) -> str:
     world = corners @ img.affine[:3, :3].T + img.affine[:3, 3]
     lo, hi = world.min(axis=0), world.max(axis=0)
     return "x[{:.0f},{:.0f}] y[{:.0f},{:.0f}] z[{:.0f},{:.0f}]".format(*np.ravel(np.stack([lo, hi], 1)))
-
-
-def _bids_entities(source: str) -> dict[str, str]:
-    from neurofm.tokenizers.eeg_meg import _entities
-
-    return _entities(source)
 
 
 # --------------------------------------------------------------------------- ROI tables
@@ -770,7 +765,7 @@ def tokenize_roi_table(
         "dropped_parcels": {},
         "source": where,
         "dataset": dataset,
-        **(entities if entities is not None else _bids_entities(where)),
+        **(entities if entities is not None else _entities(where)),
     }
     return _windows(series, tr, window_s, stride_s, meta, (centroids / 1000.0).astype(np.float32), where)
 

@@ -72,11 +72,11 @@ def test_user_config_dir(tmp_path):
     assert "dim: 48" in result.stdout
 
 
-def test_unavailable_command_is_one_line_exit_2():
-    result = run_cli("finetune", "task=encoding", "ckpt=x", "inputs=[y]")
+def test_config_error_is_one_line_exit_2():
+    result = run_cli("finetune", "task=encoding", "task.mode=adapter", "ckpt=x", "inputs=[y]")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "not available" in lines[0]
+    assert len(lines) == 1 and "task.mode must be one of" in lines[0] and "'adapter'" in lines[0]
     assert "Traceback" not in result.stderr
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import (
     balanced_accuracy_score,
@@ -38,9 +40,12 @@ def classification_metrics(y_true, y_prob, n_boot: int = 1000, seed: int = 0) ->
     draws = rng.integers(0, len(y), size=(n_boot, len(y)))
     out = {}
     for name, fn in CLASSIFICATION.items():
-        boot = np.array([fn(y[d], prob[d]) for d in draws])
+        with warnings.catch_warnings():  # a resample or a small fold may hold one class only
+            warnings.simplefilter("ignore")
+            boot = np.array([fn(y[d], prob[d]) for d in draws])
+            value = float(fn(y, prob))
         boot = boot[np.isfinite(boot)]
-        out[name] = {"value": float(fn(y, prob)),
+        out[name] = {"value": value,
                      "ci_low": float(np.percentile(boot, 2.5)) if len(boot) else float("nan"),
                      "ci_high": float(np.percentile(boot, 97.5)) if len(boot) else float("nan")}
     return out

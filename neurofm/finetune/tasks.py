@@ -1,4 +1,4 @@
-"""Heads and training modes: linear probe, full finetune (layer-wise LR decay), from scratch."""
+"""Heads and training modes: linear probe, full finetune (layer-wise LR decay), LoRA, from scratch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from neurofm.datasets.stream import collate_segments
+from neurofm.errors import ConfigError, NotAvailableError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers.segment import Segment
 
@@ -28,6 +29,24 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, s
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0, random_state=seed))
     probe.fit(x_train, y_train)
     return probe.predict_proba(x_test)
+
+
+def add_lora(module: nn.Module, stack: str, rank: int = 8) -> nn.Module:
+    """Low-rank adapters (peft LoRA) on every linear layer of the attention and MLP blocks
+    of ``module.<stack>`` (``'encoder'`` or ``'decoder'``), injected in place.
+
+    Parameter names stay those of the model plus ``lora_A``/``lora_B``; the caller chooses
+    what trains. Needs the ``lora`` extra (``pip install 'neurofm[lora]'``).
+    """
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as err:
+        raise NotAvailableError("LoRA needs peft: pip install 'neurofm[lora]'") from err
+    if rank < 1:
+        raise ConfigError(f"lora rank must be a positive integer, got {rank}")
+    targets = rf"{stack}\.blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.0|mlp\.2)"
+    return inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                                              target_modules=targets), module)
 
 
 class Classifier(nn.Module):
@@ -71,11 +90,14 @@ def finetune_classifier(
     lr: float = 1e-3,
     layer_decay: float = 0.75,
     batch_size: int = 32,
+    lora_rank: int | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, list[float]]:
     """Train encoder + head on ``train``; return test probabilities and the training losses.
 
     ``backbone=None`` trains the same architecture (``config``) from scratch.
+    ``lora_rank`` freezes the encoder and trains low-rank adapters on its blocks
+    (:func:`add_lora`) and the head instead.
     """
     torch.manual_seed(seed)
     n_classes = int(labels.max()) + 1
@@ -83,7 +105,15 @@ def finetune_classifier(
         backbone = MaskedAutoencoder(config or ModelConfig())
     model = Classifier(copy.deepcopy(backbone), n_classes)
     model.train()
-    optimizer = torch.optim.AdamW(layerwise_param_groups(model, lr, layer_decay), weight_decay=0.05)
+    if lora_rank is not None:
+        add_lora(model.backbone, "encoder", lora_rank)
+        model.requires_grad_(False)
+        params = [p for name, p in model.named_parameters() if "lora_" in name or name.startswith("head.")]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    else:
+        optimizer = torch.optim.AdamW(layerwise_param_groups(model, lr, layer_decay), weight_decay=0.05)
     rng = np.random.default_rng(seed)
     y = torch.as_tensor(labels, dtype=torch.long)
     losses = []

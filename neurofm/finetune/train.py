@@ -1,16 +1,20 @@
-"""``neurofm finetune``: event decoding under an evaluation protocol, metrics to JSON and PNG."""
+"""``neurofm finetune``: decoding, encoding or subject-level classification under an
+evaluation protocol; metrics to JSON, a results table, and a PNG."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from neurofm.errors import ConfigError, NeurofmError, NotAvailableError
+from neurofm.errors import ConfigError, NeurofmError
 
 logger = logging.getLogger("neurofm.finetune")
+
+MODES = ("linear_probe", "finetune", "lora", "scratch")
 
 
 def _splits(task: dict, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, seed: int):
@@ -50,25 +54,34 @@ def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], out: Pat
     return out
 
 
-def run_finetune(cfg) -> int:
-    """The Hydra entry point of ``neurofm finetune``."""
-    from omegaconf import OmegaConf
+def _classifier_probs(task: dict, model, segments, labels, embeddings, split, seed: int) -> np.ndarray:
+    """Test probabilities of one split, per window, in the task's mode."""
+    from neurofm.finetune.tasks import finetune_classifier, linear_probe
 
-    from neurofm.embedding import load
+    if task["mode"] == "linear_probe":
+        return linear_probe(embeddings[split.train], labels[split.train], embeddings[split.test], seed)
+    return finetune_classifier(
+        model if task["mode"] != "scratch" else None, segments, labels, split.train, split.test,
+        config=model.config, epochs=task["epochs"], lr=task["lr"], layer_decay=task["layer_decay"],
+        lora_rank=task["lora_rank"] if task["mode"] == "lora" else None, seed=seed)[0]
+
+
+def _metric_rows(per_split: list[dict]) -> list[str]:
+    lines = ["| split | n_train | n_test | balanced acc. | AUROC | kappa | F1 w |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['split']} | {r['n_train']} | {r['n_test']} | {r['balanced_accuracy']:.3f} | "
+              f"{r['auroc']:.3f} | {r['cohen_kappa']:.3f} | {r['f1_weighted']:.3f} |" for r in per_split]
+    return lines
+
+
+def _decoding(conf: dict, model, run_dir: Path) -> dict:
     from neurofm.finetune.metrics import classification_metrics
-    from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_embeddings
+    from neurofm.finetune.tasks import window_embeddings
     from neurofm.tokenizers import tokenize_events
 
-    conf = OmegaConf.to_container(cfg, resolve=True)
     task = conf["task"]
-    if task["name"] != "decoding":
-        raise NotAvailableError(f"task={task['name']} is not available in this release; task=decoding is")
-    if task["mode"] not in ("linear_probe", "finetune", "scratch"):
-        raise ConfigError(f"task.mode must be linear_probe, finetune or scratch, got {task['mode']!r}")
-    model = load(conf["ckpt"]).model
-    inputs = conf["inputs"] if isinstance(conf["inputs"], list) else [conf["inputs"]]
     segments = []
-    for path in inputs:
+    for path in _inputs(conf):
         segments += list(tokenize_events(path, event_id=task["event_id"], tmin=task["tmin_s"],
                                          tmax=task["tmax_s"], **conf["tokenizer"]))
     if not segments:
@@ -83,28 +96,202 @@ def run_finetune(cfg) -> int:
     embeddings = window_embeddings(model, segments) if task["mode"] == "linear_probe" else None
     y_all, p_all, per_split = [], [], []
     for split in splits:
-        if task["mode"] == "linear_probe":
-            prob = linear_probe(embeddings[split.train], labels[split.train], embeddings[split.test], conf["seed"])
-        else:
-            prob = finetune_classifier(model if task["mode"] == "finetune" else None, segments, labels,
-                                       split.train, split.test, config=model.config, epochs=task["epochs"],
-                                       lr=task["lr"], layer_decay=task["layer_decay"], seed=conf["seed"])[0]
+        prob = _classifier_probs(task, model, segments, labels, embeddings, split, conf["seed"])
         y_all.append(labels[split.test])
         p_all.append(prob)
         per_split.append({"split": split.name, "n_train": int(len(split.train)), "n_test": int(len(split.test)),
-                          **{k: v["value"] for k, v in classification_metrics(labels[split.test], prob, n_boot=1).items()}})
+                          **{k: v["value"] for k, v in classification_metrics(labels[split.test], prob,
+                                                                                n_boot=1).items()}})
     y, prob = np.concatenate(y_all), np.concatenate(p_all)
     metrics = classification_metrics(y, prob)
-    run_dir = Path(conf["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result = {"task": task, "classes": classes, "n_windows": len(segments), "metrics": metrics, "splits": per_split}
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
-    lines = ["| split | n_train | n_test | balanced acc. | AUROC | kappa | F1 w |", "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['split']} | {r['n_train']} | {r['n_test']} | {r['balanced_accuracy']:.3f} | {r['auroc']:.3f} | "
-              f"{r['cohen_kappa']:.3f} | {r['f1_weighted']:.3f} |" for r in per_split]
-    (run_dir / "results.md").write_text("\n".join(lines) + "\n")
+    (run_dir / "results.md").write_text("\n".join(_metric_rows(per_split)) + "\n")
     plot_confusion(y, prob.argmax(1), classes, run_dir / "confusion_matrix.png")
     ba = metrics["balanced_accuracy"]
-    logger.info("decoding %s (%s, %s): balanced accuracy %.3f [%.3f, %.3f] -> %s", classes, task["mode"],
-                task["protocol"], ba["value"], ba["ci_low"], ba["ci_high"], run_dir)
+    logger.info("decoding %s (%s, %s): balanced accuracy %.3f [%.3f, %.3f]", classes, task["mode"],
+                task["protocol"], ba["value"], ba["ci_low"], ba["ci_high"])
+    return {"classes": classes, "n_windows": len(segments), "metrics": metrics, "splits": per_split}
+
+
+def _cohort(conf: dict) -> list:
+    """Windows of every recording under ``inputs``, with each subject's phenotype row."""
+    from neurofm.datasets import discover, join_phenotype, read_phenotype
+    from neurofm.tokenizers import tokenize_bold, tokenize_raw
+
+    task = conf["task"]
+    inputs = _inputs(conf)
+    phenotype = task["phenotype"]
+    if phenotype is None:
+        roots = [Path(p) for p in inputs if (Path(p) / "participants.tsv").exists()]
+        if not roots:
+            raise ConfigError("task.phenotype is not set and no input is a BIDS root with participants.tsv")
+        phenotype = roots[0] / "participants.tsv"
+    table = read_phenotype(phenotype, label_columns=[task["label"]])
+    segments, failed = [], []
+    for source in discover(inputs, kinds=("meeg", "bold")):
+        try:
+            if source.kind == "bold":
+                if task["atlas"] is None:
+                    raise ConfigError("fMRI inputs need task.atlas (a labels atlas)")
+                found = tokenize_bold(source.path, atlas=task["atlas"], window_s=task["window_s"],
+                                      entities=source.entities or None, **conf["tokenizer"])
+            else:
+                found = tokenize_raw(source.path, window_s=task["window_s"], entities=source.entities or None,
+                                     **conf["tokenizer"])
+        except NeurofmError as err:
+            failed.append(f"{source.path}: {err}")
+            continue
+        segments += list(found)
+    if failed:
+        logger.warning("%d recordings could not be used:\n  %s", len(failed), "\n  ".join(failed[:20]))
+    if not segments:
+        raise NeurofmError(f"no windows from {inputs}")
+    return join_phenotype(segments, table)
+
+
+def _disorder(conf: dict, model, run_dir: Path) -> dict:
+    from neurofm.finetune.disorder import (
+        aggregate_subjects,
+        connectivity_features,
+        fc_logistic,
+        subject_labels,
+    )
+    from neurofm.finetune.metrics import classification_metrics
+    from neurofm.finetune.tasks import window_embeddings
+
+    task = conf["task"]
+    if task["protocol"] not in ("kfold_subject", "loso"):
+        raise ConfigError(f"subject-level classification splits by subject: task.protocol must be "
+                          f"kfold_subject or loso, got {task['protocol']!r}")
+    segments, labels, classes = subject_labels(_cohort(conf), task["label"])
+    subjects = np.array([str(s.meta.get("subject")) for s in segments])
+    splits = _splits(task, labels, subjects, subjects, conf["seed"])
+    embeddings = window_embeddings(model, segments) if task["mode"] == "linear_probe" else None
+    ids = np.unique(subjects)
+    y_subject = np.array([labels[subjects == s][0] for s in ids])
+    fc = connectivity_features(segments, subjects)[1] if task["baseline"] else None
+    methods = [task["mode"]] + (["fc_logistic"] if fc is not None else [])
+    results = {method: ([], [], []) for method in methods}  # subject labels, probabilities, split rows
+    for split in splits:
+        prob = _classifier_probs(task, model, segments, labels, embeddings, split, conf["seed"])
+        test_ids, subject_prob = aggregate_subjects(prob, subjects[split.test])
+        train_mask, test_mask = np.isin(ids, subjects[split.train]), np.isin(ids, test_ids)
+        runs = {task["mode"]: subject_prob}
+        if fc is not None:
+            runs["fc_logistic"] = fc_logistic(fc[train_mask], y_subject[train_mask], fc[test_mask], conf["seed"])
+        for method, p in runs.items():
+            y = y_subject[test_mask]
+            results[method][0].append(y)
+            results[method][1].append(p)
+            results[method][2].append({
+                "split": split.name, "n_train": int(train_mask.sum()), "n_test": int(test_mask.sum()),
+                **{k: v["value"] for k, v in classification_metrics(y, p, n_boot=1).items()}})
+    out = {"classes": classes, "n_subjects": len(ids), "n_windows": len(segments), "methods": {}}
+    lines = []
+    for method, (ys, ps, per_split) in results.items():
+        y, prob = np.concatenate(ys), np.concatenate(ps)
+        metrics = classification_metrics(y, prob)
+        out["methods"][method] = {"metrics": metrics, "splits": per_split}
+        lines += [f"### {method} (subject level)", "", *_metric_rows(per_split), ""]
+        if method == task["mode"]:
+            plot_confusion(y, prob.argmax(1), classes, run_dir / "confusion_matrix.png")
+        ba = metrics["balanced_accuracy"]
+        logger.info("%s by %s over %d subjects (%s, %s): balanced accuracy %.3f [%.3f, %.3f]",
+                    task["label"], method, len(ids), task["protocol"], classes, ba["value"],
+                    ba["ci_low"], ba["ci_high"])
+    (run_dir / "results.md").write_text("\n".join(lines))
+    return out
+
+
+def _read_features(path: str, source: str) -> tuple[np.ndarray, list[str] | None]:
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False), None
+    if path.endswith((".csv", ".tsv", ".txt")):
+        import pandas as pd
+
+        table = pd.read_csv(path, sep=None, engine="python")
+        return table.to_numpy(dtype=np.float64), [str(c) for c in table.columns]
+    raise NeurofmError(f"stimulus features must be .npy, .csv or .tsv (for {source})", path)
+
+
+def _encoding(conf: dict, model, run_dir: Path) -> dict:
+    from neurofm.finetune.encoding import (
+        encoding_data,
+        event_features,
+        fit_encoding,
+        per_sensor_r,
+        plot_sensor_r,
+        predict_encoding,
+        ridge_trf,
+        time_splits,
+    )
+    from neurofm.tokenizers import read_recording
+
+    task = conf["task"]
+    inputs = _inputs(conf)
+    if len(inputs) != 1:
+        raise ConfigError(f"encoding fits one recording (one subject) per run; got {len(inputs)} inputs")
+    raw = read_recording(inputs[0])
+    if task["features"] is not None:
+        features, names = _read_features(os.fspath(task["features"]), inputs[0])
+    else:
+        features, names = event_features(raw, task["events"])
+    data = encoding_data(raw, features, feature_names=names, features_sfreq=task["features_sfreq"],
+                         lags_s=tuple(task["lags_s"]), window_s=task["window_s"], **conf["tokenizer"])
+    splits = time_splits(len(data.segments), task["protocol"], task["folds"], task["test_fraction"])
+    truth = data.brain()
+    methods = {task["mode"]: lambda s: predict_encoding(fit_encoding(
+        model, data, s.train, mode=task["mode"], components=task["components"], epochs=task["epochs"],
+        lr=task["lr"], lora_rank=task["lora_rank"], seed=conf["seed"])[0], data, s.test)}
+    if task["baseline"]:
+        methods["ridge_trf"] = lambda s: ridge_trf(data, s.train, s.test)
+    seg = data.segments[0]
+    names_out = seg.meta.get("ch_names") or seg.meta.get("parcel_labels") or list(range(seg.n_sensors))
+    out = {"features": data.feature_names, "n_windows": len(data.segments), "sensors": list(map(str, names_out)),
+           "methods": {}}
+    lines = ["| method | mean r | median r | max r | sensors with r > 0.1 |", "|---|---:|---:|---:|---:|"]
+    for method, fn in methods.items():
+        pred = np.zeros_like(truth)
+        for split in splits:
+            pred[split.test] = fn(split)
+        tested = np.concatenate([s.test for s in splits])
+        r = per_sensor_r(truth[tested], pred[tested])
+        out["methods"][method] = {"pearson_r": r.tolist(), "mean_r": float(r.mean()),
+                                  "median_r": float(np.median(r))}
+        lines.append(f"| {method} | {r.mean():.3f} | {np.median(r):.3f} | {r.max():.3f} | "
+                     f"{int((r > 0.1).sum())}/{len(r)} |")
+        plot_sensor_r(seg, r, run_dir / f"pearson_r_{method}.png", title=method)
+        logger.info("encoding %s -> %d sensors by %s (%s): Pearson r mean %.3f, median %.3f, max %.3f",
+                    data.feature_names, len(r), method, task["protocol"], r.mean(), np.median(r), r.max())
+    (run_dir / "results.md").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _inputs(conf: dict) -> list[str]:
+    inputs = conf["inputs"] if isinstance(conf["inputs"], list) else [conf["inputs"]]
+    return [os.fspath(p) for p in inputs]
+
+
+TASKS = {"decoding": _decoding, "disorder": _disorder, "encoding": _encoding}
+
+
+def run_finetune(cfg) -> int:
+    """The Hydra entry point of ``neurofm finetune``."""
+    from omegaconf import OmegaConf
+
+    from neurofm.embedding import load
+
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    task = conf["task"]
+    if task["name"] not in TASKS:
+        raise ConfigError(f"task must be one of {sorted(TASKS)}, got {task['name']!r}")
+    if task["mode"] not in MODES:
+        raise ConfigError(f"task.mode must be one of {MODES}, got {task['mode']!r}")
+    model = load(conf["ckpt"]).model
+    run_dir = Path(conf["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = {"task": task, **TASKS[task["name"]](conf, model, run_dir)}
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(run_dir / "metrics.json")
+    logger.info("results in %s (metrics.json, results.md, PNG)", run_dir)
     return 0

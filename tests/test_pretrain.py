@@ -52,11 +52,12 @@ def test_demo_main_job(tmp_path):
     assert (run / "loss_curve.png").stat().st_size > 5000
 
 
-def test_sigterm_then_resume_continues_at_the_same_step(tmp_path, real_shards):
+def test_sigterm_then_resume_continues_at_the_same_step_and_data_position(tmp_path, real_shards):
     run = tmp_path / "run"
-    args = [f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "data.num_workers=0",
-            "data.batch_size=4", "trainer.max_steps=100000", *FAST]
-    proc = subprocess.Popen([sys.executable, "-m", "neurofm.cli", "pretrain", *args], env=ENV,
+    args = ["data=shards", f"data.shards={real_shards}", "data.num_workers=2", "data.batch_size=4",
+            "log_sample_keys=true", *FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "neurofm.cli", "pretrain", f"run_dir={run}", *args,
+                             "trainer.max_steps=100000"], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (run / "metrics.csv").exists():
@@ -68,8 +69,7 @@ def test_sigterm_then_resume_continues_at_the_same_step(tmp_path, real_shards):
     stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     step = stopped["global_step"]
     assert step > 0
-    result = pretrain(*[a for a in args if not a.startswith("trainer.max_steps")],
-                      f"trainer.max_steps={step + 6}", "resume=auto")
+    result = pretrain(f"run_dir={run}", *args, f"trainer.max_steps={step + 6}", "resume=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == step + 6
@@ -78,6 +78,15 @@ def test_sigterm_then_resume_continues_at_the_same_step(tmp_path, real_shards):
     assert int(next(iter(states.values()))["step"]) == step + 6
     logged = pd.read_csv(run / "metrics.csv")["step"].dropna()
     assert logged.max() >= step + 4
+    # data position: the samples trained on equal those of one uninterrupted run
+    reference = tmp_path / "reference"
+    result = pretrain(f"run_dir={reference}", *args, f"trainer.max_steps={step + 6}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = (reference / "keys-rank0.txt").read_text().split()
+    seen = (run / "keys-rank0.txt").read_text().split()
+    assert len(expected) == 4 * (step + 6)
+    assert seen[: 4 * step] == expected[: 4 * step]
+    assert seen[-24:] == expected[4 * step :]  # the resumed part (a batch cut by SIGTERM is retrained)
 
 
 def test_ddp_two_processes_on_cpu_over_real_shards(tmp_path, real_shards):

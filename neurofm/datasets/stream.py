@@ -149,7 +149,8 @@ def stream(
     handler = errors or ErrorCounter(on_error)
     stages: list = []
     if resampled:
-        stages.append(wds.ResampledShards(urls, seed=seed, worker_seed=_rank_seed(seed, rank)))
+        stages.append(wds.ResampledShards(urls, seed=seed, worker_seed=_rank_seed(seed, rank),
+                                          deterministic=True))
     else:
         stages.append(wds.SimpleShardList(urls))
         if shuffle_shards:
@@ -348,6 +349,25 @@ def _grouped(batch_size: int, bucket: str) -> Callable:
             if buf:
                 yield collate_segments(buf, as_numpy=True)
     return group
+
+
+class SkipConsumed(torch.utils.data.IterableDataset):
+    """``source`` without the first ``n_batches`` batches a loader would deliver: a resumed
+    run continues its stream exactly where the checkpoint left it.
+
+    A DataLoader takes batch ``j`` from worker ``j % num_workers``, so worker ``w`` drops
+    ``len(range(w, n_batches, num_workers))`` of its own batches. Skipped batches are
+    still read (the shuffle buffers and bucket state must match), at loader speed.
+    """
+
+    def __init__(self, source: Iterable, n_batches: int):
+        super().__init__()
+        self.source, self.n_batches = source, n_batches
+
+    def __iter__(self) -> Iterator:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        yield from islice(iter(self.source), len(range(worker, self.n_batches, workers)), None)
 
 
 def make_loader(pipeline, num_workers: int = 0, **kwargs: Any) -> wds.WebLoader:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import webdataset as wds
 
-from neurofm.datasets.stream import batched_stream, make_loader
+from neurofm.datasets.stream import SkipConsumed, batched_stream, make_loader
 
 
 class ShardDataModule(pl.LightningDataModule):
@@ -31,15 +31,18 @@ class ShardDataModule(pl.LightningDataModule):
     patch_s : dict | None
         Token length per modality, s.
     seed : int
+    skip_batches : int
+        Training batches this rank already consumed (a resumed run): the resampled
+        stream is replayed past them, so training continues at the same data position.
     """
 
     def __init__(self, shards, batch_size: int = 32, num_workers: int = 4,
                  shuffle_buffer: int = 1000, resampled: bool = True,
                  modality_weights: dict | None = None, max_tokens: int | None = None,
-                 patch_s: dict | None = None, seed: int = 0):
+                 patch_s: dict | None = None, seed: int = 0, skip_batches: int = 0):
         super().__init__()
         self.shards, self.batch_size, self.num_workers = shards, batch_size, num_workers
-        self.resampled = resampled
+        self.resampled, self.skip_batches = resampled, skip_batches
         self.options = {"shuffle_buffer": shuffle_buffer, "modality_weights": modality_weights,
                         "max_tokens": max_tokens, "patch_s": patch_s, "seed": seed}
 
@@ -49,6 +52,8 @@ class ShardDataModule(pl.LightningDataModule):
             options.update(shuffle_buffer=0, modality_weights=None)
         pipeline = batched_stream(self.shards, self.batch_size, split,
                                   resampled=self.resampled and train, **options)
+        if train and self.skip_batches and self.resampled:
+            pipeline = SkipConsumed(pipeline, self.skip_batches)
         return make_loader(pipeline, self.num_workers)
 
     def train_dataloader(self) -> wds.WebLoader:

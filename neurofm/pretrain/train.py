@@ -146,13 +146,20 @@ def run_pretrain(cfg) -> int:
 
     resume = _resume_path(conf.get("resume"), run_dir)
     start_step = _checkpoint_step(resume) if resume else 0
-    # resumed runs draw a fresh, seeded continuation of the stream instead of replaying it
+    trainer_cfg = _trainer_kwargs(conf["trainer"])
+    # the same seeded stream, past the batches already trained on: the exact data position
+    consumed = start_step * int(trainer_cfg.get("accumulate_grad_batches", 1))
+    resampled = data.get("resampled", True)
+    if consumed and resampled:
+        logger.info("resuming at step %d: replaying the stream past the %d batches per rank already "
+                    "trained on", start_step, consumed)
+    elif consumed:
+        logger.warning("resuming a finite (data.resampled=false) stream: the epoch starts again")
     datamodule = ShardDataModule(
         shards, batch_size=data["batch_size"], num_workers=data["num_workers"],
-        shuffle_buffer=data.get("shuffle_buffer", 1000), resampled=data.get("resampled", True),
+        shuffle_buffer=data.get("shuffle_buffer", 1000), resampled=resampled,
         modality_weights=data.get("modality_weights"), max_tokens=data.get("max_tokens"),
-        patch_s=conf["model"]["patch_s"], seed=conf["seed"] * 1_000_003 + start_step)
-    trainer_cfg = _trainer_kwargs(conf["trainer"])
+        patch_s=conf["model"]["patch_s"], seed=conf["seed"], skip_batches=consumed)
     max_steps = trainer_cfg["max_steps"]
     module = PretrainModule(conf["model"], max_steps=max_steps, **conf["optim"])
     if conf["model"].get("compile"):

@@ -141,7 +141,7 @@ def encoding(model: MaskedAutoencoder, raw, args, out: Path) -> dict:
                          sfreq=128.0, reject_scaled=None)
     splits = time_splits(len(data.segments), "kfold_time", folds=5)
     truth = data.brain()
-    fit = dict(epochs=args.encoding_epochs, lr=3e-3)
+    fit = dict(epochs=args.encoding_epochs, lr=1e-2)
     methods = {
         "pretrained + linear probe": lambda s: fit_encoding(model, data, s.train, mode="linear_probe", **fit)[0],
         "pretrained + finetune": lambda s: fit_encoding(model, data, s.train, mode="finetune", **fit)[0],
@@ -258,7 +258,7 @@ def main() -> None:
     parser.add_argument("--save-ckpt", default="runs/downstream_pretrained")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--encoding-epochs", type=int, default=60)
-    parser.add_argument("--amplitudes", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    parser.add_argument("--amplitudes", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--out", default="docs")
     args = parser.parse_args()
     data = data_dir() / "meeg"

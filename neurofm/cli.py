@@ -15,15 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from neurofm import __version__
-from neurofm.errors import NeurofmError, NotAvailableError
+from neurofm.errors import NeurofmError
 
 # subcommand -> (one-line summary, "module:function" that receives the composed config)
-COMMANDS: dict[str, tuple[str, str | None]] = {
+COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("recordings (BIDS, globs, ROI tables) -> WebDataset shards + manifest",
                 "neurofm.datasets.shards:run_prepare"),
     "pretrain": ("masked-autoencoding pretraining (Lightning; DDP / DeepSpeed)",
                  "neurofm.pretrain.train:run_pretrain"),
-    "finetune": ("evaluate a checkpoint on event decoding (probe / finetune / scratch)",
+    "finetune": ("decoding / encoding / subject-level tasks (probe / finetune / LoRA / scratch)",
                  "neurofm.finetune.train:run_finetune"),
     "embed": ("embed recordings with a checkpoint and write .npy/.parquet",
               "neurofm.embedding:run_embed"),
@@ -48,14 +48,7 @@ def _usage() -> str:
     return USAGE.format(version=__version__, commands=lines)
 
 
-def _resolve(target: str | None, command: str) -> Callable:
-    if target is None:
-        def unavailable(cfg) -> None:
-            raise NotAvailableError(
-                f"`neurofm {command}` is not available in neurofm {__version__} yet; "
-                "see README for the commands this release provides"
-            )
-        return unavailable
+def _resolve(target: str) -> Callable:
     module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)
 
@@ -78,7 +71,7 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
     def task(cfg: DictConfig) -> None:
         setup_logging()
         try:
-            status["code"] = _resolve(COMMANDS[command][1], command)(cfg) or 0
+            status["code"] = _resolve(COMMANDS[command][1])(cfg) or 0
         except NeurofmError as err:
             status["code"] = _report(err)
         except KeyboardInterrupt:

@@ -165,18 +165,26 @@ def test_cli_finetune_encoding(tutorial, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cohort(tutorial):
-    """16 pseudo-subjects cut from the real tutorial recording; odd ones get a planted
-    frontal 6 Hz source (the known group difference)."""
-    segments = list(tokenize_raw(tutorial, window_s=2.0, sfreq=128.0, reject_scaled=None))
+def tutorial_windows(tutorial):
+    return list(tokenize_raw(tutorial, window_s=2.0, sfreq=128.0, reject_scaled=None))
+
+
+def planted_cohort(windows: list, amplitude: float) -> list:
+    """16 pseudo-subjects cut from the real tutorial recording (7 windows of 2 s each); odd
+    ones get a planted frontal 6 Hz source (the known group difference)."""
     out = []
     for k in range(16):
-        chunk = segments[7 * k : 7 * k + 7]
+        chunk = windows[7 * k : 7 * k + 7]
         for seg in chunk:
             seg.meta = dict(seg.meta, subject=f"{k:02d}",
                             phenotype={"diagnosis": "patient" if k % 2 else "control"})
-        out += plant_group_difference(chunk, amplitude=3.0, seed=k) if k % 2 else chunk
+        out += plant_group_difference(chunk, amplitude=amplitude, seed=k) if k % 2 else chunk
     return out
+
+
+@pytest.fixture(scope="module")
+def cohort(tutorial_windows):
+    return planted_cohort(tutorial_windows, amplitude=3.0)
 
 
 def test_planted_difference_is_local_and_at_its_frequency(cohort):
@@ -220,6 +228,18 @@ def test_connectivity_baseline_finds_the_planted_group(cohort):
         p_all.append(fc_logistic(fc[split.train], y[split.train], fc[split.test]))
     m = classification_metrics(np.concatenate(y_all), np.concatenate(p_all), n_boot=1)
     assert m["balanced_accuracy"]["value"] >= 0.9
+
+
+def test_finetune_on_subject_labels_learns_its_training_subjects(cohort):
+    segments, labels, _ = subject_labels(cohort, "diagnosis")
+    subjects = np.array([s.meta["subject"] for s in segments])
+    train = np.flatnonzero(np.isin(subjects, [f"{k:02d}" for k in range(12)]))
+    prob, losses = finetune_classifier(None, segments, labels, train, train, epochs=10, lr=3e-3)
+    per_epoch = np.array(losses).reshape(10, -1).mean(1)
+    assert per_epoch[-1] < 0.5 * per_epoch[0]
+    ids, subject_prob = aggregate_subjects(prob, subjects[train])
+    assert ids.tolist() == [f"{k:02d}" for k in range(12)]
+    assert (subject_prob.argmax(1) == np.arange(12) % 2).all()  # window labels follow the phenotype
 
 
 def test_cli_finetune_disorder_on_a_planted_cohort(tutorial, tmp_path):
@@ -269,3 +289,11 @@ def test_lora_trains_adapters_only_and_lowers_loss(cohort):
     assert probs.shape == (len(idx[1::2]), 2)
     per_epoch = np.array(losses).reshape(6, -1).mean(1)
     assert per_epoch[-1] < per_epoch[0]
+
+
+def test_lora_without_peft_is_a_clear_error(monkeypatch):
+    from neurofm.errors import NotAvailableError
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
+    with pytest.raises(NotAvailableError, match=r"pip install 'neurofm\[lora\]'"):
+        add_lora(MaskedAutoencoder(ModelConfig()), "encoder")

@@ -235,10 +235,11 @@ def fit_encoding(
     config: ModelConfig | None = None,
     components: int = 4,
     epochs: int = 60,
-    lr: float = 1e-3,
+    lr: float = 1e-2,
     weight_decay: float = 0.01,
     batch_size: int = 8,
     lora_rank: int = 8,
+    val_fraction: float = 0.2,
     seed: int = 0,
 ) -> tuple[EncodingModel, list[float]]:
     """Train an encoding model on the windows ``train``; return it and the training losses.
@@ -247,6 +248,11 @@ def fit_encoding(
     the spatial readout train), ``finetune`` (the decoder trains too), ``lora`` (low-rank
     adapters on the frozen decoder, via peft), ``scratch`` (same architecture, random
     weights; ``config``). ``components``: rank ``K`` of the TRF.
+
+    Early stopping: the last ``val_fraction`` of the training windows (in time) are held
+    out, and the weights of the epoch with the lowest validation error are kept (the ridge
+    baseline chooses its penalty on the same windows). ``val_fraction=0``: train on all
+    windows for ``epochs``.
     """
     from neurofm.finetune.tasks import add_lora
 
@@ -271,23 +277,37 @@ def fit_encoding(
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     stimulus = torch.from_numpy(data.stimulus)
+    train = np.sort(np.asarray(train))
+    n_val = int(round(val_fraction * len(train))) if len(train) > 4 else 0
+    fit, val = (train[:-n_val], train[-n_val:]) if n_val else (train, train[:0])
     rng = np.random.default_rng(seed)
-    losses = []
-    model.train()
+    losses, best = [], (float("inf"), None)
     for _ in range(epochs):
-        order = rng.permutation(train)
+        model.train()
+        order = rng.permutation(fit)
         for k in range(0, len(order), batch_size):
-            idx = order[k : k + batch_size]
-            batch = collate_segments([data.segments[i] for i in idx])
-            pred = model(batch, stimulus[idx])  # [B, C, T']
-            t = pred.shape[2]
-            valid = batch.channel_mask[:, :, None] & batch.time_mask[:, None, :t]
-            loss = (((pred - batch.signal[:, :, :t]) ** 2) * valid).sum() / valid.sum()
+            loss = _mse(model, data, stimulus, order[k : k + batch_size])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+        if len(val):
+            model.eval()
+            with torch.no_grad():
+                error = float(_mse(model, data, stimulus, val))
+            if error < best[0]:
+                best = (error, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if best[1] is not None:
+        model.load_state_dict(best[1])
     return model.eval(), losses
+
+
+def _mse(model: EncodingModel, data: EncodingData, stimulus: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    batch = collate_segments([data.segments[i] for i in idx])
+    pred = model(batch, stimulus[idx])  # [B, C, T']
+    t = pred.shape[2]
+    valid = batch.channel_mask[:, :, None] & batch.time_mask[:, None, :t]
+    return (((pred - batch.signal[:, :, :t]) ** 2) * valid).sum() / valid.sum()
 
 
 @torch.no_grad()

@@ -163,3 +163,27 @@ def test_spatial_compression_costs_the_same_for_any_sensor_count(eeg_segments, m
     loss = model(collate_segments(eeg_segments))["loss"]
     loss.backward()
     assert torch.isfinite(loss) and model.compressor.queries.grad.abs().sum() > 0
+
+
+def test_interpolation_prior_on_real_eeg(eeg_segments):
+    from neurofm.models.mae import spatial_interpolation
+
+    batch = collate_segments(eeg_segments[:2])
+    b, c, t = batch.signal.shape
+    patches = batch.signal[:, :, :200].reshape(b, c, 1, 200)
+    visible = torch.ones(b, c, 1, dtype=torch.bool)
+    visible[:, 0] = False  # channel 0 is masked
+    uniform = patches[:, :1].expand(b, c, 1, 200)
+    same = spatial_interpolation(uniform, batch.positions, batch.kinds, visible, torch.tensor(0.04))
+    # every channel carrying the same waveform: the masked one is filled in exactly
+    torch.testing.assert_close(same[:, 0], patches[:, 0], atol=1e-5, rtol=1e-5)
+    interp = spatial_interpolation(patches, batch.positions, batch.kinds, visible, torch.tensor(0.04))
+    d = torch.linalg.norm(batch.positions[0, 1:] - batch.positions[0, :1], dim=1)
+    w = torch.softmax(-d ** 2 / (2 * 0.04 ** 2), dim=0)
+    torch.testing.assert_close(interp[0, 0, 0], (w[:, None] * patches[0, 1:, 0]).sum(0), atol=1e-5, rtol=1e-4)
+    # nothing visible at that time: no fill-in; other kinds never contribute
+    assert interp.new_zeros(()).eq(spatial_interpolation(
+        patches, batch.positions, batch.kinds, torch.zeros_like(visible), torch.tensor(0.04))).all()
+    other_kind = batch.kinds.clone()
+    other_kind[:, 1:] = 1
+    assert (spatial_interpolation(patches, batch.positions, other_kind, visible, torch.tensor(0.04))[:, 0] == 0).all()

@@ -3,7 +3,9 @@
 A token is one patch (``patch_s`` seconds) of one sensor. The encoder sees the visible
 tokens only; a light decoder gets the encoded visible tokens back in place plus, at every
 masked place, a query made of that token's sensor geometry and time; it predicts the
-masked patches. Loss: MSE on the masked patches of the (robust-scaled) signal, plus an
+masked patches, adding (through a learned per-token gate) a Gaussian-weighted mean of the
+visible patches of nearby sensors at the same time: an interpolation prior, as spherical
+splines give EEG, that the network corrects. Loss: MSE on the masked patches of the (robust-scaled) signal, plus an
 optional spectral-amplitude term.
 
 Shapes: B batch, C sensors, N patches per sensor, L = C * N tokens, K visible tokens,
@@ -12,6 +14,7 @@ P samples per patch, D model width.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +45,7 @@ class ModelConfig:
     mask_ratio: float = 0.75
     mask_strategy: str = "mixed"
     spectral_weight: float = 0.0
+    interpolation_prior: bool = True
     attention: str = "sdpa"
     dropout: float = 0.0
     activation_checkpointing: bool = False
@@ -102,6 +106,21 @@ def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strat
     return visible_idx, visible_mask
 
 
+def spatial_interpolation(patches: torch.Tensor, positions: torch.Tensor, kinds: torch.Tensor,
+                          visible: torch.Tensor, width_m: torch.Tensor) -> torch.Tensor:
+    """Each token's patch as a Gaussian-weighted mean of the visible patches of the same
+    time from sensors of the same kind: ``[B, C, N, P]`` (zero where none is visible).
+
+    ``patches`` ``[B, C, N, P]``, ``positions`` ``[B, C, 3]`` m, ``kinds`` ``[B, C]``,
+    ``visible`` ``[B, C, N]``, ``width_m`` the kernel width. Memory: ``B * C^2 * N``.
+    """
+    d2 = torch.cdist(positions, positions).square()  # [B, C, C]
+    allowed = (kinds[:, :, None] == kinds[:, None, :])[..., None] & visible[:, None, :, :]  # [B, C, C', N]
+    logits = (-d2 / (2 * width_m ** 2))[..., None].masked_fill(~allowed, float("-inf"))
+    weights = torch.softmax(logits, dim=2).nan_to_num(0.0)  # a row with nothing visible -> 0
+    return torch.einsum("bcdn,bdnp->bcnp", weights, patches)
+
+
 class SpatialCompressor(nn.Module):
     """The sensor tokens of each time patch -> ``latents`` tokens, by cross-attention from
     learned queries (BrainOmni-style). A learned null key keeps an all-masked patch defined."""
@@ -156,6 +175,9 @@ class MaskedAutoencoder(nn.Module):
         self.decoder = Encoder(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
                                cfg.attention, cfg.dropout)
         self.head = nn.Linear(cfg.decoder_dim, cfg.patch_len)
+        if cfg.interpolation_prior:  # prediction = head + gate * interpolation from visible neighbours
+            self.interp_gate = nn.Linear(cfg.decoder_dim, 1)
+            self.interp_log_width = nn.Parameter(torch.tensor(math.log(0.04)))  # kernel width, m
         self.apply(_init)
 
     # ------------------------------------------------------------------ tokens
@@ -230,6 +252,11 @@ class MaskedAutoencoder(nn.Module):
             x = torch.cat([self.decoder_in(latent), queries], dim=1)
             decoded = self.decoder(x, torch.cat([latent_mask, tokens.valid], dim=1))[:, -length:]
         pred = self.head(decoded)  # [B, L, P]
+        if cfg.interpolation_prior:
+            c, n = tokens.shape
+            interp = spatial_interpolation(tokens.patches.view(b, c, n, -1), batch.positions, batch.kinds,
+                                           visible.view(b, c, n), self.interp_log_width.exp())
+            pred = pred + torch.sigmoid(self.interp_gate(decoded)) * interp.reshape(b, length, -1)
         err = ((pred - tokens.patches) ** 2).mean(dim=-1)  # [B, L]
         loss = (err * hidden).sum() / hidden.sum().clamp(min=1)
         if cfg.spectral_weight > 0:

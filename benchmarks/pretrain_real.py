@@ -8,7 +8,8 @@ devices against the trivial baseline (predict zero, the scaled mean: R^2 = 0), b
 after training, against Gaussian-kernel interpolation from the visible sensors (4 cm, the
 classical fill-in for a missing channel), and writes the loss curve.
 
-usage: python benchmarks/pretrain_real.py [--model tiny|small] [--steps 5000] [--mask channels] [--out docs]
+usage: python benchmarks/pretrain_real.py [--model tiny|small] [--steps 5000] [--mask channels]
+                                         [--interpolation-prior] [--out docs]
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main() -> None:
     parser.add_argument("--out", default="docs")
     parser.add_argument("--mask", default="channels", help="random | channels | time | mixed")
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--interpolation-prior", action="store_true",
+                        help="add the gated neighbour-interpolation prior to the prediction")
     args = parser.parse_args()
     data = data_dir() / "meeg"
     out_dir = Path(args.out)
@@ -95,7 +98,7 @@ def main() -> None:
               f"{ {k: len(v) for k, v in held.items()} } windows; prepared in {time.perf_counter() - start:.1f} s")
 
         cfg = yaml.safe_load((resources.files("neurofm.configs") / "model" / f"{args.model}.yaml").read_text())
-        cfg.update(mask_strategy=args.mask, mask_ratio=0.5)
+        cfg.update(mask_strategy=args.mask, mask_ratio=0.5, interpolation_prior=args.interpolation_prior)
         model = MaskedAutoencoder(ModelConfig(**cfg))
         lr = args.lr or (3e-3 if args.model == "tiny" else 1e-3)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr,
@@ -143,8 +146,9 @@ def main() -> None:
     ax[1].legend(fontsize=7)
     fig.suptitle(f"neurofm {args.model}: train EEGLAB + BDF, test BrainVision + EDF (real recordings)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_dir / f"pretrain_real_{args.model}.png", dpi=110)
-    print("curve:", out_dir / f"pretrain_real_{args.model}.png")
+    name = f"pretrain_real_{args.model}{'_interp' if args.interpolation_prior else ''}.png"
+    fig.savefig(out_dir / name, dpi=110)
+    print("curve:", out_dir / name)
 
 
 if __name__ == "__main__":

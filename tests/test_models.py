@@ -187,3 +187,9 @@ def test_interpolation_prior_on_real_eeg(eeg_segments):
     other_kind = batch.kinds.clone()
     other_kind[:, 1:] = 1
     assert (spatial_interpolation(patches, batch.positions, other_kind, visible, torch.tensor(0.04))[:, 0] == 0).all()
+    # in the model: the prior's gate and kernel width learn with the rest
+    model = MaskedAutoencoder(tiny(interpolation_prior=True, mask_strategy="channels", mask_ratio=0.5))
+    out = model(batch, generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.interp_gate.weight.grad.abs().sum() > 0
+    assert model.interp_log_width.grad is not None and model.interp_log_width.grad != 0

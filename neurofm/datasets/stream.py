@@ -285,7 +285,7 @@ def batched_stream(
     bucket: str = "shape",
     seed: int = 0,
     **stream_options: Any,
-) -> wds.DataPipeline | wds.RandomMix:
+) -> wds.DataPipeline | SeededMix:
     """Batches of one modality each, mixed across modalities by weight.
 
     Batches carry numpy arrays (cheap to send from loader workers); iterate
@@ -322,7 +322,33 @@ def batched_stream(
         return one(None, 0)
     names = sorted(modality_weights)
     streams = [one(m, k + 1) for k, m in enumerate(names)]
-    return wds.RandomMix(streams, probs=[modality_weights[m] for m in names], longest=False)
+    return SeededMix(streams, [modality_weights[m] for m in names], seed)
+
+
+class SeededMix(torch.utils.data.IterableDataset):
+    """Draw each next batch from one of ``sources`` with probabilities ``probs``.
+
+    Unlike ``wds.RandomMix`` (the global ``random`` module), the draws are seeded per rank
+    and worker, so a mixed stream is reproducible and a resumed run can replay it.
+    """
+
+    def __init__(self, sources: list, probs: list[float], seed: int = 0):
+        super().__init__()
+        total = float(sum(probs))
+        if total <= 0 or any(p < 0 for p in probs):
+            raise ValueError(f"modality weights must be non-negative with a positive sum, got {probs}")
+        self.sources, self.cumulative, self.seed = sources, np.cumsum(probs) / total, seed
+
+    def __iter__(self) -> Iterator:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        rng = random.Random(self.seed * 1_000_003 + rank * 1000 + worker)
+        iterators = [iter(s) for s in self.sources]
+        while True:
+            pick = int(np.searchsorted(self.cumulative, rng.random(), side="right"))
+            try:
+                yield next(iterators[min(pick, len(iterators) - 1)])
+            except StopIteration:
+                return
 
 
 def _bucket_key(seg: Segment, bucket: str) -> tuple:
@@ -370,12 +396,37 @@ class SkipConsumed(torch.utils.data.IterableDataset):
         yield from islice(iter(self.source), len(range(worker, self.n_batches, workers)), None)
 
 
-def make_loader(pipeline, num_workers: int = 0, **kwargs: Any) -> wds.WebLoader:
+def make_loader(pipeline, num_workers: int = 0, skip_batches: int = 0, **kwargs: Any):
     """A DataLoader over a :func:`batched_stream`: workers decode and collate, the main
-    process turns each batch into tensors."""
+    process turns each batch into tensors.
+
+    ``skip_batches``: continue the stream after its first ``skip_batches`` batches, in the
+    order one uninterrupted loader would have delivered them (each worker skips its own
+    share, see :class:`SkipConsumed`, and the workers' turns are rotated to match).
+    """
+    if skip_batches:
+        pipeline = SkipConsumed(pipeline, skip_batches)
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers,
                            persistent_workers=num_workers > 0, collate_fn=_identity, **kwargs)
-    return loader.map(Batch.to_torch)
+    loader = loader.map(Batch.to_torch)
+    turn = skip_batches % num_workers if num_workers > 1 else 0
+    return _RotatedTurns(loader, num_workers, turn) if turn else loader
+
+
+class _RotatedTurns:
+    """A loader whose workers take turns starting at worker ``turn`` instead of 0: the
+    uninterrupted loader delivered batch ``n`` from worker ``n % num_workers``."""
+
+    def __init__(self, loader, num_workers: int, turn: int):
+        self.loader, self.num_workers, self.turn = loader, num_workers, turn
+
+    def __iter__(self) -> Iterator:
+        batches = iter(self.loader)
+        while True:
+            chunk = list(islice(batches, self.num_workers))  # one batch from each worker, 0..W-1
+            yield from chunk[self.turn :] + chunk[: self.turn]
+            if len(chunk) < self.num_workers:
+                return
 
 
 def _identity(batch: Batch) -> Batch:

@@ -3,9 +3,9 @@
 A token is one patch (``patch_s`` seconds) of one sensor. The encoder sees the visible
 tokens only; a light decoder gets the encoded visible tokens back in place plus, at every
 masked place, a query made of that token's sensor geometry and time; it predicts the
-masked patches, adding (through a learned per-token gate) a Gaussian-weighted mean of the
-visible patches of nearby sensors at the same time: an interpolation prior, as spherical
-splines give EEG, that the network corrects. Loss: MSE on the masked patches of the (robust-scaled) signal, plus an
+masked patches; optionally (``interpolation_prior``) it adds, through a learned per-token
+gate, a Gaussian-weighted mean of the visible patches of nearby sensors at the same time:
+the interpolation spherical splines give EEG, which the network corrects. Loss: MSE on the masked patches of the (robust-scaled) signal, plus an
 optional spectral-amplitude term.
 
 Shapes: B batch, C sensors, N patches per sensor, L = C * N tokens, K visible tokens,
@@ -45,7 +45,7 @@ class ModelConfig:
     mask_ratio: float = 0.75
     mask_strategy: str = "mixed"
     spectral_weight: float = 0.0
-    interpolation_prior: bool = True
+    interpolation_prior: bool = False
     attention: str = "sdpa"
     dropout: float = 0.0
     activation_checkpointing: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import webdataset as wds
 
-from neurofm.datasets.stream import SkipConsumed, batched_stream, make_loader
+from neurofm.datasets.stream import batched_stream, make_loader
 
 
 class ShardDataModule(pl.LightningDataModule):
@@ -46,17 +46,16 @@ class ShardDataModule(pl.LightningDataModule):
         self.options = {"shuffle_buffer": shuffle_buffer, "modality_weights": modality_weights,
                         "max_tokens": max_tokens, "patch_s": patch_s, "seed": seed}
 
-    def _loader(self, split: str, train: bool) -> wds.WebLoader:
+    def _loader(self, split: str, train: bool):
         options = dict(self.options)
         if not train:
             options.update(shuffle_buffer=0, modality_weights=None)
         pipeline = batched_stream(self.shards, self.batch_size, split,
                                   resampled=self.resampled and train, **options)
-        if train and self.skip_batches and self.resampled:
-            pipeline = SkipConsumed(pipeline, self.skip_batches)
-        return make_loader(pipeline, self.num_workers)
+        skip = self.skip_batches if train and self.resampled else 0
+        return make_loader(pipeline, self.num_workers, skip_batches=skip)
 
-    def train_dataloader(self) -> wds.WebLoader:
+    def train_dataloader(self):
         return self._loader("train", True)
 
     def val_dataloader(self) -> wds.WebLoader:

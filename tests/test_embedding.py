@@ -103,3 +103,18 @@ def test_cli_embed_writes_npy(checkpoints, meeg, tmp_path):
     assert result.returncode == 0, result.stderr
     assert np.load(out).shape == (3, 64)
     np.testing.assert_array_equal(np.load(tmp_path / "emb_times.npy"), [0.0, 2.0, 4.0])
+
+
+def test_cli_embed_writes_parquet(checkpoints, meeg, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "emb.parquet"
+    result = subprocess.run([sys.executable, "-m", "neurofm.cli", "embed", f"ckpt={checkpoints['exported']}",
+                             f"input={meeg / 'brainvision' / 'test.vhdr'}", f"out={out}", "window_s=2.0"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(out)
+    assert table.shape == (3, 65) and table["onset_s"].tolist() == [0.0, 2.0, 4.0]
+    expected = neurofm.load(checkpoints["exported"]).embed(meeg / "brainvision" / "test.vhdr", window_s=2.0)
+    np.testing.assert_allclose(table.drop(columns="onset_s").to_numpy(), expected.windows, rtol=1e-6)

@@ -192,7 +192,7 @@ def run_pretrain(cfg) -> int:
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume,
-                    weights_only=None if resume is None or Path(resume).is_dir() else True)
+                    weights_only=None if resume is not None and Path(resume).is_dir() else True)
     except SIGTERMException:
         logger.warning("stopped by SIGTERM at step %d; resume with resume=auto run_dir=%s",
                        trainer.global_step, run_dir)

@@ -59,7 +59,7 @@ def aggregate_subjects(prob: np.ndarray, subjects: np.ndarray) -> tuple[np.ndarr
 
 
 def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Functional connectivity per subject: Fisher-z Pearson correlation between every pair
+    """Functional connectivity per subject (``subjects``: one ID per segment): Fisher-z Pearson correlation between every pair
     of sensors over all of the subject's windows, upper triangle ``[S, C(C-1)/2]``.
 
     Every subject must have the same sensors (names) in the same order; sensors are
@@ -71,18 +71,14 @@ def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> 
     if len(common) < 2:
         raise NeurofmError("connectivity needs two or more sensors shared by every subject; "
                            f"the recordings share {len(common)}")
-    ids = np.unique(subjects)
-    features = []
+    ids, inverse = np.unique(np.asarray(subjects).astype(str), return_inverse=True)
+    parts: list[list[np.ndarray]] = [[] for _ in ids]
+    for seg, seg_names, k in zip(segments, names, inverse, strict=True):
+        where = {n: i for i, n in enumerate(seg_names)}
+        parts[k].append(seg.signal[[where[n] for n in common]])
     iu = np.triu_indices(len(common), k=1)
-    for subject in ids:
-        parts = []
-        for seg, seg_names in zip(segments, names, strict=True):
-            if seg.meta.get("subject") == subject or str(seg.meta.get("subject")) == str(subject):
-                where = {n: k for k, n in enumerate(seg_names)}
-                parts.append(seg.signal[[where[n] for n in common]])
-        corr = np.corrcoef(np.concatenate(parts, axis=1))
-        features.append(np.arctanh(np.clip(corr[iu], -0.999999, 0.999999)))
-    return ids, np.stack(features)
+    corr = np.stack([np.corrcoef(np.concatenate(p, axis=1))[iu] for p in parts])
+    return ids, np.arctanh(np.clip(corr, -0.999999, 0.999999))
 
 
 def fc_logistic(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -114,8 +114,8 @@ def _decoding(conf: dict, model, run_dir: Path) -> dict:
 
 def _cohort(conf: dict) -> list:
     """Windows of every recording under ``inputs``, with each subject's phenotype row."""
+    from neurofm.console import make_progress
     from neurofm.datasets import discover, join_phenotype, read_phenotype
-    from neurofm.tokenizers import tokenize_bold, tokenize_raw
 
     task = conf["task"]
     inputs = _inputs(conf)
@@ -127,25 +127,36 @@ def _cohort(conf: dict) -> list:
         phenotype = roots[0] / "participants.tsv"
     table = read_phenotype(phenotype, label_columns=[task["label"]])
     segments, failed = [], []
-    for source in discover(inputs, kinds=("meeg", "bold")):
-        try:
-            if source.kind == "bold":
-                if task["atlas"] is None:
-                    raise ConfigError("fMRI inputs need task.atlas (a labels atlas)")
-                found = tokenize_bold(source.path, atlas=task["atlas"], window_s=task["window_s"],
-                                      entities=source.entities or None, **conf["tokenizer"])
-            else:
-                found = tokenize_raw(source.path, window_s=task["window_s"], entities=source.entities or None,
-                                     **conf["tokenizer"])
-        except NeurofmError as err:
-            failed.append(f"{source.path}: {err}")
-            continue
-        segments += list(found)
+    sources = discover(inputs, kinds=("meeg", "bold"))
+    with make_progress() as progress:
+        bar = progress.add_task("tokenizing the cohort", total=len(sources))
+        for source in sources:
+            segments += _tokenize_source(source, task, conf["tokenizer"], failed)
+            progress.advance(bar)
     if failed:
         logger.warning("%d recordings could not be used:\n  %s", len(failed), "\n  ".join(failed[:20]))
     if not segments:
         raise NeurofmError(f"no windows from {inputs}")
     return join_phenotype(segments, table)
+
+
+def _tokenize_source(source, task: dict, options: dict, failed: list[str]) -> list:
+    """One recording's windows (BOLD through ``task['atlas']``); a failure is noted, not raised."""
+    from neurofm.tokenizers import tokenize_bold, tokenize_raw
+
+    try:
+        if source.kind == "bold":
+            if task["atlas"] is None:
+                raise ConfigError("fMRI inputs need task.atlas (a labels atlas)")
+            return list(tokenize_bold(source.path, atlas=task["atlas"], window_s=task["window_s"],
+                                      entities=source.entities or None, **options))
+        return list(tokenize_raw(source.path, window_s=task["window_s"], entities=source.entities or None,
+                                 **options))
+    except ConfigError:
+        raise
+    except NeurofmError as err:
+        failed.append(f"{source.path}: {err}")
+        return []
 
 
 def _disorder(conf: dict, model, run_dir: Path) -> dict:

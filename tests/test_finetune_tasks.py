@@ -297,3 +297,15 @@ def test_lora_without_peft_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
     with pytest.raises(NotAvailableError, match=r"pip install 'neurofm\[lora\]'"):
         add_lora(MaskedAutoencoder(ModelConfig()), "encoder")
+
+
+def test_per_parcel_r_plot_on_real_bold(fmri, atlases, tmp_path):
+    from neurofm.finetune.encoding import plot_sensor_r
+    from neurofm.tokenizers import tokenize_bold
+
+    seg = tokenize_bold(fmri / "nipy_functional.nii.gz", atlas=atlases / "Schaefer200_space-MNI152NLin6_res-2x2x2.nii.gz",
+                        window_s=20.0, tr_s=2.0)[0]
+    assert set(seg.kinds) == {"parcel"}
+    r = np.linspace(-0.2, 0.4, seg.n_sensors)
+    out = plot_sensor_r(seg, r, tmp_path / "r.png", title="parcels")
+    assert os.path.getsize(out) > 20_000

@@ -19,6 +19,7 @@ from neurofm.errors import NeurofmError
 from neurofm.models.io import export_checkpoint, save_pretrained
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_raw
+from tests.helpers.cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +97,8 @@ def test_embed_bold_needs_an_atlas(checkpoints, fmri, atlases):
 
 def test_cli_embed_writes_npy(checkpoints, meeg, tmp_path):
     out = tmp_path / "emb.npy"
-    result = subprocess.run([sys.executable, "-m", "neurofm.cli", "embed", f"ckpt={checkpoints['exported']}",
-                             f"input={meeg / 'brainvision' / 'test.vhdr'}", f"out={out}", "window_s=2.0"],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    result = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={meeg / 'brainvision' / 'test.vhdr'}",
+                     f"out={out}", "window_s=2.0")
     assert result.returncode == 0, result.stderr
     assert np.load(out).shape == (3, 64)
     np.testing.assert_array_equal(np.load(tmp_path / "emb_times.npy"), [0.0, 2.0, 4.0])
@@ -109,10 +108,8 @@ def test_cli_embed_writes_parquet(checkpoints, meeg, tmp_path):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     out = tmp_path / "emb.parquet"
-    result = subprocess.run([sys.executable, "-m", "neurofm.cli", "embed", f"ckpt={checkpoints['exported']}",
-                             f"input={meeg / 'brainvision' / 'test.vhdr'}", f"out={out}", "window_s=2.0"],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    result = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={meeg / 'brainvision' / 'test.vhdr'}",
+                     f"out={out}", "window_s=2.0")
     assert result.returncode == 0, result.stderr
     table = pd.read_parquet(out)
     assert table.shape == (3, 65) and table["onset_s"].tolist() == [0.0, 2.0, 4.0]

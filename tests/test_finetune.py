@@ -16,6 +16,7 @@ from neurofm.finetune.tasks import (
 )
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_events, tokenize_raw
+from tests.helpers.cli import run_cli
 from tests.test_tokenize_meeg import EEGLAB_TUTORIAL_CHANNELS
 
 
@@ -91,9 +92,6 @@ def test_layerwise_decay_and_linear_probe(events):
 
 def test_cli_finetune_decoding_writes_metrics_and_plot(meeg, tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
     from neurofm.models.io import save_pretrained
 
@@ -102,12 +100,9 @@ def test_cli_finetune_decoding_writes_metrics_and_plot(meeg, tmp_path):
     raw.save(tmp_path / "sub-01_task-tutorial_eeg_raw.fif")
     save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path / "model")
     run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "neurofm.cli", "finetune", f"ckpt={tmp_path / 'model'}",
-         f"inputs=[{tmp_path / 'sub-01_task-tutorial_eeg_raw.fif'}]", "task.event_id=[square,rt]",
-         "task.tmin_s=0.0", "task.tmax_s=1.0", "task.folds=3", "+tokenizer.reject_scaled=null",
-         f"run_dir={run}"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    result = run_cli("finetune", f"ckpt={tmp_path / 'model'}", f"inputs=[{tmp_path / 'sub-01_task-tutorial_eeg_raw.fif'}]",
+                     "task.event_id=[square,rt]", "task.tmin_s=0.0", "task.tmax_s=1.0", "task.folds=3",
+                     "+tokenizer.reject_scaled=null", f"run_dir={run}")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["classes"] == ["rt", "square"] and metrics["n_windows"] == 154

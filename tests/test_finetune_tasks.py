@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import mne
@@ -36,6 +35,7 @@ from neurofm.finetune.protocols import subject_kfold
 from neurofm.finetune.tasks import add_lora, finetune_classifier
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_raw
+from tests.helpers.cli import run_cli
 from tests.test_tokenize_meeg import EEGLAB_TUTORIAL_CHANNELS
 
 
@@ -144,12 +144,10 @@ def test_cli_finetune_encoding(tutorial, tmp_path):
     tutorial.save(tmp_path / "sub-01_task-tutorial_eeg_raw.fif")
     save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path / "model")
     run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "neurofm.cli", "finetune", "task=encoding", f"ckpt={tmp_path / 'model'}",
-         f"inputs=[{tmp_path / 'sub-01_task-tutorial_eeg_raw.fif'}]", "task.events=[square,rt]",
-         "task.folds=3", "task.epochs=10", "+tokenizer.sfreq=128", "+tokenizer.reject_scaled=null",
-         f"run_dir={run}"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    result = run_cli("finetune", "task=encoding", f"ckpt={tmp_path / 'model'}",
+                     f"inputs=[{tmp_path / 'sub-01_task-tutorial_eeg_raw.fif'}]", "task.events=[square,rt]",
+                     "task.folds=3", "task.epochs=10", "+tokenizer.sfreq=128", "+tokenizer.reject_scaled=null",
+                     f"run_dir={run}")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"linear_probe", "ridge_trf"}
@@ -258,11 +256,8 @@ def test_cli_finetune_disorder_on_a_planted_cohort(tutorial, tmp_path):
     (tmp_path / "participants.tsv").write_text("\n".join(rows) + "\n")
     save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path / "model")
     run = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "neurofm.cli", "finetune", "task=disorder", f"ckpt={tmp_path / 'model'}",
-         f"inputs=[{tmp_path}]", "task.window_s=4", "task.folds=4", "+tokenizer.reject_scaled=null",
-         f"run_dir={run}"], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "NEUROFM_PROGRESS": "0"})
+    result = run_cli("finetune", "task=disorder", f"ckpt={tmp_path / 'model'}", f"inputs=[{tmp_path}]",
+                     "task.window_s=4", "task.folds=4", "+tokenizer.reject_scaled=null", f"run_dir={run}")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_subjects"] == 12 and metrics["n_windows"] == 48

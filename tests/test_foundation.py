@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import mne
 import nibabel as nib
@@ -14,11 +12,7 @@ import pytest
 import neurofm
 from neurofm import cli
 from neurofm.errors import NeurofmError, RecordingError
-
-
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "neurofm.cli", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+from tests.helpers.cli import run_cli
 
 
 def test_version_in_one_place():

@@ -340,8 +340,7 @@ class SeededMix(torch.utils.data.IterableDataset):
         self.sources, self.cumulative, self.seed = sources, np.cumsum(probs) / total, seed
 
     def __iter__(self) -> Iterator:
-        rank, _, worker, _ = wds.utils.pytorch_worker_info()
-        rng = random.Random(self.seed * 1_000_003 + rank * 1000 + worker)
+        rng = random.Random(_rank_seed(self.seed, None)())  # per rank and worker
         iterators = [iter(s) for s in self.sources]
         while True:
             pick = int(np.searchsorted(self.cumulative, rng.random(), side="right"))

@@ -67,7 +67,8 @@ def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> 
     """
     names = [tuple(s.meta.get("ch_names") or s.meta.get("parcel_labels") or range(s.n_sensors))
              for s in segments]
-    common = [n for n in names[0] if all(n in set(other) for other in names)]
+    shared = set(names[0]).intersection(*names[1:])
+    common = [n for n in names[0] if n in shared]
     if len(common) < 2:
         raise NeurofmError("connectivity needs two or more sensors shared by every subject; "
                            f"the recordings share {len(common)}")

@@ -29,9 +29,9 @@ def main() -> None:
         tokenize_raw(m / "neuromag" / "sample_audvis_trunc_raw_sss.fif", window_s=0.5)[0],
         tokenize_raw(m / "kit" / "010409_Motor_task_coregist-export_tiny_1s.con", window_s=0.5)[0],
         tokenize_raw(m / "egi" / "test_egi.raw", window_s=0.25, reject_scaled=None)[0],
-        tokenize_bold(data / "atlases" / ".." / "fmri" / "nibabel_example4d.nii.gz",
+        tokenize_bold(data / "fmri" / "nipy_functional.nii.gz",
                       atlas=data / "atlases" / "Schaefer200_space-MNI152NLin6_res-2x2x2.nii.gz",
-                      window_s=4.0, tr_s=2.0, detrend=False, standardize=False)[0],
+                      window_s=4.0, detrend=False, standardize=False)[0],
     ]
     fig = plt.figure(figsize=(16, 4.2))
     for k, seg in enumerate(panels):

@@ -21,10 +21,14 @@ def _find_data() -> Path | None:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Root of the real test data; tests using it skip with a reason when it is absent."""
+    """Root of the real test data. Absent: the tests using it skip with a reason, except
+    under CI (``CI=true``), where a missing data folder fails them."""
     found = _find_data()
     if found is None:
-        pytest.skip("real test data not found: set NEUROFM_TEST_DATA or put it in ../shared/data")
+        reason = "real test data not found: set NEUROFM_TEST_DATA or put it in ../shared/data"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{reason} (CI=true: the real-data tests must run)", pytrace=False)
+        pytest.skip(reason)
     return found
 
 
@@ -41,6 +45,18 @@ def fmri(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def atlases(data_dir) -> Path:
     return data_dir / "atlases"
+
+
+@pytest.fixture(scope="session")
+def abide(data_dir) -> Path:
+    """ABIDE-I CC200 tables (``rois_cc200/``), the phenotype CSV and the CC200 atlas."""
+    return data_dir / "abide"
+
+
+@pytest.fixture(scope="session")
+def eegmmidb(meeg) -> Path:
+    """PhysioNet EEG Motor Movement/Imagery, S001-S005, EDF+."""
+    return meeg / "eegmmidb"
 
 
 def pytest_configure(config):

@@ -30,6 +30,7 @@ from neurofm.datasets.shards import sha256_of
 from neurofm.datasets.stream import ErrorCounter, crop_to_budget
 from neurofm.errors import ShardError
 from neurofm.tokenizers import tokenize_bold, tokenize_raw
+from tests.helpers.cli import run_cli
 
 MEEG_FILES = ["brainvision/test.vhdr", "bdf/multiple_annotation_chans.bdf",
               "eeglab/test_raw_chanloc.set", "neuromag/sample_audvis_trunc_raw_sss.fif",
@@ -176,6 +177,53 @@ def test_failed_file_is_logged_and_run_continues(tmp_path, data_dir, options):
     assert manifest["totals"]["samples"] > 0
 
 
+def test_nihon_kohden_and_unknown_inputs_fail_alone(tmp_path, data_dir, options):
+    # a Nihon Kohden .EEG goes to MNE's Nihon Kohden reader (this one is corrupt), a file of
+    # an unknown format is reported, and the run goes on with the good recording
+    nihon = tmp_path / "inputs" / "DA1000.EEG"
+    nihon.parent.mkdir()
+    nihon.write_bytes(b"EEG-1100A V01.00" + bytes(range(256)) * 8)
+    notes = tmp_path / "inputs" / "notes.xyz"
+    notes.write_text("not a recording")
+    good = data_dir / "meeg" / "brainvision" / "test.vhdr"
+    manifest = write_shards([nihon, notes, good], tmp_path / "out", options)
+    assert manifest["files"] == {"found": 3, "ok": 1, "failed": 2}
+    failures = {Path(f["path"]).name: f["error"] for f in map(
+        json.loads, (tmp_path / "out" / "failures.jsonl").read_text().splitlines())}
+    assert "cannot read recording" in failures["DA1000.EEG"] and "unknown extension" not in failures["DA1000.EEG"]
+    assert "unknown extension" in failures["notes.xyz"]
+    assert manifest["totals"]["samples"] > 0
+    # a BrainVision data file is read through its header, never as Nihon Kohden
+    assert [Path(s.path).name for s in discover(good.parent)] == ["test.vhdr"]
+
+
+def test_prepare_option_errors_are_one_line_before_any_work(tmp_path, data_dir):
+    result = run_cli("prepare", f"inputs=[{data_dir / 'meeg' / 'brainvision' / 'test.vhdr'}]",
+                     f"out={tmp_path / 'a'}", "+meeg.montag=biosemi64")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "unknown option +meeg.montag= (did you mean 'montage'?)" in lines[0] and "meeg.line_freq" in lines[0]
+    # two BOLD runs and no atlas: one error, not one per file, and nothing written
+    result = run_cli("prepare", f"inputs=[{data_dir / 'fmri'}]", f"out={tmp_path / 'b'}")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "2 inputs are 4-D BOLD images, which need an atlas: pass atlas=" in lines[0]
+    assert not (tmp_path / "b" / "manifest.json").exists()
+    result = run_cli("prepare", f"out={tmp_path / 'c'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("neurofm: error: neurofm prepare needs inputs: pass inputs=... "
+                                     "(see neurofm prepare --help)")
+
+
+def test_too_short_hint_names_the_cli_option(tmp_path, fmri, atlases):
+    options = PrepareOptions(atlas=str(atlases / "AAL_space-MNI152NLin6_res-2x2x2.nii.gz"),
+                             fmri_window_s=600.0)
+    manifest = write_shards([fmri / "nipy_functional.nii.gz"], tmp_path / "out", options)
+    failure = json.loads((tmp_path / "out" / "failures.jsonl").read_text())
+    assert manifest["failures"] == 1
+    assert "pass a smaller fmri_window_s" in failure["error"]
+
+
 def test_sigkill_then_rerun_gives_identical_shards(prepared, inputs, options, tmp_path):
     out = tmp_path / "killed"
     script = (f"from neurofm.datasets import write_shards, PrepareOptions\n"
@@ -275,7 +323,7 @@ def test_cli_prepare(tmp_path, data_dir):
     result = subprocess.run(
         [sys.executable, "-m", "neurofm.cli", "prepare",
          f"inputs=[{data_dir / 'meeg' / 'brainvision' / 'test.vhdr'}]", f"out={out}", "window_s=2.0"],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr
     assert "wrote 1 shards, 3 samples" in result.stderr
     assert load_manifest(out)["totals"]["samples"] == 3

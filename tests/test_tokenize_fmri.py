@@ -138,7 +138,7 @@ def test_implausible_header_tr_is_flagged(fmri, aal, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         segments = tokenize_bold(path, atlas=aal, window_s=4.0, tr_s=2.0, detrend=False,
-                                 standardize=False)
+                                 standardize=False, check_space=False)  # a scanner-space EPI
     assert segments[0].meta["tr_s"] == 2.0 and segments[0].signal.shape[1] == 2
     assert segments[0].meta["dropped_parcels"]["all_zero"]  # EPI slab masked to zero outside
     # a sidecar gives the TR
@@ -146,7 +146,8 @@ def test_implausible_header_tr_is_flagged(fmri, aal, tmp_path):
     shutil.copy(path, copy)
     (tmp_path / "sub-01_task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
     with pytest.warns(UserWarning, match="sidecar RepetitionTime 2.0 s disagrees with the header"):
-        segments = tokenize_bold(copy, atlas=aal, window_s=4.0, detrend=False, standardize=False)
+        segments = tokenize_bold(copy, atlas=aal, window_s=4.0, detrend=False, standardize=False,
+                                 check_space=False)
     assert segments[0].meta["tr_s"] == 2.0
     assert (segments[0].meta["subject"], segments[0].meta["task"]) == ("01", "rest")
 
@@ -271,6 +272,13 @@ def test_atlas_in_another_space(fmri, aal, tmp_path):
     nib.save(nib.Nifti1Image(np.asarray(atlas.dataobj), affine), moved)
     with pytest.raises(AtlasError, match="moved_atlas.nii.gz: atlas does not overlap .* same .MNI. space"):
         tokenize_bold(fmri / "nipy_functional.nii.gz", atlas=moved, window_s=10.0)
+
+
+def test_scanner_space_bold_with_an_mni_atlas_is_refused(fmri, aal):
+    bold = fmri / "nibabel_example4d.nii.gz"  # real EPI, sform/qform code 1 (scanner)
+    with pytest.raises(AtlasError, match=r"nibabel_example4d.nii.gz: the image is in scanner space .* MNI space"):
+        tokenize_bold(bold, atlas=aal, tr_s=2.0, window_s=2.0)
+    assert len(tokenize_bold(bold, atlas=aal, tr_s=2.0, window_s=2.0, check_space=False)) == 1
 
 
 def test_non_integer_and_probabilistic_atlas(aal, tmp_path):

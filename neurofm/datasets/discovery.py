@@ -6,6 +6,7 @@ import glob
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ MEEG_EXTENSIONS = (".fif", ".fif.gz", ".edf", ".bdf", ".gdf", ".vhdr", ".set", "
                    ".sqd", ".raw", ".mff", ".ds", ".mef", ".nwb", ".snirf", ".lay", ".eeg.json")
 BOLD_EXTENSIONS = (".nii", ".nii.gz")
 ROI_EXTENSIONS = (".1D", ".1d")
+UNKNOWN_FORMAT = ("not a recording neurofm can read (unknown extension; neurofm reads what "
+                  "mne.io.read_raw reads, 4-D NIfTI and .1D/.csv/.tsv ROI tables)")
 SKIP_SUFFIXES = ("-eve.fif", "_events.fif", "-ave.fif", "-cov.fif", "-trans.fif", "-fwd.fif",
                  "-inv.fif", "-epo.fif", "-ica.fif", "-proj.fif", "-annot.fif")
 
@@ -55,10 +58,17 @@ def _kind(path: str) -> str | None:
         return "roi"
     if lower.endswith(MEEG_EXTENSIONS):
         return "meeg"
+    if lower.endswith(".eeg") and not _brainvision_companion(path):
+        return "meeg"  # Nihon Kohden (.EEG + .PNT/.LOG/.21E); BrainVision data is read via its .vhdr
     if "pdf" in name and "." not in name and os.path.exists(
             os.path.join(os.path.dirname(path), name.replace("pdf", "config"))):
         return "meeg"  # 4D/BTi run
     return None
+
+
+def _brainvision_companion(path: str) -> bool:
+    stem = os.path.splitext(path)[0]
+    return any(os.path.exists(stem + ext) for ext in (".vhdr", ".VHDR", ".ahdr"))
 
 
 def _is_4d(path: str) -> bool:
@@ -94,8 +104,8 @@ def _entities(ents: dict) -> dict:
     return {k: v for k, v in ents.items() if v is not None and k in ("subject", "session", "task", "run")}
 
 
-def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg", "bold", "roi")
-             ) -> list[Source]:
+def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg", "bold", "roi"),
+             keep_unknown: bool = False) -> list[Source]:
     """All recordings under ``inputs``, sorted by path (so runs are deterministic).
 
     Parameters
@@ -106,6 +116,9 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
         recursively by extension), glob patterns (``**`` allowed) or single files.
     kinds : tuple of str
         Reader families to keep: ``'meeg'``, ``'bold'``, ``'roi'``.
+    keep_unknown : bool
+        A file named explicitly whose format is unknown is returned with kind
+        ``'unknown'`` (so a prepare run can report it and go on) instead of raising.
 
     Returns
     -------
@@ -119,7 +132,9 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
             paths = sorted(glob.glob(item, recursive=True))
             if not paths:
                 raise NeurofmError(f"glob pattern {item!r} matches no file")
-            dataset = Path(item.split("*")[0]).name or "glob"
+            # the deepest folder of the pattern without a wildcard: 'abide/rois/Caltech_*' -> 'rois'
+            fixed = re.split(r"[*?\[]", item)[0]
+            dataset = Path(os.path.dirname(fixed) or ".").resolve().name or "glob"
             for path in paths:
                 kind = _kind(path)
                 if kind:
@@ -130,9 +145,9 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
             raise NeurofmError("input not found", item)
         if root.is_file() or root.suffix == ".ds" or root.suffix == ".mff":
             kind = _kind(str(root))
-            if kind is None:
-                raise NeurofmError("not a recording neurofm can read (unknown extension)", item)
-            sources.setdefault(str(root), Source(str(root), kind, root.parent.name))
+            if kind is None and not keep_unknown:
+                raise NeurofmError(UNKNOWN_FORMAT, item)
+            sources.setdefault(str(root), Source(str(root), kind or "unknown", root.parent.name))
         elif (root / "dataset_description.json").exists():
             for src in _bids_sources(root):
                 sources.setdefault(src.path, src)
@@ -143,5 +158,5 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
                     continue  # atlases, masks and anatomicals live beside BOLD runs
                 if kind and not any(part.endswith((".ds", ".mff")) for part in Path(path).parent.parts):
                     sources.setdefault(path, Source(path, kind, root.name))
-    selected = [s for s in sources.values() if s.kind in kinds]
+    selected = [s for s in sources.values() if s.kind in kinds or s.kind == "unknown"]
     return sorted(selected, key=lambda s: s.path)

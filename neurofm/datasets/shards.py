@@ -42,12 +42,21 @@ import numpy as np
 
 from neurofm import __version__
 from neurofm.console import make_progress, setup_logging
-from neurofm.datasets.discovery import Source, discover
+from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
 from neurofm.errors import ConfigError, NeurofmError, ShardError
+from neurofm.options import check_keywords, keyword_names, respell
+from neurofm.tokenizers import tokenize_bold, tokenize_raw, tokenize_roi_table
+from neurofm.tokenizers.naming import check_subject_pattern, entities_from_name
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm.datasets")
 
+# tokenizer options a prepare run sets itself are not extra options
+MEEG_OPTIONS = keyword_names(tokenize_raw, exclude=("raw", "window_s", "stride_s", "sfreq", "dataset",
+                                                    "entities"))
+FMRI_OPTIONS = keyword_names(tokenize_bold, exclude=("img", "atlas", "window_s", "dataset", "entities"))
+ROI_OPTIONS = keyword_names(tokenize_roi_table, exclude=("table", "coords", "tr_s", "window_s",
+                                                         "dataset", "entities"))
 SPLITS = ("train", "val", "test")
 MODALITIES = ("eeg", "meg", "ieeg", "fmri")
 FIELDS = ("signal.npy", "positions.npy", "orientations.npy", "meta.json")
@@ -72,14 +81,21 @@ class PrepareOptions:
         Target rate of EEG/MEG/iEEG, Hz.
     atlas : str | None
         Labels atlas for BOLD inputs.
-    roi_tr_s : float | None
-        TR of ROI tables (they do not carry one).
+    roi_tr_s : float | dict | None
+        TR of ROI tables (they do not carry one), s: one number, or a mapping from site
+        (the ``site`` entity, e.g. ABIDE's ``Pitt``) or file-name glob to TR.
     roi_coords : str | None
         Atlas image or coordinate table for ROI tables (default: ``atlas``).
     phenotype : str | None
         participants.tsv / phenotype CSV joined into ``meta['phenotype']``.
+    subject_pattern : str | None
+        Regular expression that finds the subject ID in a file name (a
+        ``(?P<subject>...)`` group or one group), for files that are neither BIDS nor a
+        layout neurofm knows (see :func:`neurofm.tokenizers.naming.entities_from_name`).
     meeg, fmri : dict
-        Extra keyword arguments for ``tokenize_raw`` / ``tokenize_bold``.
+        Extra keyword arguments for ``tokenize_raw`` / ``tokenize_bold`` (ROI tables
+        take the ones :func:`tokenize_roi_table` knows: ``stride_s``, ``resample_tr_s``,
+        ``detrend``, ``standardize``, ``empty_parcels``).
     dtype : 'float16' | 'float32'
         Storage type of ``signal.npy``.
     shard_size_mb : float
@@ -96,9 +112,10 @@ class PrepareOptions:
     stride_s: float | None = None
     sfreq: float = 200.0
     atlas: str | None = None
-    roi_tr_s: float | None = None
+    roi_tr_s: float | dict | None = None
     roi_coords: str | None = None
     phenotype: str | None = None
+    subject_pattern: str | None = None
     meeg: dict = field(default_factory=dict)
     fmri: dict = field(default_factory=dict)
     dtype: str = "float16"
@@ -115,7 +132,29 @@ class PrepareOptions:
         if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
             raise ConfigError(f"split_fractions must be 3 non-negative numbers summing to 1, got {fractions}")
         self.split_fractions = fractions
-        self.meeg, self.fmri = dict(self.meeg), dict(self.fmri)
+        self.meeg = check_keywords(self.meeg or {}, MEEG_OPTIONS, "+meeg.{}=")
+        self.fmri = check_keywords(self.fmri or {}, FMRI_OPTIONS, "+fmri.{}=")
+        check_subject_pattern(self.subject_pattern)
+        if isinstance(self.roi_tr_s, dict):
+            self.roi_tr_s = {str(k): float(v) for k, v in self.roi_tr_s.items()}
+
+
+def roi_tr_for(path: str, entities: dict, roi_tr_s: float | dict | None) -> float:
+    """The TR of one ROI table: ``roi_tr_s`` itself, or its entry for the file's site or name."""
+    import fnmatch
+
+    if roi_tr_s is None:
+        raise ConfigError("ROI tables do not carry a TR: pass roi_tr_s=<seconds> or a mapping "
+                          "roi_tr_s='{SITE: seconds, ...}'", path)
+    if not isinstance(roi_tr_s, dict):
+        return float(roi_tr_s)
+    site = str(entities.get("site", "")).lower()
+    for key, value in roi_tr_s.items():
+        if key.lower() == site or fnmatch.fnmatch(os.path.basename(path), key):
+            return value
+    raise ConfigError(f"roi_tr_s has no TR for site {entities.get('site')!r} (keys: "
+                      f"{sorted(roi_tr_s)}); add it, e.g. +roi_tr_s.{entities.get('site', 'SITE')}=2.0",
+                      path)
 
 
 # --------------------------------------------------------------------------- samples
@@ -268,12 +307,32 @@ def _part_name(src: Source) -> str:
     return hashlib.sha1(src.path.encode()).hexdigest()[:16]
 
 
-def tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None = None) -> list[Segment]:
-    """Tokenize one discovered file with the options of a prepare run."""
-    from neurofm.datasets.phenotype import join_phenotype
-    from neurofm.tokenizers import tokenize_bold, tokenize_raw, tokenize_roi_table
+def prepare_spelling(kind: str) -> dict[str, str]:
+    """How ``neurofm prepare`` spells each tokenizer option of a file of this kind."""
+    if kind == "meeg":
+        return {k: f"+meeg.{k}" for k in MEEG_OPTIONS}
+    extra = {k: f"+fmri.{k}" for k in FMRI_OPTIONS}
+    return {**extra, "window_s": "fmri_window_s",
+            "tr_s": "roi_tr_s" if kind == "roi" else "+fmri.tr_s"}
 
-    entities = src.entities or None
+
+def tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None = None,
+                    spelling: dict[str, str] | None = None) -> list[Segment]:
+    """Tokenize one discovered file with the options of a prepare run.
+
+    Errors name options as ``spelling`` says (default: as ``neurofm prepare`` spells them).
+    """
+    try:
+        return _tokenize_source(src, options, phenotype)
+    except NeurofmError as err:
+        respell(err, prepare_spelling(src.kind) if spelling is None else spelling)
+        raise
+
+
+def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None) -> list[Segment]:
+    from neurofm.datasets.phenotype import join_phenotype
+
+    entities = src.entities or entities_from_name(src.path, options.subject_pattern)
     if src.kind == "meeg":
         segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
                                 sfreq=options.sfreq, dataset=src.dataset, entities=entities,
@@ -286,11 +345,13 @@ def tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None
                                  **options.fmri)
     else:
         coords = options.roi_coords or options.atlas
-        if coords is None or options.roi_tr_s is None:
-            raise ConfigError("ROI tables need roi_coords=<atlas or coordinate table> and roi_tr_s=<TR>")
-        segments = tokenize_roi_table(src.path, coords=coords, tr_s=options.roi_tr_s,
+        if coords is None:
+            raise ConfigError("ROI tables need roi_coords=<atlas or coordinate table>")
+        roi_options = {k: v for k, v in options.fmri.items() if k in ROI_OPTIONS}
+        segments = tokenize_roi_table(src.path, coords=coords,
+                                      tr_s=roi_tr_for(src.path, entities, options.roi_tr_s),
                                       window_s=options.fmri_window_s, dataset=src.dataset,
-                                      entities=entities)
+                                      entities=entities, **roi_options)
     if options.modality is not None:
         segments = [s for s in segments if s.modality == options.modality]
     if phenotype is not None:
@@ -304,6 +365,8 @@ def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str
 
     name = _part_name(src)
     try:
+        if src.kind == "unknown":
+            raise NeurofmError(UNKNOWN_FORMAT, src.path)
         phenotype = read_phenotype(options.phenotype) if options.phenotype else None
         segments = tokenize_source(src, options, phenotype)
         part = _AtomicTar(Path(workdir) / f"{name}.tar")
@@ -323,7 +386,7 @@ def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str
             raise
         part.close()
         summary = {"path": src.path, "part": name, "status": "ok", "samples": samples}
-    except (NeurofmError, ValueError, OSError, RuntimeError, KeyError) as err:
+    except Exception as err:  # one bad input is that input's failure, never the run's
         summary = {"path": src.path, "part": name, "status": "failed", "error_type": type(err).__name__,
                    "error": str(err), "samples": []}
         if os.environ.get("NEUROFM_DEBUG"):
@@ -454,9 +517,10 @@ def write_shards(
     stamp.write_text(fingerprint)
     kinds = ("bold", "roi") if options.modality == "fmri" else (
         ("meeg",) if options.modality else ("meeg", "bold", "roi"))
-    sources = discover(inputs, kinds=kinds)
+    sources = discover(inputs, kinds=kinds, keep_unknown=True)
     if not sources:
         raise NeurofmError(f"no recordings found in {inputs}")
+    check_needs(sources, options)
     summaries: dict[str, dict] = {}
     todo = []
     for src in sources:
@@ -498,6 +562,21 @@ def write_shards(
     if not failed:  # keep the parts while failed files may still be retried
         shutil.rmtree(workdir)
     return manifest
+
+
+def check_needs(sources: list[Source], options: PrepareOptions) -> None:
+    """Options every file of a kind needs: one error before any work, not one per file."""
+    found = {s.kind for s in sources}
+    if "bold" in found and options.atlas is None:
+        n = sum(s.kind == "bold" for s in sources)
+        raise ConfigError(f"{n} inputs are 4-D BOLD images, which need an atlas: pass "
+                          "atlas=<labels image> (or modality=eeg|meg|ieeg to skip them)")
+    if "roi" in found and (options.roi_coords or options.atlas) is None:
+        raise ConfigError("ROI tables need the atlas they were extracted with (or an x,y,z table): "
+                          "pass roi_coords=<path>")
+    if "roi" in found and options.roi_tr_s is None:
+        raise ConfigError("ROI tables do not carry a TR: pass roi_tr_s=<seconds>, or one per site "
+                          "as roi_tr_s='{SITE: seconds, ...}'")
 
 
 def _write_json_atomic(path: Path, obj: Any, lines: list | None = None) -> None:

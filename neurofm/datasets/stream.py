@@ -91,12 +91,26 @@ class ErrorCounter:
 # --------------------------------------------------------------------------- the pipeline
 
 
-def _split_by_node(rank: int | None, world_size: int | None) -> Callable:
+def _node(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is None or world_size is None:
-        return wds.split_by_node  # RANK/WORLD_SIZE env or torch.distributed
+        rank, world_size, _, _ = wds.utils.pytorch_worker_info()  # RANK/WORLD_SIZE or torch.distributed
+    return rank, world_size
 
+
+def _split_by_node(n_shards: int, rank: int | None, world_size: int | None) -> Callable:
+    """Shards ``rank::world_size`` to each rank, or all of them when there are fewer shards
+    than ranks (then :func:`_split_samples_by_node` splits their samples instead)."""
     def split(src: Iterable) -> Iterator:
-        yield from islice(src, rank, None, world_size)
+        r, w = _node(rank, world_size)
+        yield from (islice(src, r, None, w) if n_shards >= w else src)
+    return split
+
+
+def _split_samples_by_node(n_shards: int, rank: int | None, world_size: int | None) -> Callable:
+    # a small split (one val shard, eight ranks) still reaches every rank, each sample once
+    def split(src: Iterable) -> Iterator:
+        r, w = _node(rank, world_size)
+        yield from (src if n_shards >= w else islice(src, r, None, w))
     return split
 
 
@@ -156,8 +170,10 @@ def stream(
         if shuffle_shards:
             stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed,
                                          epoch=epoch - 1))  # it counts up before each pass
-        stages += [_split_by_node(rank, world_size), wds.split_by_worker]
+        stages += [_split_by_node(len(urls), rank, world_size), wds.split_by_worker]
     stages.append(wds.tarfile_to_samples(handler=handler))
+    if not resampled:
+        stages.append(_split_samples_by_node(len(urls), rank, world_size))
     if shuffle_buffer > 0:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100),
                                   rng=random.Random(seed + epoch)))

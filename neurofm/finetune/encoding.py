@@ -227,7 +227,7 @@ def _trainable(model: EncodingModel, mode: str) -> list[nn.Parameter]:
 
 
 def fit_encoding(
-    backbone: MaskedAutoencoder | None,
+    backbone,
     data: EncodingData,
     train: np.ndarray,
     *,
@@ -254,8 +254,9 @@ def fit_encoding(
     baseline chooses its penalty on the same windows). ``val_fraction=0``: train on all
     windows for ``epochs``.
     """
-    from neurofm.finetune.tasks import add_lora
+    from neurofm.finetune.tasks import add_lora, backbone_of
 
+    backbone = backbone_of(backbone)
     if mode not in ("linear_probe", "finetune", "lora", "scratch"):
         raise ConfigError(f"mode must be linear_probe, finetune, lora or scratch, got {mode!r}")
     torch.manual_seed(seed)

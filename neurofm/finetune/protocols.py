@@ -25,11 +25,22 @@ def _check(splits: list[Split], groups: np.ndarray) -> list[Split]:
     return splits
 
 
-def subject_kfold(subjects, k: int = 5) -> list[Split]:
-    """Cross-subject k-fold: each subject's windows are all in one fold."""
+def subject_kfold(subjects, k: int = 5, labels=None, seed: int = 0) -> list[Split]:
+    """Cross-subject k-fold: each subject's windows are all in one fold.
+
+    With ``labels`` (one per window; constant within a subject, as for a diagnosis), the
+    folds are stratified so every fold's training set holds every class.
+    """
     subjects = np.asarray(subjects)
     k = min(k, len(np.unique(subjects)))
-    folds = GroupKFold(n_splits=k).split(subjects, groups=subjects)
+    if k < 2:
+        raise ValueError(f"cross-subject folds need at least 2 subjects; found {len(np.unique(subjects))}")
+    if labels is None:
+        folds = GroupKFold(n_splits=k).split(subjects, groups=subjects)
+    else:
+        labels = np.asarray(labels)
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
+            subjects, labels, groups=subjects)
     return _check([Split(f"fold{i}", tr, te) for i, (tr, te) in enumerate(folds)], subjects)
 
 

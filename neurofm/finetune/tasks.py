@@ -17,11 +17,25 @@ from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers.segment import Segment
 
 
-def window_embeddings(model: MaskedAutoencoder, segments: list[Segment], batch_size: int = 64) -> np.ndarray:
-    """Pooled encoder output per segment, ``[N, D]`` (frozen encoder)."""
+def backbone_of(model) -> MaskedAutoencoder | None:
+    """The :class:`MaskedAutoencoder` of what :func:`neurofm.load` returns (or the model itself)."""
     from neurofm.embedding import NeuroFM
 
-    return NeuroFM(model).embed(segments, batch_size=batch_size).windows
+    if isinstance(model, NeuroFM):
+        return model.model
+    if model is None or isinstance(model, MaskedAutoencoder):
+        return model
+    raise TypeError(f"expected what neurofm.load() returns or a MaskedAutoencoder, got {type(model).__name__}")
+
+
+def window_embeddings(model, segments: list[Segment], batch_size: int = 64) -> np.ndarray:
+    """Pooled encoder output per segment, ``[N, D]`` (frozen encoder).
+
+    ``model``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`.
+    """
+    from neurofm.embedding import NeuroFM
+
+    return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size).windows
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -79,7 +93,7 @@ def layerwise_param_groups(model: Classifier, lr: float, decay: float) -> list[d
 
 
 def finetune_classifier(
-    backbone: MaskedAutoencoder | None,
+    backbone,
     segments: list[Segment],
     labels: np.ndarray,
     train: np.ndarray,
@@ -95,10 +109,12 @@ def finetune_classifier(
 ) -> tuple[np.ndarray, list[float]]:
     """Train encoder + head on ``train``; return test probabilities and the training losses.
 
-    ``backbone=None`` trains the same architecture (``config``) from scratch.
+    ``backbone``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`;
+    ``None`` trains the same architecture (``config``) from scratch.
     ``lora_rank`` freezes the encoder and trains low-rank adapters on its blocks
     (:func:`add_lora`) and the head instead.
     """
+    backbone = backbone_of(backbone)
     torch.manual_seed(seed)
     n_classes = int(labels.max()) + 1
     if backbone is None:

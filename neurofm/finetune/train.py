@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from neurofm.datasets.shards import (
+    FMRI_OPTIONS,
+    MEEG_OPTIONS,
+    PrepareOptions,
+    check_needs,
+    tokenize_source,
+)
 from neurofm.errors import ConfigError, NeurofmError
+from neurofm.options import check_keywords
+from neurofm.tokenizers.naming import entities_from_name
 
 logger = logging.getLogger("neurofm.finetune")
 
@@ -24,7 +33,7 @@ def _splits(task: dict, labels: np.ndarray, groups: np.ndarray, subjects: np.nda
     if name == "kfold":
         return protocols.event_kfold(labels, groups, k=task["folds"], seed=seed)
     if name == "kfold_subject":
-        return protocols.subject_kfold(subjects, k=task["folds"])
+        return protocols.subject_kfold(subjects, k=task["folds"], labels=labels, seed=seed)
     if name == "loso":
         return protocols.leave_one_subject_out(subjects)
     if name == "few_shot":
@@ -75,15 +84,18 @@ def _metric_rows(per_split: list[dict]) -> list[str]:
 
 
 def _decoding(conf: dict, model, run_dir: Path) -> dict:
+    from neurofm.finetune.baselines import DECODING_BASELINES, shared_sensor_array
     from neurofm.finetune.metrics import classification_metrics
     from neurofm.finetune.tasks import window_embeddings
     from neurofm.tokenizers import tokenize_events
 
     task = conf["task"]
+    options = check_keywords(conf["tokenizer"], ["sfreq", *MEEG_OPTIONS], "+tokenizer.{}=")
     segments = []
     for path in _inputs(conf):
+        entities = entities_from_name(path, task.get("subject_pattern"))
         segments += list(tokenize_events(path, event_id=task["event_id"], tmin=task["tmin_s"],
-                                         tmax=task["tmax_s"], **conf["tokenizer"]))
+                                         tmax=task["tmax_s"], entities=entities, **options))
     if not segments:
         raise NeurofmError("no event-locked windows: check task.event_id and the recordings' events")
     classes = sorted({s.meta["label"] for s in segments})
@@ -94,22 +106,49 @@ def _decoding(conf: dict, model, run_dir: Path) -> dict:
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
     splits = _splits(task, labels, groups, subjects, conf["seed"])
     embeddings = window_embeddings(model, segments) if task["mode"] == "linear_probe" else None
-    y_all, p_all, per_split = [], [], []
-    for split in splits:
-        prob = _classifier_probs(task, model, segments, labels, embeddings, split, conf["seed"])
-        y_all.append(labels[split.test])
-        p_all.append(prob)
-        per_split.append({"split": split.name, "n_train": int(len(split.train)), "n_test": int(len(split.test)),
-                          **{k: v["value"] for k, v in classification_metrics(labels[split.test], prob,
-                                                                                n_boot=1).items()}})
-    y, prob = np.concatenate(y_all), np.concatenate(p_all)
-    metrics = classification_metrics(y, prob)
-    (run_dir / "results.md").write_text("\n".join(_metric_rows(per_split)) + "\n")
-    plot_confusion(y, prob.argmax(1), classes, run_dir / "confusion_matrix.png")
-    ba = metrics["balanced_accuracy"]
-    logger.info("decoding %s (%s, %s): balanced accuracy %.3f [%.3f, %.3f]", classes, task["mode"],
-                task["protocol"], ba["value"], ba["ci_low"], ba["ci_high"])
-    return {"classes": classes, "n_windows": len(segments), "metrics": metrics, "splits": per_split}
+    methods = {task["mode"]: lambda split: _classifier_probs(task, model, segments, labels, embeddings,
+                                                              split, conf["seed"])}
+    if task["baseline"]:
+        x = shared_sensor_array(segments)
+        for name, fit in DECODING_BASELINES.items():
+            methods[name] = lambda split, fit=fit: fit(x[split.train], labels[split.train], x[split.test])
+    out = {"classes": classes, "n_windows": len(segments), "methods": {}}
+    lines = []
+    for method, predict in methods.items():
+        y_all, p_all, per_split = [], [], []
+        for split in splits:
+            prob = predict(split)
+            y_all.append(labels[split.test])
+            p_all.append(prob)
+            per_split.append({"split": split.name, "n_train": int(len(split.train)),
+                              "n_test": int(len(split.test)),
+                              **{k: v["value"] for k, v in classification_metrics(
+                                  labels[split.test], prob, n_boot=1).items()}})
+        y, prob = np.concatenate(y_all), np.concatenate(p_all)
+        metrics = classification_metrics(y, prob)
+        out["methods"][method] = {"metrics": metrics, "splits": per_split}
+        lines += [f"### {method}", "", *_metric_rows(per_split), ""]
+        if method == task["mode"]:
+            out.update(metrics=metrics, splits=per_split)
+            plot_confusion(y, prob.argmax(1), classes, run_dir / "confusion_matrix.png")
+        ba = metrics["balanced_accuracy"]
+        logger.info("decoding %s by %s (%s): balanced accuracy %.3f [%.3f, %.3f]", classes, method,
+                    task["protocol"], ba["value"], ba["ci_low"], ba["ci_high"])
+    (run_dir / "results.md").write_text("\n".join(lines))
+    return out
+
+
+def _prepare_options(conf: dict, window_s: float) -> PrepareOptions:
+    """The tokenizer options of a finetune run, as ``neurofm prepare`` would take them."""
+    task, extra = conf["task"], dict(conf["tokenizer"])
+    valid = ["sfreq", *MEEG_OPTIONS, *FMRI_OPTIONS]
+    check_keywords(extra, valid, "+tokenizer.{}=")
+    return PrepareOptions(
+        window_s=window_s, fmri_window_s=window_s, sfreq=extra.pop("sfreq", 200.0),
+        atlas=task.get("atlas"), roi_coords=task.get("roi_coords"), roi_tr_s=task.get("roi_tr_s"),
+        subject_pattern=task.get("subject_pattern"),
+        meeg={k: v for k, v in extra.items() if k in MEEG_OPTIONS},
+        fmri={k: v for k, v in extra.items() if k in FMRI_OPTIONS and k not in MEEG_OPTIONS})
 
 
 def _cohort(conf: dict) -> list:
@@ -123,40 +162,31 @@ def _cohort(conf: dict) -> list:
     if phenotype is None:
         roots = [Path(p) for p in inputs if (Path(p) / "participants.tsv").exists()]
         if not roots:
-            raise ConfigError("task.phenotype is not set and no input is a BIDS root with participants.tsv")
+            raise ConfigError("task.phenotype is not set and no input is a BIDS root with "
+                              "participants.tsv: pass task.phenotype=<participants.tsv or CSV>")
         phenotype = roots[0] / "participants.tsv"
     table = read_phenotype(phenotype, label_columns=[task["label"]])
+    options = _prepare_options(conf, task["window_s"])
+    sources = discover(inputs)
+    check_needs(sources, options)
     segments, failed = [], []
-    sources = discover(inputs, kinds=("meeg", "bold"))
     with make_progress() as progress:
         bar = progress.add_task("tokenizing the cohort", total=len(sources))
         for source in sources:
-            segments += _tokenize_source(source, task, conf["tokenizer"], failed)
+            spelling = {**{k: f"+tokenizer.{k}" for k in (*MEEG_OPTIONS, *FMRI_OPTIONS)},
+                        "window_s": "task.window_s", "tr_s": "task.roi_tr_s"}
+            try:
+                segments += tokenize_source(source, options, spelling=spelling)
+            except ConfigError:
+                raise
+            except NeurofmError as err:
+                failed.append(f"{source.path}: {err}")
             progress.advance(bar)
     if failed:
         logger.warning("%d recordings could not be used:\n  %s", len(failed), "\n  ".join(failed[:20]))
     if not segments:
-        raise NeurofmError(f"no windows from {inputs}")
+        raise NeurofmError(f"no windows from {inputs}" + (f" ({len(failed)} files failed)" if failed else ""))
     return join_phenotype(segments, table)
-
-
-def _tokenize_source(source, task: dict, options: dict, failed: list[str]) -> list:
-    """One recording's windows (BOLD through ``task['atlas']``); a failure is noted, not raised."""
-    from neurofm.tokenizers import tokenize_bold, tokenize_raw
-
-    try:
-        if source.kind == "bold":
-            if task["atlas"] is None:
-                raise ConfigError("fMRI inputs need task.atlas (a labels atlas)")
-            return list(tokenize_bold(source.path, atlas=task["atlas"], window_s=task["window_s"],
-                                      entities=source.entities or None, **options))
-        return list(tokenize_raw(source.path, window_s=task["window_s"], entities=source.entities or None,
-                                 **options))
-    except ConfigError:
-        raise
-    except NeurofmError as err:
-        failed.append(f"{source.path}: {err}")
-        return []
 
 
 def _disorder(conf: dict, model, run_dir: Path) -> dict:

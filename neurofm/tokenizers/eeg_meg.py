@@ -33,6 +33,7 @@ from neurofm.tokenizers.geometry import (
     choose_montage,
     montage_positions,
 )
+from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.segment import Segment, Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
@@ -112,21 +113,6 @@ def _as_raw(
         source = raw_or_path.filenames[0] if raw_or_path.filenames and raw_or_path.filenames[0] else "<Raw>"
         return raw_or_path.copy(), str(source)
     return read_recording(raw_or_path, allow_truncated=allow_truncated), os.fspath(raw_or_path)
-
-
-def _entities(source: str) -> dict[str, str]:
-    """Subject/session/task/run from a BIDS-like file name, else subject = file stem."""
-    from mne_bids import get_entities_from_fname
-
-    name = Path(source).name
-    try:
-        ents = get_entities_from_fname(name, on_error="ignore")
-    except Exception:
-        ents = {}
-    found = {k: v for k, v in ents.items() if v is not None and k in ("subject", "session", "task", "run")}
-    if "subject" not in found:
-        found["subject"] = name.split(".")[0]
-    return found
 
 
 # --------------------------------------------------------------------------- channels
@@ -456,7 +442,7 @@ def _continuous(
         "other_channel_types": other_types,
         "source": source,
         "dataset": dataset,
-        **(entities if entities is not None else _entities(source)),
+        **(entities if entities is not None else entities_from_name(source)),
     }
     good_events = ~bad
     return _Continuous(

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from neurofm.errors import AtlasError, BoldError, BoldTooShortError, NeurofmError
-from neurofm.tokenizers.eeg_meg import _entities
+from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.segment import Segment, Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
@@ -423,6 +423,7 @@ def tokenize_bold(
     empty_parcels: str = "drop",
     split_hemispheres: bool = False,
     labels: dict[int, str] | list[str] | None = None,
+    check_space: bool = True,
     dataset: str | None = None,
     entities: dict[str, str] | None = None,
 ) -> Segments:
@@ -457,6 +458,11 @@ def tokenize_bold(
         Split labels that span both hemispheres (see :func:`parcellate`).
     labels : dict | list | None
         Parcel names; default from a sidecar next to the atlas.
+    check_space : bool
+        Refuse a BOLD image whose header says it is in scanner space (NIfTI
+        sform/qform code 1, and no ``space-`` entity in its name) with an atlas whose
+        header says it is in a template space (code 3 Talairach or 4 MNI): parcels
+        would be read from the wrong voxels. ``False`` trusts the user.
 
     Returns
     -------
@@ -475,6 +481,8 @@ def tokenize_bold(
     tr = repetition_time(img, path, tr_s)
     parc = parcellate(atlas, split_hemispheres=split_hemispheres, names=labels)
     _warn_geometry(parc)
+    if check_space:
+        _check_same_space(img, path, parc, where)
 
     ref = nib.Nifti1Image(np.zeros(img.shape[:3], np.int8), img.affine)
     try:
@@ -556,12 +564,37 @@ def tokenize_bold(
                   "high_pass": high_pass, "confounds": confounds is not None},
         "source": where,
         "dataset": dataset,
-        **(entities if entities is not None else _entities(where)),
+        **(entities if entities is not None else entities_from_name(where)),
     }
     if empty_parcels == "keep":
         meta["parcel_valid"] = (~outside).tolist()
     positions = (parc.centroids_mm[keep] / 1000.0).astype(np.float32)
     return _windows(series, tr, window_s, stride_s, meta, positions, where)
+
+
+SPACE_CODES = {0: "unknown", 1: "scanner", 2: "aligned", 3: "Talairach", 4: "MNI"}
+
+
+def _space_code(img: nib.Nifti1Image) -> int:
+    header = img.header
+    code = int(header.get_sform(coded=True)[1] or 0) if hasattr(header, "get_sform") else 0
+    if code == 0 and hasattr(header, "get_qform"):
+        code = int(header.get_qform(coded=True)[1] or 0)
+    return code
+
+
+def _check_same_space(img, path: str | None, parc: Parcellation, where: str) -> None:
+    """Scanner-space BOLD with a template-space atlas: an error, not 85 wrong parcels."""
+    if path is not None and re.search(r"_space-[A-Za-z0-9]+", os.path.basename(path)):
+        return  # BIDS derivatives name their space; trust the name
+    bold_code = _space_code(img)
+    atlas_code = _space_code(parc.img)
+    if bold_code == 1 and atlas_code in (3, 4):
+        raise AtlasError(
+            f"the image is in scanner space (NIfTI sform/qform code 1) but the atlas {parc.source} "
+            f"is in {SPACE_CODES[atlas_code]} space (code {atlas_code}): normalise the BOLD to the "
+            "atlas' template first (e.g. fMRIPrep --output-spaces MNI152NLin6Asym), or, if the "
+            "header is wrong, pass check_space=False (+fmri.check_space=false)", where)
 
 
 def parcel_means(img: nib.Nifti1Image, labels: np.ndarray, parcels: np.ndarray) -> np.ndarray:
@@ -712,6 +745,7 @@ def tokenize_roi_table(
     resample_tr_s: float | None = None,
     detrend: bool = True,
     standardize: bool = True,
+    empty_parcels: str = "drop",
     dataset: str | None = None,
     entities: dict[str, str] | None = None,
 ) -> Segments:
@@ -729,7 +763,13 @@ def tokenize_roi_table(
         Repetition time in seconds (tables do not carry it).
     window_s, stride_s, resample_tr_s, detrend, standardize
         As in :func:`tokenize_bold`.
+    empty_parcels : 'drop' | 'keep' | 'raise'
+        All-zero columns (parcels outside that participant's brain mask, common in
+        ABIDE): dropped and listed in ``meta['dropped_parcels']['all_zero']``, kept as
+        zero series with ``meta['parcel_valid']`` False, or an error.
     """
+    if empty_parcels not in ("drop", "keep", "raise"):
+        raise ValueError(f"empty_parcels must be 'drop', 'keep' or 'raise', got {empty_parcels!r}")
     where = os.fspath(table) if isinstance(table, str | os.PathLike) else "<ROI table>"
     if isinstance(table, str | os.PathLike):
         values, columns = read_roi_table(table)
@@ -740,16 +780,28 @@ def tokenize_roi_table(
     if tr_s is None or not PLAUSIBLE_TR_S[0] <= tr_s <= PLAUSIBLE_TR_S[1]:
         raise BoldError(f"tr_s={tr_s} is not a plausible TR in seconds", where)
     centroids, labels, names = _coordinates(coords, values.shape[1], columns, where)
-    zero = ~values.any(axis=0)
+    labels = [int(k) if isinstance(k, int | np.integer) else k for k in labels]
+    zero = ~values.any(axis=0)  # outside this participant's brain mask: no data
+    zero_labels = [labels[j] for j in np.flatnonzero(zero)]
+    if zero.all():
+        raise BoldError("every ROI column is all zero: an empty table", where)
+    if zero.any() and empty_parcels == "raise":
+        raise BoldError(f"{zero.sum()} ROI columns are all zero (labels {zero_labels[:10]}); pass "
+                        "empty_parcels='drop' or 'keep'", where)
+    series = np.zeros_like(values)
+    series[:, ~zero] = _clean(values[:, ~zero], tr_s, None, detrend, standardize, None, None)
+    keep = ~zero if empty_parcels == "drop" else np.ones(len(labels), dtype=bool)
     if zero.any():
-        raise BoldError(f"{zero.sum()} ROI columns are all zero ({np.flatnonzero(zero)[:10].tolist()})",
-                        where)
-    series = _clean(values, tr_s, None, detrend, standardize, None, None)
+        logger.debug("%s: %d of %d ROI columns are all zero (%s)", where, zero.sum(), len(labels),
+                    empty_parcels)
+    series, centroids = series[:, keep], centroids[keep]
+    labels, names = [k for k, m in zip(labels, keep, strict=True) if m], [
+        n for n, m in zip(names, keep, strict=True) if m]
     tr = tr_s
     if resample_tr_s is not None and not np.isclose(resample_tr_s, tr_s):
         series = resample_series(series, tr_s, resample_tr_s)
         tr = float(resample_tr_s)
-    n = values.shape[1]
+    n = len(labels)
     meta = {
         "modality": "fmri",
         "sfreq": 1.0 / tr,
@@ -757,16 +809,18 @@ def tokenize_roi_table(
         "native_tr_s": float(tr_s),
         "n_volumes": int(values.shape[0]),
         "atlas": os.fspath(coords) if isinstance(coords, str | os.PathLike) else "<coords>",
-        "parcel_labels": [int(k) if isinstance(k, int | np.integer) else k for k in labels],
+        "parcel_labels": labels,
         "parcel_names": list(names),
         "unit_scale": [1.0] * n,
         "channel_scale": [1.0] * n,
         "units": {"parcel": "z-score" if standardize else "a.u."},
-        "dropped_parcels": {},
+        "dropped_parcels": {"all_zero": zero_labels} if empty_parcels == "drop" else {},
         "source": where,
         "dataset": dataset,
-        **(entities if entities is not None else _entities(where)),
+        **(entities if entities is not None else entities_from_name(where)),
     }
+    if empty_parcels == "keep":
+        meta["parcel_valid"] = (~zero).tolist()
     return _windows(series, tr, window_s, stride_s, meta, (centroids / 1000.0).astype(np.float32), where)
 
 

@@ -30,7 +30,7 @@ _HYDROCEL_NETS = (32, 64, 65, 128, 129, 256, 257)
 
 def normalise_name(name: str) -> str:
     """Canonical key for matching a channel name to a montage (case, prefixes, references)."""
-    key = name.strip()
+    key = name.strip().rstrip(".")  # PhysioNet/BCI2000 pad names with dots: 'Fc5.', 'Cz..'
     key = re.sub(r"^(EEG|EEG:)\s*", "", key, flags=re.IGNORECASE)
     key = re.sub(r"[-_ ](REF|LE|AR|AVG|A1|A2|M1|M2|CZ)$", "", key, flags=re.IGNORECASE)
     key = key.strip().upper()
@@ -84,7 +84,8 @@ def montage_positions(
     ----------
     names : list of str
         Channel names, matched case-insensitively after removing ``EEG``
-        prefixes and reference suffixes, with 10-20 aliases (T3→T7, ...).
+        prefixes, reference suffixes and trailing dots (PhysioNet's ``Fc5.``), with
+        10-20 aliases (T3→T7, ...).
     montage : str | DigMontage
         A built-in montage name, ``'auto'``, or a :class:`mne.channels.DigMontage`.
 

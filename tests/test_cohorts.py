@@ -1,0 +1,137 @@
+"""The real labelled cohorts as a user reaches for them: ABIDE CC200 tables, EEGMMI EDF+ runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import neurofm
+from neurofm.datasets import PrepareOptions, read_phenotype, stream, write_shards
+from neurofm.datasets.shards import roi_tr_for
+from neurofm.errors import BoldError, ConfigError
+from neurofm.finetune.protocols import subject_kfold
+from neurofm.finetune.tasks import finetune_classifier, window_embeddings
+from neurofm.models.io import save_pretrained
+from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.tokenizers import tokenize_events, tokenize_roi_table
+from neurofm.tokenizers.naming import entities_from_name
+from tests.helpers.cli import run_cli
+
+# Caltech tables with and without all-zero columns (parcels outside the participant's mask)
+CALTECH = ["Caltech_0051456", "Caltech_0051457", "Caltech_0051461", "Caltech_0051462",
+           "Caltech_0051466", "Caltech_0051467", "Caltech_0051470", "Caltech_0051479",
+           "Caltech_0051486", "Caltech_0051487", "Caltech_0051489", "Caltech_0051490"]
+
+
+def table(abide, name: str):
+    return abide / "rois_cc200" / f"{name}_rois_cc200.1D"
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path_factory.mktemp("tiny") / "export")
+
+
+def test_subject_and_site_come_from_pcp_and_physionet_names():
+    assert entities_from_name("/a/Leuven_1_0050682_rois_cc200.1D") == {"site": "Leuven_1", "subject": "0050682"}
+    assert entities_from_name("Caltech_0051456_rois_cc200.1D")["subject"] == "0051456"
+    assert entities_from_name("S003R04.edf") == {"subject": "S003", "run": "04"}
+    assert entities_from_name("sub-07_task-rest_eeg.edf")["subject"] == "07"
+    assert entities_from_name("lab_p12_day3.edf", r"_p(?P<subject>\d+)_") == {"subject": "12"}
+    assert entities_from_name("recording.edf") == {"subject": "recording"}
+    with pytest.raises(ConfigError, match="does not match"):
+        entities_from_name("x.edf", r"_p(\d+)_")
+    with pytest.raises(ConfigError, match="needs a"):
+        entities_from_name("x.edf", r"(a)(b)")
+
+
+def test_all_zero_roi_columns_are_dropped_and_reported(abide):
+    path = table(abide, "Caltech_0051490")
+    values = np.loadtxt(path, comments="#")
+    zero = np.flatnonzero(~values.any(axis=0))
+    assert len(zero) >= 1  # the real file has a parcel outside the participant's mask
+    segments = tokenize_roi_table(path, coords=abide / "CC200.nii.gz", tr_s=2.0, window_s=60.0)
+    seg = segments[0]
+    dropped = seg.meta["dropped_parcels"]["all_zero"]
+    assert len(dropped) == len(zero) and seg.n_sensors == 200 - len(zero)
+    assert not set(dropped) & set(seg.meta["parcel_labels"])
+    assert np.isfinite(seg.signal).all() and np.abs(seg.signal).std(axis=1).min() > 0.1
+    assert seg.meta["subject"] == "0051490" and seg.meta["site"] == "Caltech"
+    kept = tokenize_roi_table(path, coords=abide / "CC200.nii.gz", tr_s=2.0, window_s=60.0,
+                              empty_parcels="keep")[0]
+    assert kept.n_sensors == 200 and sum(kept.meta["parcel_valid"]) == 200 - len(zero)
+    with pytest.raises(BoldError, match="all zero"):
+        tokenize_roi_table(path, coords=abide / "CC200.nii.gz", tr_s=2.0, empty_parcels="raise")
+
+
+def test_prepare_abide_tables_with_phenotype_and_per_site_tr(abide, tmp_path, caplog):
+    inputs = [table(abide, n) for n in CALTECH[:6]] + sorted((abide / "rois_cc200").glob("Pitt_*"))[:3]
+    options = PrepareOptions(fmri_window_s=60.0, roi_coords=str(abide / "CC200.nii.gz"),
+                             roi_tr_s={"Caltech": 2.0, "Pitt": 1.5},
+                             phenotype=str(abide / "Phenotypic_V1_0b_preprocessed1.csv"))
+    with caplog.at_level("WARNING", logger="neurofm"):
+        manifest = write_shards(inputs, tmp_path / "shards", options)
+    assert manifest["files"] == {"found": 9, "ok": 9, "failed": 0}
+    assert "no phenotype row" not in caplog.text
+    phenotype = read_phenotype(abide / "Phenotypic_V1_0b_preprocessed1.csv", label_columns=["DX_GROUP"])
+    seen = {}
+    for seg in stream(tmp_path / "shards", split=None, shuffle_buffer=0):
+        seen[seg.meta["subject"]] = (seg.meta["site"], seg.meta["tr_s"], seg.meta["phenotype"]["DX_GROUP"])
+        assert seg.meta["phenotype"]["DX_GROUP"] == phenotype[str(int(seg.meta["subject"]))]["DX_GROUP"]
+    assert len(seen) == 9
+    assert {site: tr for site, tr, _ in seen.values()} == {"Caltech": 2.0, "Pitt": 1.5}
+
+
+def test_roi_tr_mapping_names_a_missing_site(abide):
+    path = str(table(abide, "Caltech_0051456"))
+    assert roi_tr_for(path, {"site": "Caltech"}, {"caltech": 2.0}) == 2.0
+    assert roi_tr_for(path, {"site": "Caltech"}, {"Caltech_*": 2.5}) == 2.5
+    with pytest.raises(ConfigError, match=r"Caltech_0051456_rois_cc200.1D: roi_tr_s has no TR for site 'Caltech'"):
+        roi_tr_for(path, {"site": "Caltech"}, {"Pitt": 1.5})
+
+
+def test_subject_folds_are_stratified_by_label(abide):
+    rows = read_phenotype(abide / "Phenotypic_V1_0b_preprocessed1.csv", label_columns=["DX_GROUP"])
+    subjects = np.array([entities_from_name(p.name)["subject"]
+                         for p in sorted((abide / "rois_cc200").glob("KKI_*"))])
+    labels = np.array([rows[str(int(s))]["DX_GROUP"] for s in subjects])
+    assert 0.2 < (labels == 1).mean() < 0.5  # KKI is imbalanced: unstratified folds can lose a class
+    for split in subject_kfold(subjects, k=2, labels=labels):
+        assert set(labels[split.train]) == {1, 2} and set(labels[split.test]) == {1, 2}
+        assert not set(subjects[split.train]) & set(subjects[split.test])
+
+
+def test_cli_finetune_disorder_on_roi_tables(abide, tiny_export, tmp_path):
+    run = tmp_path / "run"
+    inputs = "[" + ",".join(str(table(abide, n)) for n in CALTECH) + "]"
+    result = run_cli("finetune", "task=disorder", f"ckpt={tiny_export}", f"inputs={inputs}",
+                     f"task.roi_coords={abide / 'CC200.nii.gz'}", "task.roi_tr_s=2.0",
+                     f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}",
+                     "task.label=DX_GROUP", "task.window_s=60", "task.folds=2", f"run_dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_subjects"] == 12 and metrics["classes"] == ["1", "2"]
+    assert set(metrics["methods"]) == {"linear_probe", "fc_logistic"}
+    for method in metrics["methods"].values():
+        assert sum(s["n_test"] for s in method["splits"]) == 12
+
+
+def test_python_api_takes_what_load_returns(eegmmidb, tiny_export):
+    model = neurofm.load(tiny_export)
+    segments = list(tokenize_events(eegmmidb / "S001" / "S001R04.edf", event_id=["T1", "T2"],
+                                    tmin=0.0, tmax=2.0))
+    labels = np.array([s.meta["label"] == "T2" for s in segments], dtype=int)
+    assert len(segments) == 15 and set(labels) == {0, 1}
+    emb = window_embeddings(model, segments)
+    assert emb.shape == (15, 64)
+    train, test = np.arange(10), np.arange(10, 15)
+    probs, losses = finetune_classifier(model, segments, labels, train, test, epochs=2)
+    assert probs.shape == (5, 2) and np.allclose(probs.sum(1), 1) and len(losses) == 2
+    scratch, _ = finetune_classifier(None, segments, labels, train, test, config=model.config, epochs=1)
+    assert scratch.shape == (5, 2)
+    # PhysioNet's channel names ('Fc5.', 'Cz..') found their 10-05 positions
+    assert segments[0].n_sensors == 64 and np.abs(segments[0].positions).sum(1).min() > 0

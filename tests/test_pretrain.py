@@ -23,7 +23,7 @@ FAST = ["model=tiny", "trainer.log_every_n_steps=2", "checkpoint.every_n_steps=1
         "val_every_n_steps=1000000", "optim.warmup_steps=2"]
 
 
-def pretrain(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def pretrain(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "neurofm.cli", "pretrain", *args], env=ENV,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -43,7 +43,10 @@ def test_demo_main_job(tmp_path):
     result = pretrain(f"run_dir={run}", f"data.root={tmp_path / 'demo'}", "trainer.max_steps=12",
                       *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "pretrained 12 steps" in result.stderr
+    assert "pretrained to step 12" in result.stderr and "neurofm export ckpt=" in result.stderr
+    # a clean console: no Lightning notices, FLOP summaries or epoch counters of an endless run
+    for noise in ("Total FLOPs", "Epoch 0/-", "litmodels", "GPU available", "weights_only"):
+        assert noise not in result.stderr + result.stdout, noise
     assert (tmp_path / "demo" / "corpus" / "README.txt").read_text().startswith("SYNTHETIC")
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 12
@@ -76,8 +79,10 @@ def test_sigterm_then_resume_continues_at_the_same_step_and_data_position(tmp_pa
     # optimizer and scheduler state came back: AdamW's step count continues
     states = resumed["optimizer_states"][0]["state"]
     assert int(next(iter(states.values()))["step"]) == step + 6
-    logged = pd.read_csv(run / "metrics.csv")["step"].dropna()
-    assert logged.max() >= step + 4
+    # the resumed run appended to the metrics: they cover the whole run, once per logged step
+    logged = pd.read_csv(run / "metrics.csv")[["step", "train/loss"]].dropna()
+    assert logged["step"].min() <= 2 and logged["step"].max() >= step + 4
+    assert not logged["step"].duplicated().any()
     # data position: the samples trained on equal those of one uninterrupted run
     reference = tmp_path / "reference"
     result = pretrain(f"run_dir={reference}", *args, f"trainer.max_steps={step + 6}")
@@ -101,6 +106,48 @@ def test_ddp_two_processes_on_cpu_over_real_shards(tmp_path, real_shards):
     assert all(len(k) > 0 for k in keys)
 
 
+def test_ddp_validates_when_the_val_split_has_fewer_shards_than_ranks(tmp_path, meeg):
+    from neurofm.datasets.shards import split_of
+
+    files = [meeg / "bdf" / "multiple_annotation_chans.bdf", meeg / "brainvision" / "test.vhdr",
+             meeg / "eeglab" / "test_raw_chanloc.set"]
+    fractions = (0.5, 0.5, 0.0)
+    # a seed that puts one of the three recordings (subjects) in val, the others in train
+    seed = next(k for k in range(100) if sorted(split_of(f.parent.name, f.name.split(".")[0], fractions, k)
+                                                for f in files) == ["train", "train", "val"])
+    shards = tmp_path / "shards"
+    manifest = write_shards(files, shards, PrepareOptions(window_s=1.0, split_fractions=fractions,
+                                                          seed=seed))
+    assert [s["split"] for s in manifest["shards"]].count("val") == 1
+    run = tmp_path / "ddp_val"
+    result = pretrain(f"run_dir={run}", "data=shards", f"data.shards={shards}", "trainer=ddp",
+                      "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                      "trainer.max_steps=4", "data.num_workers=0", "data.batch_size=2",
+                      "val_every_n_steps=2", "val_batches=3", *FAST[:3], "optim.warmup_steps=2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    val = pd.read_csv(run / "metrics.csv")[["step", "val/r2", "val/loss"]].dropna()
+    assert len(val) == 2 and np.isfinite(val.to_numpy()).all()
+
+
+def test_one_val_shard_is_split_across_ranks_by_sample(real_shards):
+    one = [str(sorted(real_shards.glob("shard-*.tar"))[0])]
+    every = [s.meta["key"] for s in stream(one, None, shuffle_buffer=0)]
+    parts = [[s.meta["key"] for s in stream(one, None, shuffle_buffer=0, rank=r, world_size=2)]
+             for r in (0, 1)]
+    assert len(every) >= 2 and all(parts)
+    assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(every)
+
+
+def test_deepspeed_strategy_without_gpu_is_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the DeepSpeed strategy can run here")
+    result = pretrain(f"run_dir={tmp_path / 'run'}", "trainer=deepspeed_stage_2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "trainer=deepspeed_stage_2 needs CUDA" in lines[0]
+    assert "trainer=cpu or trainer=ddp" in lines[0]
+
+
 def test_export_round_trip(tmp_path):
     run = tmp_path / "run"
     result = pretrain(f"run_dir={run}", f"data.root={tmp_path / 'demo'}", "trainer.max_steps=3", *FAST)
@@ -108,7 +155,7 @@ def test_export_round_trip(tmp_path):
     out = tmp_path / "exported"
     export = subprocess.run([sys.executable, "-m", "neurofm.cli", "export",
                              f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={out}"],
-                            env=ENV, capture_output=True, text=True, timeout=300)
+                            env=ENV, capture_output=True, text=True, timeout=1200)
     assert export.returncode == 0, export.stderr
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors"}
     from_ckpt = load_pretrained(run / "checkpoints" / "last.ckpt")
@@ -176,7 +223,7 @@ def test_deepspeed_zero_on_cpu_then_consolidate_to_safetensors(tmp_path, real_sh
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                              f"--master_port={port}", str(helper), str(stage), str(real_shards), str(out)],
                             env={**ENV, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=1200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     losses = [float(x) for x in result.stdout.split("losses")[1].split()]
     assert len(losses) == 4 and all(np.isfinite(losses))

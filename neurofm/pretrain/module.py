@@ -34,11 +34,19 @@ class PretrainModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = MaskedAutoencoder(ModelConfig(**model))
+        # constant buffers (sinusoid periods): DDP need not broadcast them before every forward,
+        # which would also tie validation to equal batch counts on every rank
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            self, [name for name, _ in self.named_buffers()])
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model(batch)
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(batch), sync_dist=False)
         return out["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        # [sum of batch losses x windows, windows, SSE, SST] over this rank's validation batches
+        self._val_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         g = torch.Generator(device=batch.signal.device).manual_seed(batch_idx)  # same masks each time
@@ -46,8 +54,16 @@ class PretrainModule(pl.LightningModule):
         hidden = out["hidden"][..., None]
         sse = (((out["pred"] - out["target"]) ** 2) * hidden).sum()
         sst = ((out["target"] ** 2) * hidden).sum()  # baseline: predict zero (the scaled mean)
-        self.log("val/loss", out["loss"], batch_size=len(batch), sync_dist=True)
-        self.log("val/r2", 1 - sse / sst.clamp(min=1e-12), batch_size=len(batch), sync_dist=True)
+        self._val_sums += torch.stack([out["loss"].detach() * len(batch), torch.tensor(
+            float(len(batch)), device=self.device), sse.detach(), sst.detach()]).double()
+
+    def on_validation_epoch_end(self) -> None:
+        # one all-reduce of fixed size on every rank, whatever number of batches each had
+        # (a rank may have none when the val split has fewer shards than ranks)
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        if sums[1] > 0:
+            self.log("val/loss", (sums[0] / sums[1]).float(), sync_dist=False, rank_zero_only=False)
+            self.log("val/r2", (1 - sums[2] / sums[3].clamp(min=1e-12)).float(), sync_dist=False)
 
     def configure_optimizers(self):
         hp = self.hparams

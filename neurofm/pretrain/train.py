@@ -9,7 +9,6 @@ SLURM requeue); ``resume=auto`` continues from ``<run_dir>/checkpoints/last.ckpt
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -18,13 +17,15 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from neurofm.console import say
 from neurofm.datasets.shards import PrepareOptions, load_manifest, write_shards
 from neurofm.errors import CheckpointError, ConfigError
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.module import PretrainModule
+from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, plot_loss_curve
 
 logger = logging.getLogger("neurofm.pretrain")
 LAST = "last.ckpt"
@@ -97,40 +98,47 @@ def _checkpoint_step(path: str) -> int:
         raise CheckpointError(f"cannot read checkpoint safely ({err})", path) from err
 
 
-def plot_loss_curve(metrics_csv: Path, out: Path) -> Path | None:
-    """Training (and validation) loss against step, from Lightning's CSV log."""
-    import matplotlib
+def _check_strategy(trainer_cfg: dict[str, Any], chosen: str) -> None:
+    strategy = trainer_cfg.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, dict) else str(strategy)
+    if "deepspeed" in target.lower() and not torch.cuda.is_available():
+        raise ConfigError(f"trainer={chosen} needs CUDA GPUs (Lightning's DeepSpeed strategy runs "
+                          "only on GPU) and none is visible; on CPU use trainer=cpu or trainer=ddp")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _quiet_lightning() -> None:
+    """Lightning's start-up notices (GPU/TPU available, tips, FLOP summaries) are not news."""
+    level = logging.DEBUG if logger.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(level)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*Total length of `.*` across ranks is zero.*")
+
+
+def _val_r2(metrics_csv: Path) -> tuple[float, float] | None:
     import pandas as pd
 
     if not metrics_csv.exists():
         return None
     df = pd.read_csv(metrics_csv)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for column, style in (("train/loss", "-"), ("val/loss", "o-")):
-        if column in df:
-            rows = df[["step", column]].dropna()
-            ax.plot(rows["step"], rows[column], style, label=column, markersize=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("masked reconstruction MSE")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("neurofm pretraining", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    if "val/r2" not in df or df["val/r2"].dropna().empty:
+        return None
+    r2 = df["val/r2"].dropna()
+    return float(r2.iloc[0]), float(r2.iloc[-1])
 
 
 def run_pretrain(cfg) -> int:
     """``neurofm pretrain``: the Hydra entry point."""
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    _quiet_lightning()
     conf = OmegaConf.to_container(cfg, resolve=True)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    trainer_cfg = _trainer_kwargs(conf["trainer"])
+    _check_strategy(trainer_cfg, choices.get("trainer", "?"))
     run_dir = Path(conf["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(conf["seed"], workers=True, verbose=False)
@@ -146,7 +154,6 @@ def run_pretrain(cfg) -> int:
 
     resume = _resume_path(conf.get("resume"), run_dir)
     start_step = _checkpoint_step(resume) if resume else 0
-    trainer_cfg = _trainer_kwargs(conf["trainer"])
     # the same seeded stream, past the batches already trained on: the exact data position
     consumed = start_step * int(trainer_cfg.get("accumulate_grad_batches", 1))
     resampled = data.get("resampled", True)
@@ -171,24 +178,26 @@ def run_pretrain(cfg) -> int:
                         save_last=True, save_top_k=-1, auto_insert_metric_name=False),
         CheckpointOnSigterm(checkpoints / LAST),
         LearningRateMonitor(logging_interval="step"),
+        StepProgress(max_steps),
     ]
     if conf.get("log_sample_keys"):
         callbacks.append(SampleKeyLog(run_dir))
-    if os.environ.get("NEUROFM_PROGRESS", "1") != "0":
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar())
-    loggers = [CSVLogger(run_dir, name="", version="",
-                         flush_logs_every_n_steps=trainer_cfg.get("log_every_n_steps", 50)),
+    loggers = [ResumableCSVLogger(run_dir, resume_step=start_step if resume else None,
+                                  flush_logs_every_n_steps=trainer_cfg.get("log_every_n_steps", 50)),
                TensorBoardLogger(run_dir, name="tensorboard", version="")]
     has_val = "val" in splits
     trainer = pl.Trainer(
         **trainer_cfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers,
         limit_val_batches=conf.get("val_batches", 20) if has_val else 0,
         val_check_interval=conf.get("val_every_n_steps", 100) if has_val else None,
-        check_val_every_n_epoch=None, enable_progress_bar=os.environ.get("NEUROFM_PROGRESS", "1") != "0",
+        check_val_every_n_epoch=None, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    if trainer.is_global_zero:
+        n_params = sum(p.numel() for p in module.model.parameters())
+        logger.info("model %s: %.3f M parameters; %s; %d steps%s -> %s", choices.get("model", ""),
+                    n_params / 1e6, f"{manifest['totals']['samples']} windows in {shards}", max_steps,
+                    f" (resuming at {start_step})" if resume else "", run_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume,
@@ -199,8 +208,22 @@ def run_pretrain(cfg) -> int:
         return 143
     trainer.save_checkpoint(checkpoints / LAST)  # the final state, whatever the save interval
     if trainer.is_global_zero:
-        curve = plot_loss_curve(run_dir / "metrics.csv", run_dir / "loss_curve.png")
-        logger.info("pretrained %d steps in %.0f s\n  checkpoint: %s\n  metrics:    %s\n  loss curve: %s",
-                    trainer.global_step, time.perf_counter() - start, checkpoints / LAST,
-                    run_dir / "metrics.csv", curve)
+        _summary(trainer, run_dir, checkpoints / LAST, time.perf_counter() - start)
     return 0
+
+
+def _summary(trainer: pl.Trainer, run_dir: Path, last: Path, seconds: float) -> None:
+    curve = plot_loss_curve(run_dir / "metrics.csv", run_dir / "loss_curve.png")
+    r2 = _val_r2(run_dir / "metrics.csv")
+    lines = [f"pretrained to step {trainer.global_step} in {seconds:.0f} s"
+             + (f"; validation R² of masked tokens {r2[0]:.3f} -> {r2[1]:.3f}" if r2 else ""),
+             f"  checkpoint:  {last}",
+             f"  metrics:     {run_dir / 'metrics.csv'} (TensorBoard: {run_dir / 'tensorboard'})"]
+    if curve:
+        lines.append(f"  loss curve:  {curve}")
+    export = run_dir / "export"
+    lines += ["next:",
+              f"  neurofm export ckpt={last} out={export}",
+              f"  neurofm embed ckpt={export} input=<recording> out=embeddings.npy",
+              f"  neurofm finetune task=decoding ckpt={export} inputs=[<recordings>]"]
+    say("\n".join(lines))

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from neurofm import __version__
-from neurofm.errors import NeurofmError
+from neurofm.errors import ConfigError, NeurofmError
 
 # subcommand -> (one-line summary, "module:function" that receives the composed config)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -60,6 +60,16 @@ def _report(err: BaseException) -> int:
     return 2
 
 
+def _check_required(cfg, command: str) -> None:
+    """A ``???`` value left unset is one line naming the key, not a traceback deep inside."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"neurofm {command} needs {', '.join(missing)}: pass "
+                          f"{' '.join(f'{k}=...' for k in missing)} (see neurofm {command} --help)")
+
+
 def _run_hydra(command: str, argv: Sequence[str]) -> int:
     import hydra
     from omegaconf import DictConfig
@@ -69,8 +79,9 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
     status = {"code": 0}
 
     def task(cfg: DictConfig) -> None:
-        setup_logging()
         try:
+            setup_logging()
+            _check_required(cfg, command)
             status["code"] = _resolve(COMMANDS[command][1])(cfg) or 0
         except NeurofmError as err:
             status["code"] = _report(err)

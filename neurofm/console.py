@@ -18,15 +18,37 @@ from rich.progress import (
 )
 
 logger = logging.getLogger("neurofm")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _stderr = Console(stderr=True)
+
+
+def say(text: str) -> None:
+    """Print a block of text (a summary, next steps) to stderr as it is, without log prefixes."""
+    _stderr.print(text, soft_wrap=True, highlight=False, markup=False)
 
 
 def setup_logging(level: int | str | None = None) -> None:
     """Route the ``neurofm`` logger through rich; level from ``NEUROFM_LOG_LEVEL`` (INFO)."""
     level = level or os.environ.get("NEUROFM_LOG_LEVEL", "INFO")
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=_stderr, show_path=False, rich_tracebacks=False)
-        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    if isinstance(level, str):
+        name = level.strip().upper()
+        if name.isdigit():
+            level = int(name)
+        elif name in LEVELS:
+            level = name
+        else:
+            from neurofm.errors import ConfigError
+
+            raise ConfigError(f"NEUROFM_LOG_LEVEL={level!r} is not a log level; use one of "
+                              f"{', '.join(LEVELS).lower()} (any case)")
+    if not any(getattr(h, "neurofm", False) for h in logger.handlers):
+        if sys.stderr.isatty():
+            handler = RichHandler(console=_stderr, show_path=False, rich_tracebacks=False)
+            handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+        else:  # log files (SLURM, CI): one plain line per record, never wrapped or padded
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(message)s", "%H:%M:%S"))
+        handler.neurofm = True
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)

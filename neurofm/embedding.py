@@ -16,6 +16,7 @@ from neurofm.datasets.stream import collate_segments
 from neurofm.errors import NeurofmError, TooShortError
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
+from neurofm.options import check_keywords
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm")
@@ -52,6 +53,11 @@ class NeuroFM:
         self.source = source
 
     @property
+    def config(self):
+        """The model's :class:`~neurofm.models.mae.ModelConfig` (e.g. to train it from scratch)."""
+        return self.model.config
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -68,6 +74,14 @@ class NeuroFM:
             if not all(isinstance(s, Segment) for s in x):
                 raise TypeError("a list passed to embed() must hold Segment objects")
             return list(x)
+        if isinstance(x, str | os.PathLike) and _is_shard(x):
+            from neurofm.datasets.stream import stream
+
+            segments = list(stream(x, split=None, shuffle_shards=False, shuffle_buffer=0,
+                                   rank=0, world_size=1, on_error="raise"))
+            if not segments:
+                raise NeurofmError("shard holds no samples", x)
+            return segments
         import mne
         import nibabel as nib
 
@@ -101,7 +115,9 @@ class NeuroFM:
         ----------
         x : mne.io.Raw | path | nibabel image | list of Segment
             EEG/MEG/iEEG (any format ``tokenize_raw`` reads), 4-D BOLD (with
-            ``atlas``), or segments already tokenized.
+            ``atlas``), a shard (``shard-*.tar``) or shard directory written by
+            ``neurofm prepare`` (its segments, in order, all splits), or segments
+            already tokenized.
         atlas : image | path | None
             Labels atlas for BOLD.
         window_s : float | None
@@ -137,6 +153,11 @@ class NeuroFM:
                           meta=[{k: v for k, v in s.meta.items() if not isinstance(v, list)} for s in segments])
 
 
+def _is_shard(x: str | os.PathLike) -> bool:
+    path = Path(x)
+    return path.suffix == ".tar" or (path.is_dir() and (path / "manifest.json").exists())
+
+
 def _same_shape(a: Segment, b: Segment) -> bool:
     return (a.modality, a.n_sensors, a.n_times, a.sfreq) == (b.modality, b.n_sensors, b.n_times, b.sfreq)
 
@@ -148,31 +169,47 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM
     return NeuroFM(load_pretrained(path, map_location="cpu"), source=os.fspath(path)).to(device)
 
 
-def run_embed(cfg) -> int:
-    """``neurofm embed ckpt=... input=... out=emb.npy``."""
-    from neurofm.console import logger as root
+OUT_SUFFIXES = (".npy", ".parquet")
+EMBED_KEYS = ("ckpt", "input", "atlas", "out", "window_s", "batch_size", "device")
 
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(cfg.ckpt, device=device)
-    result = model.embed(cfg.input, atlas=cfg.atlas, batch_size=cfg.batch_size,
-                         window_s=cfg.get("window_s"))
-    out = Path(cfg.out)
+
+def run_embed(cfg) -> int:
+    """``neurofm embed ckpt=... input=... out=emb.npy [+montage=... any tokenizer option]``."""
+    from omegaconf import OmegaConf
+
+    from neurofm.console import logger as root
+    from neurofm.datasets.shards import FMRI_OPTIONS, MEEG_OPTIONS
+
+    conf = OmegaConf.to_container(cfg, resolve=True)
+    out = Path(conf["out"])
+    if out.suffix not in OUT_SUFFIXES:  # before any work
+        raise NeurofmError(f"out must end in {' or '.join(OUT_SUFFIXES)}", out)
+    if out.suffix == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise NeurofmError("writing .parquet needs pyarrow: pip install 'neurofm[parquet]', "
+                               "or use out=*.npy", out)
+    extra = {k: v for k, v in conf.items() if k not in EMBED_KEYS}
+    valid = ["sfreq", *dict.fromkeys([*MEEG_OPTIONS, *FMRI_OPTIONS])]
+    options = check_keywords(extra, valid, "+{}=")
+    device = conf["device"] if conf["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load(conf["ckpt"], device=device)
+    result = model.embed(conf["input"], atlas=conf["atlas"], batch_size=conf["batch_size"],
+                         window_s=conf["window_s"], **options)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")
     if out.suffix == ".parquet":
         import pandas as pd
 
         table = pd.DataFrame(result.windows, columns=[f"e{k}" for k in range(result.windows.shape[1])])
         table.insert(0, "onset_s", result.times)
-        try:
-            table.to_parquet(out)
-        except ImportError as err:
-            raise NeurofmError("writing .parquet needs pyarrow: pip install pyarrow, or use out=*.npy",
-                               out) from err
-    elif out.suffix == ".npy":
-        np.save(out, result.windows)
-        np.save(out.with_name(out.stem + "_times.npy"), result.times)
+        table.to_parquet(tmp)
+        os.replace(tmp, out)
     else:
-        raise NeurofmError("out must end in .npy or .parquet", out)
+        np.save(tmp, result.windows)
+        os.replace(tmp, out)
+        np.save(out.with_name(out.stem + "_times.npy"), result.times)
     root.info("embedded %d windows (dim %d) of %s -> %s", len(result.windows), result.windows.shape[1],
-              cfg.input, out)
+              conf["input"], out)
     return 0

@@ -68,7 +68,7 @@ def test_three_checkpoint_formats_embed_identically(checkpoints, meeg, tmp_path)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                              f"--master_port={port}", str(helper), "2", str(shards), str(tmp_path / "ds")],
                             env={**os.environ, "DS_ACCELERATOR": "cpu"}, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     exported = export_checkpoint(tmp_path / "ds", tmp_path / "ds_exported")
     c = neurofm.load(tmp_path / "ds").embed(path)
@@ -115,3 +115,50 @@ def test_cli_embed_writes_parquet(checkpoints, meeg, tmp_path):
     assert table.shape == (3, 65) and table["onset_s"].tolist() == [0.0, 2.0, 4.0]
     expected = neurofm.load(checkpoints["exported"]).embed(meeg / "brainvision" / "test.vhdr", window_s=2.0)
     np.testing.assert_allclose(table.drop(columns="onset_s").to_numpy(), expected.windows, rtol=1e-6)
+
+
+def test_cli_embed_takes_tokenizer_options(checkpoints, meeg, tmp_path):
+    edf = meeg / "edf" / "test_reduced.edf"
+    out = tmp_path / "emb.npy"
+    refused = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={edf}", f"out={out}")
+    assert refused.returncode == 2 and "have no position" in refused.stderr
+    result = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={edf}", f"out={out}",
+                     "window_s=2.0", "+on_missing_positions=drop", "+montage=standard_1005")
+    assert result.returncode == 0, result.stderr
+    expected = neurofm.load(checkpoints["exported"]).embed(edf, window_s=2.0, on_missing_positions="drop")
+    np.testing.assert_allclose(np.load(out), expected.windows, rtol=1e-6)
+    typo = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={edf}", f"out={out}", "+montag=x")
+    lines = [line for line in typo.stderr.splitlines() if line.strip()]
+    assert typo.returncode == 2 and len(lines) == 1
+    assert "unknown option +montag= (did you mean 'montage'?)" in lines[0]
+
+
+def test_cli_embed_refuses_a_bad_out_before_any_work(tmp_path):
+    result = run_cli("embed", f"ckpt={tmp_path / 'missing'}", "input=x.edf", f"out={tmp_path / 'emb.csv'}",
+                     env={**os.environ, "NEUROFM_LOG_LEVEL": "debug"})  # any case of the level
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"neurofm: error: {tmp_path / 'emb.csv'}: out must end in .npy or .parquet"
+
+
+def test_embed_a_shard(checkpoints, meeg, tmp_path):
+    from neurofm.datasets import PrepareOptions, stream, write_shards
+
+    path = meeg / "brainvision" / "test.vhdr"
+    write_shards([path], tmp_path / "shards", PrepareOptions(window_s=2.0, split_fractions=(1.0, 0.0, 0.0)))
+    shard = next((tmp_path / "shards").glob("shard-*.tar"))
+    out = tmp_path / "emb.npy"
+    result = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={shard}", f"out={out}")
+    assert result.returncode == 0, result.stderr
+    segments = list(stream([str(shard)], None, shuffle_buffer=0))
+    expected = neurofm.load(checkpoints["exported"]).embed(segments)
+    assert np.load(out).shape == (3, 64)
+    np.testing.assert_allclose(np.load(out), expected.windows, rtol=1e-6)
+    from_dir = neurofm.load(checkpoints["exported"]).embed(tmp_path / "shards")
+    np.testing.assert_allclose(from_dir.windows, expected.windows, rtol=1e-6)
+
+
+def test_exported_weights_take_the_umask(checkpoints):
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = (checkpoints["exported"] / "model.safetensors").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask

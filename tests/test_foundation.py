@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import mne
 import nibabel as nib
@@ -26,10 +27,12 @@ def test_subpackages_do_not_shadow_hugging_face():
     import neurofm.tokenizers
 
     assert neurofm.tokenizers.__name__ == "neurofm.tokenizers"
+    package = Path(neurofm.__file__).resolve().parent
     for name in ("tokenizers", "datasets"):
         spec = importlib.util.find_spec(name)
-        # either Hugging Face's package, or absent: never ours
-        assert spec is None or "neurofm" not in (spec.origin or "")
+        # either Hugging Face's package, or absent: never ours (a clone in a folder named
+        # "neurofm" puts "neurofm" in the path of every package of its .venv)
+        assert spec is None or package not in Path(spec.origin or "/").resolve().parents
 
 
 def test_top_level_help_lists_commands(capsys):
@@ -102,3 +105,15 @@ def test_every_subcommand_has_help(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0, result.stderr
     assert f"neurofm {command}" in result.stdout
+    groups = ("model:", "trainer:", "data:", "task:")
+    if command == "finetune":
+        assert "task:" in result.stdout
+    else:  # only what the command takes
+        assert not any(g in result.stdout for g in groups), result.stdout
+
+
+def test_log_level_in_any_case():
+    ok = run_cli("export", "ckpt=missing.ckpt", "out=x", env={**os.environ, "NEUROFM_LOG_LEVEL": "debug"})
+    assert ok.returncode == 2 and ok.stderr.strip() == "neurofm: error: missing.ckpt: checkpoint not found"
+    bad = run_cli("export", "ckpt=missing.ckpt", "out=x", env={**os.environ, "NEUROFM_LOG_LEVEL": "loud"})
+    assert bad.returncode == 2 and "NEUROFM_LOG_LEVEL='loud' is not a log level" in bad.stderr

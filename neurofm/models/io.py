@@ -31,6 +31,7 @@ def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dic
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = out / f"{WEIGHTS}.tmp-{os.getpid()}"
     save_file(state, str(tmp), metadata={"format": "pt", "neurofm_version": __version__})
+    _default_mode(tmp)
     os.replace(tmp, out / WEIGHTS)
     config = {"neurofm_version": __version__, "architecture": "MaskedAutoencoder",
               "model": asdict(model.config), **(extra or {})}
@@ -38,6 +39,13 @@ def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dic
     tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, out / CONFIG)
     return out
+
+
+def _default_mode(path: Path) -> None:
+    """The mode a new file gets under the user's umask (safetensors writes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MaskedAutoencoder:

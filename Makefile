@@ -10,11 +10,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint clean
 
+# PYTHONWARNINGS=ignore: setuptools' notices about editable installs are not the user's business
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "neurofm needs Python >= 3.10, found " + sys.version.split()[0]'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	PIP_CONSTRAINT=$(if $(CONSTRAINTS),$(abspath $(CONSTRAINTS)),$(PIP_CONSTRAINT)) \
+	PYTHONWARNINGS=ignore PIP_CONSTRAINT=$(if $(CONSTRAINTS),$(abspath $(CONSTRAINTS)),$(PIP_CONSTRAINT)) \
 		$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

@@ -235,3 +235,41 @@ def test_deepspeed_zero_on_cpu_then_consolidate_to_safetensors(tmp_path, real_sh
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
     # training moved the weights away from the initialisation
     assert any(not torch.equal(init[k], v) for k, v in model.state_dict().items())
+
+
+def test_deepspeed_consolidation_never_runs_pickled_code(tmp_path, real_shards):
+    pytest.importorskip("deepspeed")
+    import shutil
+    import socket
+
+    from neurofm.errors import CheckpointError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "zero2"
+    helper = Path(__file__).parent / "helpers" / "deepspeed_zero.py"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             f"--master_port={port}", str(helper), "2", str(real_shards), str(out)],
+                            env={**ENV, "DS_ACCELERATOR": "cpu"}, capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil"
+    shutil.copytree(out, evil)
+    optim = next((evil / "step4").glob("*optim_states.pt"))
+    state = torch.load(optim, weights_only=False)
+    state["payload"] = Payload()
+    torch.save(state, optim)
+    with pytest.raises(CheckpointError, match=r"holds a pickled object \(posix.system\), which neurofm does not unpickle"):
+        load_pretrained(evil)
+    cli = subprocess.run([sys.executable, "-m", "neurofm.cli", "export", f"ckpt={evil}", f"out={tmp_path / 'x'}"],
+                         env=ENV, capture_output=True, text=True, timeout=1200)
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert not marker.exists()
+    assert load_pretrained(out) is not None  # the untouched checkpoint still consolidates

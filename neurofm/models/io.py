@@ -6,8 +6,10 @@ Loading never unpickles arbitrary objects: safetensors for exported weights, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -77,9 +79,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return _read_deepspeed(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # weights_only refuses pickled objects; corrupt files raise others
-        raise CheckpointError(f"cannot read checkpoint safely ({type(err).__name__}: {err}); "
-                              "neurofm loads only tensors and plain data", path) from err
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"cannot read checkpoint safely: it holds {_refused(err)}; neurofm "
+                              "loads only tensors and plain data", path) from err
+    except Exception as err:  # corrupt or truncated files raise many types
+        raise CheckpointError(f"cannot read checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]})", path) from err
     return _from_lightning(ckpt, path)
 
 
@@ -115,10 +120,62 @@ def _read_deepspeed(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         raise CheckpointError(f"DeepSpeed checkpoint without a readable neurofm model config "
                               f"({type(err).__name__}: {err})", states[0]) from err
     tag_dir = states[0].parent
-    state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    try:  # DeepSpeed prints its progress; the caller shows its own
+        with _only_allow_listed_pickles(), open(os.devnull, "w") as quiet, \
+                contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            state = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"DeepSpeed checkpoint holds {_refused(err)}, which neurofm does not "
+                              "unpickle: loading it could run code", tag_dir) from err
     if any(k.startswith("model.") for k in state):  # a LightningModule's names
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     return dict(config), state
+
+
+def _refused(err: Exception) -> str:
+    """The object ``torch.load(weights_only=True)`` refused, without torch's advice to allow it."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"a pickled object ({found.group(1)})" if found else "pickled objects"
+
+
+# Plain-data classes DeepSpeed pickles into its optimizer states (module, name): the only
+# objects besides tensors and containers that consolidation may rebuild.
+DEEPSPEED_SAFE_GLOBALS = (
+    ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+    ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+    ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+    ("deepspeed.utils.tensor_fragment", "fragment_address"),
+    ("lightning.fabric.utilities.data", "AttributeDict"),
+)
+
+
+@contextlib.contextmanager
+def _only_allow_listed_pickles():
+    """DeepSpeed's ``zero_to_fp32`` reads its files with ``weights_only=False``, which runs any
+    code a pickle names. Within this block every ``torch.load`` is ``weights_only=True`` with
+    only :data:`DEEPSPEED_SAFE_GLOBALS` allowed."""
+    import importlib
+
+    allowed = []
+    for module, name in DEEPSPEED_SAFE_GLOBALS:
+        try:
+            allowed.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    real_load = torch.load
+
+    def safe_load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
+    torch.load = safe_load
+    try:
+        with torch.serialization.safe_globals(allowed):
+            yield
+    finally:
+        torch.load = real_load
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:

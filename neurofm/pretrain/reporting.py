@@ -138,7 +138,7 @@ def plot_loss_curve(metrics_csv: Path, out: Path, smoothing_steps: int = 50) -> 
     df = pd.read_csv(metrics_csv)
     if "step" not in df or "train/loss" not in df:
         return None
-    fig = Figure(figsize=(7, 3.8))
+    fig = Figure(figsize=(7.5, 4.2))
     ax = fig.add_subplot()
     train = df[["step", "train/loss"]].dropna().groupby("step").mean().reset_index()
     ax.plot(train["step"], train["train/loss"], color="C0", alpha=0.25, lw=0.8, label="train loss")
@@ -155,13 +155,14 @@ def plot_loss_curve(metrics_csv: Path, out: Path, smoothing_steps: int = 50) -> 
         r2 = df[["step", "val/r2"]].dropna()
         twin = ax.twinx()
         twin.plot(r2["step"], r2["val/r2"], "s--", color="C2", ms=4, label="val R² (right)")
-        twin.axhline(0.0, color="C2", lw=0.6, alpha=0.5)
+        twin.axhline(0.0, color="C2", lw=0.6, alpha=0.5)  # R² = 0: predicting the mean
+        twin.set_ylim(min(0.0, float(r2["val/r2"].min())) - 0.05, max(1.0, float(r2["val/r2"].max())))
         twin.set_ylabel("val R² of masked tokens", color="C2")
         h, lab = twin.get_legend_handles_labels()
         handles, labels = handles + h, labels + lab
-    ax.legend(handles, labels, fontsize=8, loc="upper right")
     ax.set_title("neurofm pretrain: masked reconstruction", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
     tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, out)

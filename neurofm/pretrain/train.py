@@ -199,6 +199,9 @@ def run_pretrain(cfg) -> int:
                     n_params / 1e6, f"{manifest['totals']['samples']} windows in {shards}", max_steps,
                     f" (resuming at {start_step})" if resume else "", run_dir)
     start = time.perf_counter()
+    if has_val and not resume and "deepspeed" not in type(trainer.strategy).__name__.lower():
+        # the untrained model's validation at step 0: where the learning curve starts
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume,
                     weights_only=None if resume is not None and Path(resume).is_dir() else True)

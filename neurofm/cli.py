@@ -1,4 +1,4 @@
-"""The ``neurofm`` command: ``neurofm prepare|pretrain|finetune|embed|export``.
+"""The ``neurofm`` command: ``neurofm prepare|pretrain|finetune|embed|export|verify``.
 
 Each subcommand is a Hydra app over the config tree packaged in
 :mod:`neurofm.configs`, so overrides (``key=value``), ``--help``,
@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed recordings with a checkpoint and write .npy/.parquet",
               "neurofm.embedding:run_embed"),
     "export": ("checkpoint -> config.json + model.safetensors", "neurofm.models.io:run_export"),
+    "verify": ("check shards against their manifest (size, sha256, every sample)",
+               "neurofm.datasets.verify:run_verify"),
 }
 
 USAGE = """usage: neurofm <command> [key=value ...] [--help] [--cfg job] [--config-dir DIR]

@@ -67,6 +67,10 @@ class CheckpointError(NeurofmError):
     """A checkpoint is missing, corrupt, or not a neurofm checkpoint."""
 
 
+class TrainingError(NeurofmError):
+    """Training cannot go on safely (a non-finite loss or weights)."""
+
+
 class ConfigError(NeurofmError):
     """A configuration value is invalid."""
 

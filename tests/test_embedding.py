@@ -162,3 +162,48 @@ def test_exported_weights_take_the_umask(checkpoints):
     os.umask(umask)
     mode = (checkpoints["exported"] / "model.safetensors").stat().st_mode & 0o777
     assert mode == 0o666 & ~umask
+
+
+def test_broken_exports_are_one_line_errors(checkpoints, tmp_path):
+    import json
+    import shutil
+
+    def broken(name: str, edit) -> Path:
+        target = tmp_path / name
+        shutil.copytree(checkpoints["exported"], target)
+        edit(target)
+        return target
+
+    def config_edit(**changes):
+        def edit(target: Path) -> None:
+            config = json.loads((target / "config.json").read_text())
+            config["model"].update(changes)
+            (target / "config.json").write_text(json.dumps(config))
+        return edit
+
+    cases = {
+        "unknown": (config_edit(frobnicate=1), r"unknown model config keys \['frobnicate'\]"),
+        "huge": (config_edit(depth=1_000_000, dim=4096), "implies about .* parameters"),
+        "shape": (config_edit(dim=32), "weights do not fit the model config"),
+        "header": (lambda t: (t / "model.safetensors").write_bytes(b"\xff" * 64),
+                   "model.safetensors cannot be read"),
+    }
+    for name, (edit, message) in cases.items():
+        path = broken(name, edit)
+        with pytest.raises(NeurofmError, match=message):
+            neurofm.load(path)
+        result = run_cli("export", f"ckpt={path}", f"out={tmp_path / (name + '_out')}")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (name, result.stderr[-2000:])
+        assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, name
+
+
+def test_manifest_of_the_wrong_shape(tmp_path):
+    from neurofm.datasets import load_manifest
+    from neurofm.errors import ShardError
+
+    (tmp_path / "manifest.json").write_text('{"shards": 5}')
+    with pytest.raises(ShardError, match="manifest has no list of shards"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"shards": [{"name": "shard-000000.tar", "modality": "eeg"}]}')
+    with pytest.raises(ShardError, match="manifest entry 0 has no split"):
+        load_manifest(tmp_path)

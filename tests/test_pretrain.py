@@ -60,15 +60,16 @@ def test_sigterm_then_resume_continues_at_the_same_step_and_data_position(tmp_pa
     args = ["data=shards", f"data.shards={real_shards}", "data.num_workers=2", "data.batch_size=4",
             "log_sample_keys=true", *FAST]
     proc = subprocess.Popen([sys.executable, "-m", "neurofm.cli", "pretrain", f"run_dir={run}", *args,
-                             "trainer.max_steps=100000"], env=ENV,
+                             "trainer.max_steps=100000"], env=ENV, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (run / "metrics.csv").exists():
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as SLURM does: the main process and its loader workers
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, output[-3000:]
+    assert (run / "checkpoints" / "last.ckpt").exists(), output[-3000:]
     stopped = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     step = stopped["global_step"]
     assert step > 0
@@ -273,3 +274,79 @@ def test_deepspeed_consolidation_never_runs_pickled_code(tmp_path, real_shards):
     assert cli.returncode == 2 and "Traceback" not in cli.stderr
     assert not marker.exists()
     assert load_pretrained(out) is not None  # the untouched checkpoint still consolidates
+
+
+def test_torn_last_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, real_shards, caplog):
+    from neurofm.pretrain.train import _resume_path
+
+    run = tmp_path / "run"
+    result = pretrain(f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "data.num_workers=0",
+                      "data.batch_size=4", "trainer.max_steps=4", "model=tiny", "checkpoint.every_n_steps=2",
+                      "val_every_n_steps=1000000", "optim.warmup_steps=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "step-2.ckpt", "step-4.ckpt"]
+    (folder / "last.ckpt").write_bytes(b"")  # a kill while it was written
+    (folder / "step-4.ckpt").write_bytes((folder / "step-4.ckpt").read_bytes()[:1000])  # a full disk
+    with caplog.at_level("WARNING", logger="neurofm"):
+        path, step = _resume_path("auto", run)
+    assert Path(path).name == "step-2.ckpt" and step == 2
+    assert "last.ckpt is unreadable" in caplog.text
+    resumed = pretrain(f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "data.num_workers=0",
+                       "data.batch_size=4", "trainer.max_steps=5", "model=tiny", "checkpoint.every_n_steps=2",
+                       "val_every_n_steps=1000000", "optim.warmup_steps=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert not list(folder.glob(".*tmp*"))  # checkpoints are written as temp file + rename
+
+
+def test_missing_train_shards_stop_at_once(tmp_path, real_shards):
+    import shutil
+
+    copy = tmp_path / "shards"
+    shutil.copytree(real_shards, copy)
+    for shard in copy.glob("shard-*.tar"):
+        shard.unlink()
+    result = pretrain(f"run_dir={tmp_path / 'run'}", "data=shards", f"data.shards={copy}", "model=tiny",
+                      timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "none of the" in lines[0] and "train shards in the manifest is on disk" in lines[0]
+
+
+def test_non_finite_samples_and_weights_are_refused(tmp_path, real_shards):
+    from neurofm.datasets.shards import decode_sample, encode_segment
+    from neurofm.errors import CheckpointError, ShardError
+    from neurofm.models.io import save_pretrained
+
+    seg = next(iter(stream(real_shards, None, shuffle_buffer=0)))
+    files = encode_segment(seg, "float32")
+    sample = {"__key__": "k", "__url__": "shard-x.tar", **files}
+    assert decode_sample(sample).n_sensors == seg.n_sensors
+    with pytest.raises(ShardError, match="shard-x.tar: sample 'k' has 1 non-finite values"):
+        decode_sample(sample | {"signal.npy": _npy_with_inf(files["signal.npy"])})  # a flipped bit
+    model = MaskedAutoencoder(ModelConfig())
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    save_pretrained(model, tmp_path / "nan")
+    with pytest.raises(CheckpointError, match="weight tensors hold NaN/inf"):
+        load_pretrained(tmp_path / "nan")
+
+
+def _npy_with_inf(data: bytes) -> bytes:
+    from neurofm.datasets.shards import _npy, load_npy
+
+    array = load_npy(data)
+    array[0, 3] = np.inf
+    return _npy(array)
+
+
+def test_resuming_with_another_model_is_one_line(tmp_path, real_shards):
+    run = tmp_path / "run"
+    args = ["data=shards", f"data.shards={real_shards}", "data.num_workers=0", "data.batch_size=4",
+            "val_every_n_steps=1000000", "optim.warmup_steps=2"]
+    assert pretrain(f"run_dir={run}", *args, "trainer.max_steps=2").returncode == 0
+    result = pretrain(f"run_dir={run}", *args, "trainer.max_steps=4", "model=small")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "was trained with another model (" in lines[0] and "model.dim=64 not 512" in lines[0]

@@ -343,3 +343,41 @@ def test_fast_npy_reader_matches_numpy(array):
     assert ours.flags.writeable
     with pytest.raises(ValueError, match="not a .npy file"):
         load_npy(b"PK\x03\x04" + data)
+
+
+def test_verify_names_every_bad_shard(prepared, tmp_path):
+    from neurofm.datasets.verify import verify_shards
+
+    assert verify_shards(prepared) == []
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    shards = sorted(copy.glob("shard-*.tar"))
+    shards[0].unlink()
+    data = bytearray(shards[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside a sample
+    shards[1].write_bytes(bytes(data))
+    problems = {p["shard"]: p["problem"] for p in verify_shards(copy)}
+    assert problems == {shards[0].name: "missing",
+                        shards[1].name: "sha256 differs from the manifest (changed or corrupt)"}
+    result = run_cli("verify", f"shards={copy}")
+    assert result.returncode == 1
+    assert f"{shards[0]}: missing" in result.stderr and "2 of" in result.stderr
+    assert run_cli("verify", f"shards={prepared}").returncode == 0
+
+
+def test_rerun_killed_while_packing_leaves_no_stale_manifest(prepared, inputs, options, tmp_path, monkeypatch):
+    import neurofm.datasets.shards as shards_module
+
+    out = tmp_path / "rerun"
+    shutil.copytree(prepared, out)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the run dies while packing new shards
+    monkeypatch.setattr(shards_module, "_pack", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(inputs[:1], out, options)
+    # the old manifest no longer describes the directory: the loader refuses it
+    with pytest.raises(ShardError, match="no manifest.json"):
+        load_manifest(out)
+    monkeypatch.undo()
+    assert write_shards(inputs[:1], out, options)["files"]["ok"] == 1

@@ -219,6 +219,10 @@ def decode_sample(sample: dict[str, Any]) -> Segment:
     except (KeyError, ValueError, OSError) as err:
         where = sample.get("__url__", "?")
         raise ShardError(f"sample {sample.get('__key__')!r} is incomplete or corrupt ({err})", where) from err
+    signal = arrays["signal.npy"]
+    if not np.isfinite(signal).all():  # a flipped bit in an exponent: corrupt, never trained on
+        raise ShardError(f"sample {sample.get('__key__')!r} has {int((~np.isfinite(signal)).sum())} "
+                         "non-finite values (corrupt)", sample.get("__url__", "?"))
     meta["key"] = sample.get("__key__")
     return Segment(arrays["signal.npy"].astype(np.float32, copy=False), arrays["positions.npy"],
                    arrays["orientations.npy"], kinds, meta)
@@ -536,6 +540,9 @@ def write_shards(
     ordered = [summaries[s.path] for s in sources]
     ok = [s for s in ordered if s["status"] == "ok"]
     failed = [s for s in ordered if s["status"] != "ok"]
+    # an old manifest must not describe new shards if this run dies while packing: without
+    # one the directory is refused until a run completes (old or new, never mixed)
+    (out / "manifest.json").unlink(missing_ok=True)
     shards = _pack(out, workdir, ok, int(options.shard_size_mb * 2**20))
     for shard in shards:
         path = out / shard["name"]
@@ -627,9 +634,19 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise ShardError("no manifest.json: run `neurofm prepare` first", path)
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ShardError(f"manifest is not valid JSON ({err})", path) from err
+    entries = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list):
+        raise ShardError("manifest has no list of shards: not written by neurofm prepare", path)
+    for k, entry in enumerate(entries):
+        absent = [key for key in ("name", "split", "modality")
+                  if not isinstance(entry, dict) or key not in entry]
+        if absent:
+            raise ShardError(f"manifest entry {k} has no {', '.join(absent)}: not written by "
+                             "neurofm prepare, or edited", path)
+    return manifest
 
 
 def run_prepare(cfg) -> int:

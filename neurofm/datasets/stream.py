@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -83,8 +84,11 @@ class ErrorCounter:
         if self.on_error == "raise":
             raise ShardError(f"corrupt or truncated shard data ({exn})") from exn
         self.count += 1
-        logger.warning("skipping corrupt shard data (%s: %s); %d skipped so far",
-                       type(exn).__name__, exn, self.count)
+        # the first few in full, then every power of two: a dead shard store must not
+        # print hundreds of lines a second
+        if self.count <= 5 or self.count & (self.count - 1) == 0:
+            logger.warning("skipping corrupt shard data (%s: %s); %d skipped so far",
+                           type(exn).__name__, exn, self.count)
         return True
 
 
@@ -411,6 +415,13 @@ class SkipConsumed(torch.utils.data.IterableDataset):
         yield from islice(iter(self.source), len(range(worker, self.n_batches, workers)), None)
 
 
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    # SLURM signals the whole process group: the main process checkpoints, then ends its
+    # workers; a worker must not die first and leave the main process a dead loader
+    # (workers still exit on the loader's shutdown, and when their parent is gone)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(pipeline, num_workers: int = 0, skip_batches: int = 0, **kwargs: Any):
     """A DataLoader over a :func:`batched_stream`: workers decode and collate, the main
     process turns each batch into tensors.
@@ -421,6 +432,8 @@ def make_loader(pipeline, num_workers: int = 0, skip_batches: int = 0, **kwargs:
     """
     if skip_batches:
         pipeline = SkipConsumed(pipeline, skip_batches)
+    if num_workers > 0:
+        kwargs.setdefault("worker_init_fn", _worker_ignores_sigterm)
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers,
                            persistent_workers=num_workers > 0, collate_fn=_identity, **kwargs)
     loader = loader.map(Batch.to_torch)

@@ -53,12 +53,55 @@ def _default_mode(path: Path) -> None:
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MaskedAutoencoder:
     """Load an exported directory, a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory."""
     config, state = read_checkpoint(path, map_location)
-    model = MaskedAutoencoder(ModelConfig(**config))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{len(bad)} weight tensors hold NaN/inf ({bad[:3]}): a diverged or "
+                              "corrupt checkpoint; use an earlier one", path)
+    odd = sorted({str(v.dtype) for v in state.values()
+                  if v.is_floating_point() and v.dtype not in (torch.float32, torch.bfloat16, torch.float16)})
+    if odd:
+        raise CheckpointError(f"weights of dtype {odd}; neurofm saves float32/bfloat16/float16", path)
+    model = MaskedAutoencoder(model_config(config, path))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise CheckpointError(f"weights do not fit the model config ({first[:200]})", path) from err
     if missing or unexpected:
         raise CheckpointError(f"weights do not match the model config: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}", path)
     return model.eval()
+
+
+MAX_PARAMETERS = 20e9  # far above any size neurofm ships; a larger config is corrupt, not a model
+
+
+def model_config(config: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
+    """A checked :class:`ModelConfig` from a checkpoint's config: unknown keys and sizes that
+    would allocate more than :data:`MAX_PARAMETERS` are errors, before any memory is taken."""
+    import dataclasses
+
+    if not isinstance(config, dict):
+        raise CheckpointError(f"model config is a {type(config).__name__}, not a mapping", path)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise CheckpointError(f"unknown model config keys {unknown[:5]} (a newer neurofm, or not a "
+                              "neurofm checkpoint)", path)
+    try:
+        cfg = ModelConfig(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"invalid model config ({err})", path) from err
+    sizes = (cfg.dim, cfg.depth, cfg.heads, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.patch_len)
+    if any(not isinstance(v, int) or v < 1 for v in sizes):
+        raise CheckpointError(f"model sizes must be positive integers, got {sizes}", path)
+    hidden = cfg.mlp_ratio
+    estimate = (12 * cfg.depth * cfg.dim ** 2 * hidden / 4 + 12 * cfg.decoder_depth * cfg.decoder_dim ** 2
+                * hidden / 4 + 2 * cfg.patch_len * (cfg.dim + cfg.decoder_dim))
+    if estimate > MAX_PARAMETERS:
+        raise CheckpointError(f"model config implies about {estimate:.2g} parameters (depth {cfg.depth}, "
+                              f"dim {cfg.dim}): a corrupt config.json?", path)
+    return cfg
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
@@ -72,9 +115,14 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
         try:
             config = json.loads((path / CONFIG).read_text())["model"]
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{CONFIG} is not a neurofm model config ({type(err).__name__}: "
+                                  f"{err})", path) from err
+        try:
             return config, load_file(str(path / WEIGHTS), device=str(map_location))
-        except (OSError, KeyError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"not a neurofm export ({err})", path) from err
+        except Exception as err:  # safetensors raises its own error type for a bad header
+            raise CheckpointError(f"{WEIGHTS} cannot be read ({str(err).splitlines()[0][:160]})",
+                                  path) from err
     if path.is_dir():
         return _read_deepspeed(path)
     try:

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 
 from neurofm.datasets.stream import Batch
+from neurofm.errors import TrainingError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
 
@@ -41,8 +42,18 @@ class PretrainModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model(batch)
+        if not torch.isfinite(out["loss"]):  # stop before a NaN reaches the weights
+            keys = [m.get("key") for m in batch.meta][:4]
+            raise TrainingError(f"non-finite loss ({float(out['loss'])}) at step {self.global_step} "
+                                f"on samples {keys}; lower optim.lr, check those samples "
+                                "(neurofm verify <shards>), and resume from the last checkpoint")
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(batch), sync_dist=False)
         return out["loss"]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingError(f"refusing to save a checkpoint with non-finite weights ({bad[:3]})")
 
     def on_validation_epoch_start(self) -> None:
         # [sum of batch losses x windows, windows, SSE, SST] over this rank's validation batches

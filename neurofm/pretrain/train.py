@@ -9,6 +9,8 @@ SLURM requeue); ``resume=auto`` continues from ``<run_dir>/checkpoints/last.ckpt
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -18,11 +20,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neurofm.console import say
 from neurofm.datasets.shards import PrepareOptions, load_manifest, write_shards
-from neurofm.errors import CheckpointError, ConfigError
+from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.module import PretrainModule
 from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, plot_loss_curve
@@ -32,13 +35,30 @@ LAST = "last.ckpt"
 
 
 class CheckpointOnSigterm(Callback):
-    """Save ``last.ckpt`` when the run is stopped by SIGTERM (e.g. SLURM preemption)."""
+    """Save ``last.ckpt`` when the run is stopped by SIGTERM (e.g. SLURM preemption).
+
+    SLURM signals the whole process group, so the loader workers may die first and the
+    main process sees a dead DataLoader before Lightning sees the signal: a SIGTERM seen
+    by :meth:`watch` counts as the reason for any exception that follows.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self.received = False
+
+    def watch(self) -> None:
+        """Note SIGTERM in this process (Lightning adds its own handler on top of this one)."""
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def note(signum, frame) -> None:
+            self.received = True
+            if callable(previous):
+                previous(signum, frame)
+        signal.signal(signal.SIGTERM, note)
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
+        if isinstance(exception, SIGTERMException) or self.received:
+            self.received = True
             trainer.save_checkpoint(self.path)
             logger.warning("SIGTERM at step %d: checkpoint saved to %s", trainer.global_step, self.path)
 
@@ -78,24 +98,98 @@ def _trainer_kwargs(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _resume_path(resume: str | None, run_dir: Path) -> str | None:
+def _resume_path(resume: str | None, run_dir: Path, model: dict[str, Any] | None = None
+                 ) -> tuple[str | None, int]:
+    """(checkpoint to resume from, its step). ``auto``: ``last.ckpt``, or, when that is torn
+    (a kill while it was written, a full disk), the newest intact ``step-*.ckpt``."""
     if resume in (None, "", "none", "null"):
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / LAST
-        return str(last) if last.exists() else None
-    if not Path(resume).exists():
-        raise CheckpointError("checkpoint to resume from not found", resume)
-    return str(resume)
+        return None, 0
+    if resume != "auto":
+        if not Path(resume).exists():
+            raise CheckpointError("checkpoint to resume from not found", resume)
+        return str(resume), _checkpoint_step(resume, model)
+    folder = run_dir / "checkpoints"
+    candidates = [folder / LAST, *sorted(folder.glob("step-*.ckpt"), key=_step_number, reverse=True)]
+    candidates = [c for c in candidates if c.exists()]
+    for path in candidates:
+        try:
+            step = _checkpoint_step(str(path), model)
+        except CheckpointError as err:
+            logger.warning("%s; trying an older checkpoint", err)
+            continue
+        if path.name != LAST and (folder / LAST).exists():
+            logger.warning("resuming from %s (step %d): %s is unreadable", path, step, folder / LAST)
+        return str(path), step
+    if candidates:
+        raise CheckpointError(f"no intact checkpoint among {len(candidates)} in this folder; pass "
+                              "resume=null to start over", folder)
+    return None, 0
 
 
-def _checkpoint_step(path: str) -> int:
+def _step_number(path: Path) -> int:
+    digits = "".join(ch for ch in path.stem.split("-")[-1] if ch.isdigit())
+    return int(digits) if digits else -1
+
+
+def _checkpoint_step(path: str, model: dict[str, Any] | None = None) -> int:
+    """The step a Lightning checkpoint was saved at; with ``model``, also an error when the
+    checkpoint was trained with another model config (resuming ``tiny`` as ``small``)."""
     if Path(path).is_dir():  # DeepSpeed: Lightning restores the step itself
         return 0
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        step = int(ckpt["global_step"])
+        saved = dict(ckpt.get("hyper_parameters", {}).get("model", {}))
     except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint safely ({err})", path) from err
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint ({first})", path) from err
+    if model is not None and saved:
+        differ = sorted(k for k in SHAPE_KEYS if k in saved and saved[k] != model.get(k))
+        if differ:
+            raise ConfigError(f"{path} was trained with another model ("
+                              + ", ".join(f"model.{k}={saved[k]} not {model.get(k)}" for k in differ)
+                              + "): pass the same model=..., or a new run_dir (or resume=null)")
+    return step
+
+
+# model config keys that change the shapes of the weights
+SHAPE_KEYS = ("dim", "depth", "heads", "mlp_ratio", "decoder_dim", "decoder_depth", "decoder_heads",
+              "patch_len", "spatial_latents", "interpolation_prior")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written beside their target as a temp file, fsynced, then renamed: a kill
+    or a full disk leaves the previous file whole, never a torn one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointError(f"could not write the checkpoint ({err.strerror or err}); the earlier "
+                                  "checkpoints are intact: free space and resume", path) from err
+
+
+def _check_shards(shards, manifest: dict) -> None:
+    """Shards the manifest names but the disk lacks: an error when a whole split is gone
+    (training would wait forever), a warning otherwise."""
+    root = Path(shards)
+    for split in ("train", "val"):
+        named = [s["name"] for s in manifest["shards"] if s["split"] == split]
+        missing = [n for n in named if not (root / n).is_file()]
+        if named and len(missing) == len(named):
+            raise ShardError(f"none of the {len(named)} {split} shards in the manifest is on disk "
+                             f"({missing[0]} ...): copy them back or run neurofm prepare again", root)
+        if missing:
+            logger.warning("%d of %d %s shards are missing (%s ...); training on the rest",
+                           len(missing), len(named), split, missing[0])
 
 
 def _check_strategy(trainer_cfg: dict[str, Any], chosen: str) -> None:
@@ -117,7 +211,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Total length of `.*` across ranks is zero.*")
 
 
-def _val_r2(metrics_csv: Path) -> tuple[float, float] | None:
+def _val_r2(metrics_csv: Path) -> tuple[float, float, float] | None:
+    """Validation R² of masked tokens: (first, last, best), from ``metrics.csv``."""
     import pandas as pd
 
     if not metrics_csv.exists():
@@ -126,7 +221,7 @@ def _val_r2(metrics_csv: Path) -> tuple[float, float] | None:
     if "val/r2" not in df or df["val/r2"].dropna().empty:
         return None
     r2 = df["val/r2"].dropna()
-    return float(r2.iloc[0]), float(r2.iloc[-1])
+    return float(r2.iloc[0]), float(r2.iloc[-1]), float(r2.max())
 
 
 def run_pretrain(cfg) -> int:
@@ -137,8 +232,8 @@ def run_pretrain(cfg) -> int:
     _quiet_lightning()
     conf = OmegaConf.to_container(cfg, resolve=True)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    _check_strategy(conf["trainer"], choices.get("trainer", "?"))
     trainer_cfg = _trainer_kwargs(conf["trainer"])
-    _check_strategy(trainer_cfg, choices.get("trainer", "?"))
     run_dir = Path(conf["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(conf["seed"], workers=True, verbose=False)
@@ -152,8 +247,8 @@ def run_pretrain(cfg) -> int:
     manifest = load_manifest(shards)
     splits = {s["split"] for s in manifest["shards"]}
 
-    resume = _resume_path(conf.get("resume"), run_dir)
-    start_step = _checkpoint_step(resume) if resume else 0
+    _check_shards(shards, manifest)
+    resume, start_step = _resume_path(conf.get("resume"), run_dir, conf["model"])
     # the same seeded stream, past the batches already trained on: the exact data position
     consumed = start_step * int(trainer_cfg.get("accumulate_grad_batches", 1))
     resampled = data.get("resampled", True)
@@ -176,7 +271,7 @@ def run_pretrain(cfg) -> int:
     callbacks: list[Callback] = [
         ModelCheckpoint(dirpath=checkpoints, filename="step-{step}", every_n_train_steps=conf["checkpoint"]["every_n_steps"],
                         save_last=True, save_top_k=-1, auto_insert_metric_name=False),
-        CheckpointOnSigterm(checkpoints / LAST),
+        on_sigterm := CheckpointOnSigterm(checkpoints / LAST),
         LearningRateMonitor(logging_interval="step"),
         StepProgress(max_steps),
     ]
@@ -192,34 +287,51 @@ def run_pretrain(cfg) -> int:
         val_check_interval=conf.get("val_every_n_steps", 100) if has_val else None,
         check_val_every_n_epoch=None, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0,
+        plugins=None if "deepspeed" in str(trainer_cfg.get("strategy")).lower() else [AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:
         n_params = sum(p.numel() for p in module.model.parameters())
         logger.info("model %s: %.3f M parameters; %s; %d steps%s -> %s", choices.get("model", ""),
-                    n_params / 1e6, f"{manifest['totals']['samples']} windows in {shards}", max_steps,
+                    n_params / 1e6, f"{manifest.get('totals', {}).get('samples', '?')} windows in {shards}", max_steps,
                     f" (resuming at {start_step})" if resume else "", run_dir)
     start = time.perf_counter()
     if has_val and not resume and "deepspeed" not in type(trainer.strategy).__name__.lower():
         # the untrained model's validation at step 0: where the learning curve starts
         trainer.validate(module, datamodule=datamodule, verbose=False)
+    on_sigterm.watch()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume,
                     weights_only=None if resume is not None and Path(resume).is_dir() else True)
-    except SIGTERMException:
+    except (Exception, SIGTERMException) as err:  # SIGTERMException is a SystemExit
+        if not (isinstance(err, SIGTERMException) or on_sigterm.received):
+            raise
         logger.warning("stopped by SIGTERM at step %d; resume with resume=auto run_dir=%s",
                        trainer.global_step, run_dir)
         return 143
+    finally:
+        _end_loader_workers()
     trainer.save_checkpoint(checkpoints / LAST)  # the final state, whatever the save interval
     if trainer.is_global_zero:
         _summary(trainer, run_dir, checkpoints / LAST, time.perf_counter() - start)
     return 0
 
 
+def _end_loader_workers() -> None:
+    """Loader workers ignore SIGTERM (see ``make_loader``); once training is over they are
+    ended here, so the interpreter's exit does not wait on them."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=5)
+
+
 def _summary(trainer: pl.Trainer, run_dir: Path, last: Path, seconds: float) -> None:
     curve = plot_loss_curve(run_dir / "metrics.csv", run_dir / "loss_curve.png")
     r2 = _val_r2(run_dir / "metrics.csv")
     lines = [f"pretrained to step {trainer.global_step} in {seconds:.0f} s"
-             + (f"; validation R² of masked tokens {r2[0]:.3f} -> {r2[1]:.3f}" if r2 else ""),
+             + (f"; validation R² of masked tokens {r2[0]:.3f} -> {r2[1]:.3f} (best {r2[2]:.3f})"
+                if r2 else ""),
              f"  checkpoint:  {last}",
              f"  metrics:     {run_dir / 'metrics.csv'} (TensorBoard: {run_dir / 'tensorboard'})"]
     if curve:

@@ -1,0 +1,87 @@
+"""``neurofm verify``: check every shard of a prepared directory against its manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from neurofm.datasets.shards import decode_sample, load_manifest, sha256_of
+from neurofm.errors import NeurofmError
+
+logger = logging.getLogger("neurofm.datasets")
+
+
+def _read_samples(path: Path) -> int:
+    """Decode every sample of one shard (all four files, finite signal); its sample count."""
+    import tarfile
+
+    count, current, files = 0, None, {}
+    with tarfile.open(path, "r") as tar:
+        for member in tar:
+            key, _, suffix = member.name.partition(".")
+            if key != current and files:
+                decode_sample({"__key__": current, "__url__": str(path), **files})
+                count, files = count + 1, {}
+            current = key
+            files[suffix] = tar.extractfile(member).read()
+    if files:
+        decode_sample({"__key__": current, "__url__": str(path), **files})
+        count += 1
+    return count
+
+
+def verify_shards(shards: str | os.PathLike, decode: bool = True) -> list[dict[str, Any]]:
+    """Check each shard the manifest names: present, same size and sha256, and (``decode``)
+    every sample readable and finite, in the number the manifest says.
+
+    Returns
+    -------
+    problems : list of dict
+        ``{"shard": name, "problem": text}``, empty when everything matches.
+    """
+    from neurofm.console import make_progress
+
+    root = Path(shards)
+    manifest = load_manifest(root)
+    entries = manifest["shards"]  # load_manifest checked its shape
+    problems = []
+    with make_progress() as progress:
+        task = progress.add_task("verifying shards", total=len(entries))
+        for entry in entries:
+            path = root / entry["name"]
+            problem = None
+            if not path.is_file():
+                problem = "missing"
+            elif entry.get("bytes") is not None and path.stat().st_size != entry["bytes"]:
+                problem = f"{path.stat().st_size} bytes, the manifest says {entry['bytes']}"
+            elif entry.get("sha256") and sha256_of(path) != entry["sha256"]:
+                problem = "sha256 differs from the manifest (changed or corrupt)"
+            elif decode:
+                try:
+                    n = _read_samples(path)
+                except (NeurofmError, OSError, ValueError, KeyError) as err:
+                    problem = f"unreadable ({err})"
+                else:
+                    if entry.get("n_samples") is not None and n != entry["n_samples"]:
+                        problem = f"{n} samples, the manifest says {entry['n_samples']}"
+            if problem:
+                problems.append({"shard": entry["name"], "problem": problem})
+            progress.advance(task)
+    return problems
+
+
+def run_verify(cfg) -> int:
+    """``neurofm verify shards=DIR``: exit 0 when every shard matches, 1 otherwise."""
+    from neurofm.console import logger as root_logger
+    from neurofm.console import say
+
+    problems = verify_shards(cfg.shards, decode=cfg.decode)
+    n = len(load_manifest(cfg.shards)["shards"])
+    if not problems:
+        root_logger.info("%s: all %d shards match the manifest", cfg.shards, n)
+        return 0
+    say("\n".join(f"{Path(cfg.shards) / p['shard']}: {p['problem']}" for p in problems))
+    root_logger.error("%s: %d of %d shards do not match the manifest", cfg.shards, len(problems), n)
+    return 1

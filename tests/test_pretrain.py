@@ -127,7 +127,8 @@ def test_ddp_validates_when_the_val_split_has_fewer_shards_than_ranks(tmp_path, 
                       "val_every_n_steps=2", "val_batches=3", *FAST[:3], "optim.warmup_steps=2")
     assert result.returncode == 0, result.stderr[-4000:]
     val = pd.read_csv(run / "metrics.csv")[["step", "val/r2", "val/loss"]].dropna()
-    assert len(val) == 2 and np.isfinite(val.to_numpy()).all()
+    # step 0 (the untrained baseline), then every 2 steps
+    assert len(val) == 3 and val["step"].iloc[0] == 0 and np.isfinite(val.to_numpy()).all()
 
 
 def test_one_val_shard_is_split_across_ranks_by_sample(real_shards):

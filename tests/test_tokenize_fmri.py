@@ -278,7 +278,7 @@ def test_scanner_space_bold_with_an_mni_atlas_is_refused(fmri, aal):
     bold = fmri / "nibabel_example4d.nii.gz"  # real EPI, sform/qform code 1 (scanner)
     with pytest.raises(AtlasError, match=r"nibabel_example4d.nii.gz: the image is in scanner space .* MNI space"):
         tokenize_bold(bold, atlas=aal, tr_s=2.0, window_s=2.0)
-    assert len(tokenize_bold(bold, atlas=aal, tr_s=2.0, window_s=2.0, check_space=False)) == 1
+    assert len(tokenize_bold(bold, atlas=aal, tr_s=2.0, window_s=2.0, check_space=False)) == 2
 
 
 def test_non_integer_and_probabilistic_atlas(aal, tmp_path):

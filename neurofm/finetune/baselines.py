@@ -16,9 +16,9 @@ from neurofm.errors import NeurofmError
 from neurofm.tokenizers.segment import Segment
 
 
-def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
-    """``[N, C, T]`` float64 over the sensors every segment has (matched by channel name or
-    parcel label, in the first segment's order), for classical decoders that need one layout."""
+def shared_sensors(segments: Sequence[Segment]) -> list[np.ndarray]:
+    """Per segment, the row indices of the sensors every segment has (matched by channel name
+    or parcel label, in the first segment's order): one layout for classical methods."""
     names = [tuple(s.meta.get("ch_names") or s.meta.get("parcel_labels") or range(s.n_sensors))
              for s in segments]
     shared = set(names[0]).intersection(*names[1:])
@@ -26,14 +26,20 @@ def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
     if len(common) < 2:
         raise NeurofmError(f"the recordings share {len(common)} sensors; classical baselines need "
                            "two or more (pass task.baseline=false)")
+    rows = []
+    for seg_names in names:
+        where = {n: i for i, n in enumerate(seg_names)}
+        rows.append(np.array([where[n] for n in common]))
+    return rows
+
+
+def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
+    """``[N, C, T]`` float64 over the sensors every segment has (see :func:`shared_sensors`)."""
     lengths = {s.n_times for s in segments}
     if len(lengths) > 1:
         raise NeurofmError(f"windows of different lengths {sorted(lengths)}: resample to one rate")
-    out = np.empty((len(segments), len(common), lengths.pop()))
-    for k, (seg, seg_names) in enumerate(zip(segments, names, strict=True)):
-        where = {n: i for i, n in enumerate(seg_names)}
-        out[k] = seg.signal[[where[n] for n in common]]
-    return out
+    return np.stack([seg.signal[rows] for seg, rows in zip(segments, shared_sensors(segments), strict=True)]
+                    ).astype(np.float64)
 
 
 def csp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,

@@ -18,6 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neurofm.errors import NeurofmError
+from neurofm.finetune.baselines import shared_sensors
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm.finetune")
@@ -65,19 +66,12 @@ def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> 
     Every subject must have the same sensors (names) in the same order; sensors are
     matched by ``meta['ch_names']`` (or parcel labels) and reduced to those all share.
     """
-    names = [tuple(s.meta.get("ch_names") or s.meta.get("parcel_labels") or range(s.n_sensors))
-             for s in segments]
-    shared = set(names[0]).intersection(*names[1:])
-    common = [n for n in names[0] if n in shared]
-    if len(common) < 2:
-        raise NeurofmError("connectivity needs two or more sensors shared by every subject; "
-                           f"the recordings share {len(common)}")
+    rows = shared_sensors(segments)
     ids, inverse = np.unique(np.asarray(subjects).astype(str), return_inverse=True)
     parts: list[list[np.ndarray]] = [[] for _ in ids]
-    for seg, seg_names, k in zip(segments, names, inverse, strict=True):
-        where = {n: i for i, n in enumerate(seg_names)}
-        parts[k].append(seg.signal[[where[n] for n in common]])
-    iu = np.triu_indices(len(common), k=1)
+    for seg, seg_rows, k in zip(segments, rows, inverse, strict=True):
+        parts[k].append(seg.signal[seg_rows])
+    iu = np.triu_indices(len(rows[0]), k=1)
     corr = np.stack([np.corrcoef(np.concatenate(p, axis=1))[iu] for p in parts])
     return ids, np.arctanh(np.clip(corr, -0.999999, 0.999999))
 

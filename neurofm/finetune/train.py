@@ -169,12 +169,12 @@ def _cohort(conf: dict) -> list:
     options = _prepare_options(conf, task["window_s"])
     sources = discover(inputs)
     check_needs(sources, options)
+    spelling = {**{k: f"+tokenizer.{k}" for k in (*MEEG_OPTIONS, *FMRI_OPTIONS)},
+                "window_s": "task.window_s", "tr_s": "task.roi_tr_s"}  # as this command spells them
     segments, failed = [], []
     with make_progress() as progress:
         bar = progress.add_task("tokenizing the cohort", total=len(sources))
         for source in sources:
-            spelling = {**{k: f"+tokenizer.{k}" for k in (*MEEG_OPTIONS, *FMRI_OPTIONS)},
-                        "window_s": "task.window_s", "tr_s": "task.roi_tr_s"}
             try:
                 segments += tokenize_source(source, options, spelling=spelling)
             except ConfigError:

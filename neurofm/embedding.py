@@ -92,17 +92,23 @@ class NeuroFM:
                 raise NeurofmError("embedding BOLD needs an atlas: embed(img, atlas=...)",
                                    x if isinstance(x, str | os.PathLike) else None)
             return self._fit_window(lambda w: tokenize_bold(x, atlas=atlas, window_s=w, **options),
-                                    window_s or 120.0)
+                                    window_s or 120.0, self.model.config.patch_s["fmri"])
         if isinstance(x, mne.io.BaseRaw | str | os.PathLike):
-            return self._fit_window(lambda w: tokenize_raw(x, window_s=w, **options), window_s or 10.0)
+            return self._fit_window(lambda w: tokenize_raw(x, window_s=w, **options), window_s or 10.0,
+                                    min(self.model.config.patch_s[m] for m in ("eeg", "meg", "ieeg")))
         raise TypeError(f"cannot embed a {type(x).__name__}: pass an mne Raw, a recording path, "
                         "a 4-D NIfTI (with atlas=) or a list of Segment")
 
-    def _fit_window(self, tokenize, window_s: float) -> list[Segment]:
-        """Tokenize; a recording shorter than one window becomes one shorter window."""
+    def _fit_window(self, tokenize, window_s: float, patch_s: float) -> list[Segment]:
+        """Tokenize; a recording shorter than one window becomes one shorter window, and one
+        shorter than one patch (the model's token) is an error."""
         try:
             return list(tokenize(window_s))
         except TooShortError as err:
+            if err.duration_s < patch_s:
+                raise TooShortError(f"lasts {err.duration_s:.3f} s, shorter than one token of this "
+                                    f"model ({patch_s:g} s): nothing to embed", err.path,
+                                    duration_s=err.duration_s) from err
             logger.warning("%s; embedding it as one %.2f s window", err, err.duration_s)
             return list(tokenize(err.duration_s))
 

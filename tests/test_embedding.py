@@ -207,3 +207,19 @@ def test_manifest_of_the_wrong_shape(tmp_path):
     (tmp_path / "manifest.json").write_text('{"shards": [{"name": "shard-000000.tar", "modality": "eeg"}]}')
     with pytest.raises(ShardError, match="manifest entry 0 has no split"):
         load_manifest(tmp_path)
+
+
+def test_recordings_too_short_or_too_slow_are_one_line_errors(checkpoints, meeg):
+    raw = mne.io.read_raw_brainvision(meeg / "brainvision" / "test.vhdr", preload=True)
+    model = neurofm.load(checkpoints["exported"])
+    short = raw.copy().crop(tmax=0.5)  # half a token
+    with pytest.raises(NeurofmError, match=r"lasts 0.501 s, shorter than one token of this model \(1 s\)"):
+        model.embed(short)
+    one = raw.copy().crop(tmax=0.0)  # one sample: too short, not "flat"
+    with pytest.raises(NeurofmError, match="recording has 1 sample"):
+        neurofm.tokenizers.tokenize_raw(one, window_s=0.001)
+    slow = mne.io.RawArray(raw.get_data()[:, :200], mne.create_info(raw.ch_names, 1.0, raw.get_channel_types()),
+                           verbose="error")
+    slow.set_montage(raw.get_montage())
+    with pytest.raises(NeurofmError, match="at 1 Hz the band top is 0.45 Hz, not above l_freq=0.5 Hz"):
+        model.embed(slow)

@@ -381,3 +381,39 @@ def test_rerun_killed_while_packing_leaves_no_stale_manifest(prepared, inputs, o
         load_manifest(out)
     monkeypatch.undo()
     assert write_shards(inputs[:1], out, options)["files"]["ok"] == 1
+
+
+def test_a_changed_byte_drops_the_shard_loudly(prepared, tmp_path, caplog):
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    manifest = load_manifest(copy)
+    target = copy / manifest["shards"][0]["name"]
+    data = bytearray(target.read_bytes())
+    data[700] ^= 0x01  # a byte in the second member's tar header
+    target.write_bytes(bytes(data))
+    errors = ErrorCounter()
+    with caplog.at_level("WARNING", logger="neurofm"):
+        segments = list(stream(copy, None, shuffle_buffer=0, errors=errors))
+    assert errors.count == 1 and "sha256 differs from the manifest" in caplog.text
+    assert target.name in caplog.text
+    assert len(segments) == manifest["totals"]["samples"] - manifest["shards"][0]["n_samples"]
+    with pytest.raises(ShardError, match="sha256 differs"):
+        list(stream(copy, None, shuffle_buffer=0, on_error="raise"))
+
+
+@pytest.mark.parametrize("edit, message", [({"modality": "pet"}, "unknown modality 'pet'"),
+                                           ({"sfreq": 0}, "sfreq 0 is not a positive rate")])
+def test_bad_sample_metadata_is_corrupt_not_a_crash(prepared, edit, message):
+    from neurofm.datasets.shards import decode_sample
+
+    sample = next(iter(wds_samples(prepared)))
+    meta = json.loads(sample["meta.json"]) | edit
+    with pytest.raises(ShardError, match=message):
+        decode_sample(sample | {"meta.json": json.dumps(meta).encode()})
+
+
+def wds_samples(directory: Path):
+    import webdataset as wds
+
+    shard = sorted(directory.glob("shard-*.tar"))[0]
+    return wds.DataPipeline(wds.SimpleShardList([str(shard)]), wds.tarfile_to_samples())

@@ -220,12 +220,29 @@ def decode_sample(sample: dict[str, Any]) -> Segment:
         where = sample.get("__url__", "?")
         raise ShardError(f"sample {sample.get('__key__')!r} is incomplete or corrupt ({err})", where) from err
     signal = arrays["signal.npy"]
+    where, key = sample.get("__url__", "?"), sample.get("__key__")
     if not np.isfinite(signal).all():  # a flipped bit in an exponent: corrupt, never trained on
-        raise ShardError(f"sample {sample.get('__key__')!r} has {int((~np.isfinite(signal)).sum())} "
-                         "non-finite values (corrupt)", sample.get("__url__", "?"))
-    meta["key"] = sample.get("__key__")
+        raise ShardError(f"sample {key!r} has {int((~np.isfinite(signal)).sum())} "
+                         "non-finite values (corrupt)", where)
+    problem = _meta_problem(meta, kinds, signal, arrays["positions.npy"])
+    if problem:
+        raise ShardError(f"sample {key!r}: {problem} (corrupt or edited metadata)", where)
+    meta["key"] = key
     return Segment(arrays["signal.npy"].astype(np.float32, copy=False), arrays["positions.npy"],
                    arrays["orientations.npy"], kinds, meta)
+
+
+def _meta_problem(meta: dict, kinds: tuple, signal: np.ndarray, positions: np.ndarray) -> str | None:
+    """What makes a sample unusable for the model, or None."""
+    if meta.get("modality") not in MODALITIES:
+        return f"unknown modality {meta.get('modality')!r}"
+    sfreq = meta.get("sfreq")
+    if not isinstance(sfreq, int | float) or not np.isfinite(sfreq) or sfreq <= 0:
+        return f"sfreq {sfreq!r} is not a positive rate"
+    if signal.ndim != 2 or len(kinds) != signal.shape[0] or positions.shape != (signal.shape[0], 3):
+        return (f"signal {signal.shape}, {len(kinds)} kinds and positions {positions.shape} "
+                "do not agree")
+    return None
 
 
 def split_of(dataset: str | None, subject: str | None, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from neurofm.datasets.shards import decode_sample, load_manifest
+from neurofm.datasets.shards import decode_sample, load_manifest, sha256_of
 from neurofm.errors import ShardError
 from neurofm.tokenizers.segment import Segment
 
@@ -63,6 +63,42 @@ def shard_urls(shards: str | os.PathLike | list, split: str | None = "train",
     if not urls:
         raise ShardError(f"pattern {shards!r} names no shard")
     return urls
+
+
+def _manifest_checksums(shards) -> dict[str, str]:
+    """``{shard path: sha256}`` from a prepared directory's manifest (nothing for patterns)."""
+    if isinstance(shards, list | tuple):
+        return {}
+    path = Path(shards)
+    root = path if path.is_dir() else path.parent if path.name == "manifest.json" else None
+    if root is None:
+        return {}
+    return {str(root / s["name"]): s["sha256"] for s in load_manifest(root)["shards"] if s.get("sha256")}
+
+
+def _verified_once(checksums: dict[str, str], handler: Callable) -> Callable:
+    """A pipeline stage that hashes each shard the first time it passes and drops a shard
+    whose sha256 differs from the manifest (one flipped bit anywhere, a torn copy)."""
+    good: set[str] = set()
+
+    def check(src: Iterable[dict]) -> Iterator[dict]:
+        for item in src:
+            url = item["url"]
+            if url in good or url not in checksums:
+                yield item
+                continue
+            try:
+                digest = sha256_of(url)
+            except OSError as err:
+                handler(ShardError(f"cannot read shard ({err.strerror or err})", url))
+                continue
+            if digest != checksums[url]:
+                handler(ShardError("sha256 differs from the manifest: the shard changed or is "
+                                   "corrupt (neurofm verify lists every such shard)", url))
+                continue
+            good.add(url)
+            yield item
+    return check
 
 
 # --------------------------------------------------------------------------- errors
@@ -139,6 +175,7 @@ def stream(
     world_size: int | None = None,
     on_error: str = "skip",
     errors: ErrorCounter | None = None,
+    verify: bool = True,
 ) -> wds.DataPipeline:
     """A WebDataset pipeline yielding :class:`Segment` (float32 signals).
 
@@ -162,9 +199,14 @@ def stream(
         A corrupt or truncated shard is skipped with a warning and counted, or raised.
     errors : ErrorCounter | None
         Pass one to read the skip count afterwards (``errors.count``).
+    verify : bool
+        For a prepared directory, check each shard's sha256 against the manifest the first
+        time this process (or loader worker) reads it; a shard that differs is corrupt:
+        skipped whole, with a warning, and counted.
     """
     urls = shard_urls(shards, split, modality)
     handler = errors or ErrorCounter(on_error)
+    checksums = _manifest_checksums(shards) if verify else {}
     stages: list = []
     if resampled:
         stages.append(wds.ResampledShards(urls, seed=seed, worker_seed=_rank_seed(seed, rank),
@@ -175,6 +217,8 @@ def stream(
             stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed,
                                          epoch=epoch - 1))  # it counts up before each pass
         stages += [_split_by_node(len(urls), rank, world_size), wds.split_by_worker]
+    if checksums:
+        stages.append(_verified_once(checksums, handler))
     stages.append(wds.tarfile_to_samples(handler=handler))
     if not resampled:
         stages.append(_split_samples_by_node(len(urls), rank, world_size))

@@ -278,16 +278,23 @@ def _filter(
     if line_freq == "auto":
         line_freq = raw.info["line_freq"] or detect_line_freq(raw._data[:, : int(30 * native)], native)
     quiet = {"verbose": "error"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # filter longer than a short recording: MNE pads
-        if line_freq:
-            notches = np.arange(line_freq, min(h_freq + line_freq, native / 2), line_freq)
-            notches = notches[notches < native / 2 - 1]
-            if len(notches):
-                raw.notch_filter(notches, picks="all", **quiet)
-        if not np.isclose(native, sfreq):
-            raw.resample(sfreq, npad="auto", **quiet)
-        raw.filter(l_freq, h_freq, picks="all", **quiet)
+    if l_freq is not None and l_freq >= h_freq:
+        raise RecordingError(f"at {native:g} Hz the band top is {h_freq:g} Hz, not above l_freq="
+                             f"{l_freq:g} Hz: is the sampling rate right? Otherwise lower l_freq", source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # filter longer than a short recording: MNE pads
+            if line_freq:
+                notches = np.arange(line_freq, min(h_freq + line_freq, native / 2), line_freq)
+                notches = notches[notches < native / 2 - 1]
+                if len(notches):
+                    raw.notch_filter(notches, picks="all", **quiet)
+            if not np.isclose(native, sfreq):
+                raw.resample(sfreq, npad="auto", **quiet)
+            raw.filter(l_freq, h_freq, picks="all", **quiet)
+    except ValueError as err:  # MNE's filter design refuses bands it cannot build at this rate
+        raise RecordingError(f"cannot filter {l_freq}-{h_freq:g} Hz at {native:g} Hz ({err}); "
+                             "check the sampling rate, or pass l_freq / h_freq", source) from err
     return (float(line_freq) if line_freq else None), float(h_freq)
 
 
@@ -352,6 +359,8 @@ def _continuous(
     duration = raw.n_times / native
     if raw.n_times == 0:
         raise RecordingError("recording has no samples", source)
+    if raw.n_times < 2:  # not "every channel is flat": there is nothing to look at
+        raise RecordingTooShortError(f"recording has {raw.n_times} sample", source, duration_s=duration)
     if duration < min_duration_s:
         raise RecordingTooShortError(
             f"recording lasts {duration:.3f} s, shorter than one window ({min_duration_s:g} s); "

@@ -417,3 +417,21 @@ def wds_samples(directory: Path):
 
     shard = sorted(directory.glob("shard-*.tar"))[0]
     return wds.DataPipeline(wds.SimpleShardList([str(shard)]), wds.tarfile_to_samples())
+
+
+def test_a_killed_worker_fails_its_file_only(tmp_path, data_dir, options):
+    from neurofm.datasets.discovery import discover
+    from neurofm.datasets.shards import _run_workers
+    from tests.helpers.dying_worker import prepare_or_die
+
+    good = [data_dir / "meeg" / "brainvision" / "test.vhdr", data_dir / "meeg" / "bdf" / "multiple_annotation_chans.bdf"]
+    doomed = tmp_path / "doomed.vhdr"
+    shutil.copy(good[0], doomed)  # its .eeg/.vmrk are not needed: the worker dies first
+    sources = discover([good[0], doomed, good[1]])
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    summaries: dict = {}
+    _run_workers(sources, options, workdir, 2, summaries, task=prepare_or_die)
+    assert {Path(p).name: s["status"] for p, s in summaries.items()} == {
+        "test.vhdr": "ok", "multiple_annotation_chans.bdf": "ok", "doomed.vhdr": "failed"}
+    assert "tokenizer process died" in summaries[str(doomed)]["error"]

@@ -31,8 +31,9 @@ import os
 import shutil
 import tarfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -385,6 +386,7 @@ def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str
     from neurofm.datasets.phenotype import read_phenotype
 
     name = _part_name(src)
+    (Path(workdir) / f"{name}.started").touch()  # tells a broken pool which files were running
     try:
         if src.kind == "unknown":
             raise NeurofmError(UNKNOWN_FORMAT, src.path)
@@ -412,10 +414,14 @@ def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str
                    "error": str(err), "samples": []}
         if os.environ.get("NEUROFM_DEBUG"):
             summary["traceback"] = traceback.format_exc()
-    tmp = Path(workdir) / f"{name}.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary, sort_keys=True))
-    os.replace(tmp, Path(workdir) / f"{name}.json")
+    _write_summary(Path(workdir), summary)
     return summary
+
+
+def _write_summary(workdir: Path, summary: dict) -> None:
+    tmp = workdir / f"{summary['part']}.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary, sort_keys=True))
+    os.replace(tmp, workdir / f"{summary['part']}.json")
 
 
 # --------------------------------------------------------------------------- the run
@@ -613,35 +619,65 @@ def _write_json_atomic(path: Path, obj: Any, lines: list | None = None) -> None:
 
 
 def _run_workers(todo: list[Source], options: PrepareOptions, workdir: Path, workers: int,
-                 summaries: dict[str, dict]) -> None:
+                 summaries: dict[str, dict], task: Callable = None) -> None:
+    """Tokenize ``todo`` in ``workers`` processes. A worker that dies (the OOM killer, a
+    crash in a reader) breaks the pool: the files that were running are then retried one at
+    a time, and one that kills its worker again is that file's failure; the others go on."""
+    task = task or _prepare_one
     if not todo:
         return
     with make_progress() as progress:
-        task = progress.add_task("tokenizing", total=len(todo))
+        bar = progress.add_task("tokenizing", total=len(todo))
 
         def record(summary: dict) -> None:
             summaries[summary["path"]] = summary
             if summary["status"] != "ok":
                 logger.warning("%s: failed (%s)", summary["path"], summary["error"])
-            progress.advance(task)
+            progress.advance(bar)
 
         if workers <= 1:
             for src in todo:
-                record(_prepare_one(src, options, str(workdir)))
+                record(task(src, options, str(workdir)))
             return
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=setup_logging, initargs=("WARNING",)) as pool:
-            pending = {pool.submit(_prepare_one, src, options, str(workdir)) for src in todo}
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
+        queue = list(todo)
+        while queue:
+            unfinished = _pool_run(queue, options, workdir, workers, record, task)
+            running = [s for s in unfinished if (workdir / f"{_part_name(s)}.started").exists()]
+            for src in running:  # alone, so a second death names its file
+                if _pool_run([src], options, workdir, 1, record, task):
+                    summary = {"path": src.path, "part": _part_name(src), "status": "failed",
+                               "error_type": "WorkerDied", "samples": [],
+                               "error": "the tokenizer process died while reading this file "
+                                        "(killed, e.g. out of memory, or a crash in its reader)"}
+                    _write_summary(workdir, summary)
+                    record(summary)
+            queue = [s for s in unfinished if s not in running]
+
+
+def _pool_run(todo: list[Source], options: PrepareOptions, workdir: Path, workers: int,
+              record: Callable, task: Callable) -> list[Source]:
+    """Run ``todo`` in a fresh process pool; the sources left unfinished if the pool broke."""
+    for src in todo:
+        (workdir / f"{_part_name(src)}.started").unlink(missing_ok=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=setup_logging, initargs=("WARNING",)) as pool:
+        futures = {pool.submit(task, src, options, str(workdir)): src for src in todo}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    if not isinstance(future.exception(), BrokenProcessPool):
                         record(future.result())
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+                if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    return [futures[f] for f in futures
+                            if f in pending or isinstance(f.exception(), BrokenProcessPool)]
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return []
 
 
 def load_manifest(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,0 +1,17 @@
+"""A prepare task whose process is killed on one file, as the OOM killer would (spawned
+workers import it from here)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from neurofm.datasets.shards import _part_name, _prepare_one
+
+
+def prepare_or_die(src, options, workdir):
+    if "doomed" in Path(src.path).name:
+        (Path(workdir) / f"{_part_name(src)}.started").touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _prepare_one(src, options, workdir)

@@ -435,3 +435,22 @@ def test_a_killed_worker_fails_its_file_only(tmp_path, data_dir, options):
     assert {Path(p).name: s["status"] for p, s in summaries.items()} == {
         "test.vhdr": "ok", "multiple_annotation_chans.bdf": "ok", "doomed.vhdr": "failed"}
     assert "tokenizer process died" in summaries[str(doomed)]["error"]
+
+
+def test_malformed_inputs_fail_alone(tmp_path, data_dir, atlases):
+    root = tmp_path / "inputs"
+    root.mkdir()
+    for name, sidecar in (("sub-01_task-rest_bold", '{"RepetitionTime": 0}'), ("sub-02_task-rest_bold", "{not json")):
+        shutil.copy(data_dir / "fmri" / "nipy_functional.nii.gz", root / f"{name}.nii.gz")
+        (root / f"{name}.json").write_text(sidecar)
+    (root / "Site_0050001_rois_cc200.1D").write_bytes(bytes(range(256)) * 40)  # random bytes
+    shutil.copy(data_dir / "fmri" / "nipy_functional.nii.gz", root / "sub-03_task-rest_bold.nii.gz")
+    options = PrepareOptions(fmri_window_s=10.0, atlas=str(atlases / "AAL_space-MNI152NLin6_res-2x2x2.nii.gz"),
+                             roi_tr_s=2.0)
+    manifest = write_shards(root, tmp_path / "out", options)
+    failures = {Path(f["path"]).name: f["error"] for f in map(
+        json.loads, (tmp_path / "out" / "failures.jsonl").read_text().splitlines())}
+    assert manifest["files"] == {"found": 4, "ok": 1, "failed": 3}
+    assert set(failures) == {"sub-01_task-rest_bold.nii.gz", "sub-02_task-rest_bold.nii.gz",
+                             "Site_0050001_rois_cc200.1D"}
+    assert manifest["totals"]["samples"] > 0

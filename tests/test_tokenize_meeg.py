@@ -220,11 +220,25 @@ def test_truncated_file_is_an_error_unless_allowed(meeg, tmp_path):
     data = (meeg / "edf" / "test_reduced.edf").read_bytes()
     truncated = tmp_path / "sub-01_eeg.edf"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(RecordingError, match="sub-01_eeg.edf: file is shorter than its header"):
+    with pytest.raises(RecordingError, match=r"sub-01_eeg.edf: file holds \d+ data records but its header "
+                                             r"declares \d+: truncated\?"):
         tokenize_raw(truncated, window_s=1.0, on_missing_positions="drop")
     segments = tokenize_raw(truncated, window_s=1.0, on_missing_positions="drop",
                             allow_truncated=True)
     assert 1 <= len(segments) < 6
+
+
+@pytest.mark.parametrize("declared", [b"10      ", b"-1      "])
+def test_edf_header_that_undercounts_is_not_truncation(eegmmidb, tmp_path, declared, caplog):
+    data = bytearray((eegmmidb / "S001" / "S001R04.edf").read_bytes())
+    assert data[236:244] == b"125     "
+    data[236:244] = declared  # a recorder that was not stopped cleanly, or wrote -1
+    path = tmp_path / "S001R04.edf"
+    path.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="neurofm"):
+        segments = tokenize_raw(path, window_s=4.0)
+    assert len(segments) == 31  # all 125 one-second records are read
+    assert f"header declares {int(declared)} data records, the file holds 125" in caplog.text
 
 
 @pytest.mark.parametrize("content", [b"", b"0       not an edf header" * 20])

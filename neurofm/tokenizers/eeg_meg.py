@@ -66,6 +66,25 @@ class _Continuous:
 _TRUNCATED = ("does not match the file size", "truncat", "file is smaller", "incomplete")
 
 
+def _edf_records(path: Path) -> tuple[int, int] | None:
+    """(data records the EDF/BDF header declares, whole records the file holds), or None."""
+    if path.suffix.lower() not in (".edf", ".bdf"):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+            header_bytes, declared = int(head[184:192]), int(head[236:244])
+            n_signals = int(head[252:256])
+            fh.seek(256 + n_signals * 216)
+            samples = [int(fh.read(8)) for _ in range(n_signals)]
+    except (OSError, ValueError):
+        return None
+    record_bytes = sum(samples) * (3 if path.suffix.lower() == ".bdf" else 2)
+    if record_bytes <= 0:
+        return None
+    return declared, (path.stat().st_size - header_bytes) // record_bytes
+
+
 def read_recording(
     path: str | os.PathLike, preload: bool = False, allow_truncated: bool = False
 ) -> mne.io.BaseRaw:
@@ -99,6 +118,16 @@ def read_recording(
     except Exception as err:  # readers raise many types for corrupt files
         raise RecordingError(f"cannot read recording ({type(err).__name__}: {err})", path) from err
     truncated = [str(w.message) for w in caught if any(t in str(w.message) for t in _TRUNCATED)]
+    records = _edf_records(path) if truncated else None
+    if records is not None and (records[0] <= 0 or records[1] >= records[0]):
+        # a header that under-counts (or says -1: a recorder not stopped) is not truncation
+        logger.warning("%s: the header declares %d data records, the file holds %d; reading all %d",
+                       path, records[0], records[1], records[1])
+        truncated = []
+    if records is not None and truncated and not allow_truncated:
+        raise RecordingError(
+            f"file holds {records[1]} data records but its header declares {records[0]}: truncated? "
+            "pass allow_truncated=True to use the samples that are there", path)
     if truncated and not allow_truncated:
         raise RecordingError(
             f"file is shorter than its header says, truncated? ({truncated[0]}); "

@@ -135,3 +135,38 @@ def test_python_api_takes_what_load_returns(eegmmidb, tiny_export):
     assert scratch.shape == (5, 2)
     # PhysioNet's channel names ('Fc5.', 'Cz..') found their 10-05 positions
     assert segments[0].n_sensors == 64 and np.abs(segments[0].positions).sum(1).min() > 0
+
+
+def test_cli_finetune_disorder_leave_one_site_out(abide, tiny_export, tmp_path):
+    rows = read_phenotype(abide / "Phenotypic_V1_0b_preprocessed1.csv", label_columns=["DX_GROUP"])
+    chosen = []
+    for site in ("Caltech", "Pitt"):  # 3 + 2 per site, both diagnoses
+        files = sorted((abide / "rois_cc200").glob(f"{site}_*"))
+        by_class = {c: [f for f in files if rows[str(int(f.name.split("_")[1]))]["DX_GROUP"] == c]
+                    for c in (1, 2)}
+        chosen += by_class[1][:3] + by_class[2][:2]
+    inputs = "[" + ",".join(map(str, chosen)) + "]"
+    run = tmp_path / "run"
+    result = run_cli("finetune", "task=disorder", f"ckpt={tiny_export}", f"inputs={inputs}",
+                     f"task.roi_coords={abide / 'CC200.nii.gz'}", "task.roi_tr_s={Caltech: 2.0, Pitt: 1.5}",
+                     f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
+                     "task.window_s=60", "task.protocol=logo", "task.group_by=SITE_ID", f"run_dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    splits = metrics["methods"]["fc_logistic"]["splits"]
+    assert [(s["split"], s["n_train"], s["n_test"]) for s in splits] == [
+        ("logo-CALTECH", 5, 5), ("logo-PITT", 5, 5)]
+    missing = run_cli("finetune", "task=disorder", f"ckpt={tiny_export}", f"inputs={inputs}",
+                      f"task.roi_coords={abide / 'CC200.nii.gz'}", "task.roi_tr_s=2.0",
+                      f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
+                      "task.window_s=60", "task.protocol=logo", "task.group_by=SCANNER", f"run_dir={run}")
+    assert missing.returncode == 2 and "task.group_by=SCANNER" in missing.stderr
+
+
+def test_leave_one_group_out_never_splits_a_subject():
+    from neurofm.finetune.protocols import leave_one_group_out
+
+    splits = leave_one_group_out(["a", "a", "b", "b", "c"], ["1", "1", "2", "3", "4"])
+    assert [s.name for s in splits] == ["logo-a", "logo-b", "logo-c"]
+    with pytest.raises(ValueError, match="subject '1' is in groups 'a' and 'b'"):
+        leave_one_group_out(["a", "b"], ["1", "1"])

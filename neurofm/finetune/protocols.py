@@ -51,6 +51,21 @@ def leave_one_subject_out(subjects) -> list[Split]:
     return _check([Split(f"loso-{subjects[te[0]]}", tr, te) for tr, te in folds], subjects)
 
 
+def leave_one_group_out(groups, subjects) -> list[Split]:
+    """One fold per group (a site, a scanner, a cohort): train on the others, test on it.
+    A subject in two groups would leak, and is an error."""
+    groups, subjects = np.asarray(groups).astype(str), np.asarray(subjects).astype(str)
+    per_subject = {}
+    for g, s in zip(groups.tolist(), subjects.tolist(), strict=True):
+        if per_subject.setdefault(s, g) != g:
+            raise ValueError(f"subject {s!r} is in groups {per_subject[s]!r} and {g!r}: splits by "
+                             "group would put it in train and test")
+    if len(np.unique(groups)) < 2:
+        raise ValueError(f"leave-one-group-out needs 2 or more groups; found {np.unique(groups).tolist()}")
+    folds = LeaveOneGroupOut().split(groups, groups=groups)
+    return _check(_check([Split(f"logo-{groups[te[0]]}", tr, te) for tr, te in folds], groups), subjects)
+
+
 def event_kfold(labels, groups, k: int = 5, seed: int = 0) -> list[Split]:
     """Within-subject, stratified k-fold over events: all windows of an event in one fold."""
     labels, groups = np.asarray(labels), np.asarray(groups)

@@ -26,7 +26,8 @@ logger = logging.getLogger("neurofm.finetune")
 MODES = ("linear_probe", "finetune", "lora", "scratch")
 
 
-def _splits(task: dict, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, seed: int):
+def _splits(task: dict, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, seed: int,
+            group_values: np.ndarray | None = None):
     from neurofm.finetune import protocols
 
     name = task["protocol"]
@@ -36,9 +37,17 @@ def _splits(task: dict, labels: np.ndarray, groups: np.ndarray, subjects: np.nda
         return protocols.subject_kfold(subjects, k=task["folds"], labels=labels, seed=seed)
     if name == "loso":
         return protocols.leave_one_subject_out(subjects)
+    if name == "logo":
+        if group_values is None:
+            raise ConfigError("task.protocol=logo needs task.group_by=<phenotype column or entity, "
+                              "e.g. SITE_ID or site>")
+        try:
+            return protocols.leave_one_group_out(group_values, subjects)
+        except ValueError as err:
+            raise ConfigError(f"task.group_by={task.get('group_by')}: {err}") from err
     if name == "few_shot":
         return protocols.few_shot(labels, groups, shots=task["shots"], repeats=task["repeats"], seed=seed)
-    raise ConfigError(f"task.protocol must be kfold, kfold_subject, loso or few_shot, got {name!r}")
+    raise ConfigError(f"task.protocol must be kfold, kfold_subject, loso, logo or few_shot, got {name!r}")
 
 
 def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], out: Path) -> Path:
@@ -165,7 +174,13 @@ def _cohort(conf: dict) -> list:
             raise ConfigError("task.phenotype is not set and no input is a BIDS root with "
                               "participants.tsv: pass task.phenotype=<participants.tsv or CSV>")
         phenotype = roots[0] / "participants.tsv"
-    table = read_phenotype(phenotype, label_columns=[task["label"]])
+    extra = [task["group_by"]] if task.get("group_by") and task["group_by"] != task["label"] else []
+    try:
+        table = read_phenotype(phenotype, label_columns=[task["label"], *extra])
+    except NeurofmError:
+        if not extra:
+            raise
+        table = read_phenotype(phenotype, label_columns=[task["label"]])  # group_by is an entity
     options = _prepare_options(conf, task["window_s"])
     sources = discover(inputs)
     check_needs(sources, options)
@@ -200,12 +215,13 @@ def _disorder(conf: dict, model, run_dir: Path) -> dict:
     from neurofm.finetune.tasks import window_embeddings
 
     task = conf["task"]
-    if task["protocol"] not in ("kfold_subject", "loso"):
+    if task["protocol"] not in ("kfold_subject", "loso", "logo"):
         raise ConfigError(f"subject-level classification splits by subject: task.protocol must be "
-                          f"kfold_subject or loso, got {task['protocol']!r}")
+                          f"kfold_subject, loso or logo, got {task['protocol']!r}")
     segments, labels, classes = subject_labels(_cohort(conf), task["label"])
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
-    splits = _splits(task, labels, subjects, subjects, conf["seed"])
+    groups = _group_values(segments, task.get("group_by")) if task["protocol"] == "logo" else None
+    splits = _splits(task, labels, subjects, subjects, conf["seed"], groups)
     embeddings = window_embeddings(model, segments) if task["mode"] == "linear_probe" else None
     ids = np.unique(subjects)
     y_subject = np.array([labels[subjects == s][0] for s in ids])
@@ -241,6 +257,22 @@ def _disorder(conf: dict, model, run_dir: Path) -> dict:
                     ba["ci_low"], ba["ci_high"])
     (run_dir / "results.md").write_text("\n".join(lines))
     return out
+
+
+def _group_values(segments: list, column: str | None) -> np.ndarray | None:
+    """Each window's group for leave-one-group-out: a phenotype column, else a file entity."""
+    if column is None:
+        return None
+    values = []
+    for seg in segments:
+        value = (seg.meta.get("phenotype") or {}).get(column, seg.meta.get(column))
+        if value is None:
+            raise ConfigError(f"task.group_by={column}: subject {seg.meta.get('subject')!r} has no "
+                              f"{column!r} in the phenotype table or its file name; name a column "
+                              "every subject has (e.g. SITE_ID) or an entity (site, session)",
+                              seg.meta.get("source"))
+        values.append(str(value))
+    return np.array(values)
 
 
 def _read_features(path: str, source: str) -> tuple[np.ndarray, list[str] | None]:

@@ -252,7 +252,11 @@ def run_pretrain(cfg) -> int:
     # the same seeded stream, past the batches already trained on: the exact data position
     consumed = start_step * int(trainer_cfg.get("accumulate_grad_batches", 1))
     resampled = data.get("resampled", True)
-    if consumed and resampled:
+    if start_step >= trainer_cfg["max_steps"] > 0:
+        consumed = 0  # nothing left to train: no stream to replay
+        logger.info("%s is already at step %d = trainer.max_steps; raise trainer.max_steps to train "
+                    "further, or pass a new run_dir", resume, start_step)
+    elif consumed and resampled:
         logger.info("resuming at step %d: replaying the stream past the %d batches per rank already "
                     "trained on", start_step, consumed)
     elif consumed:

@@ -15,10 +15,10 @@ from neurofm.errors import ConfigError
 def check_option(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     """Return ``value`` if it is one of ``allowed``, else a :class:`ConfigError`.
 
-    >>> check_option("on_missing_positions", "dorp", ("raise", "drop", "warn"))
+    >>> check_option("on_missing_positions", "dorp", ("raise", "drop"))
     Traceback (most recent call last):
     ...
-    neurofm.errors.ConfigError: on_missing_positions must be one of 'raise', 'drop', 'warn'; got 'dorp' (did you mean 'drop'?)
+    neurofm.errors.ConfigError: on_missing_positions must be one of 'raise', 'drop'; got 'dorp' (did you mean 'drop'?)
     """
     allowed = tuple(allowed)
     if value in allowed:

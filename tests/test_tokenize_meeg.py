@@ -319,3 +319,14 @@ def test_plot_sensors_writes_png(meeg, tmp_path):
     assert out.stat().st_size > 10_000
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["grad (204)", "mag (102)", "eeg (60)"]
+
+
+def test_string_options_are_checked(meeg):
+    from neurofm.errors import ConfigError
+
+    path = meeg / "brainvision" / "test.vhdr"
+    with pytest.raises(ConfigError, match=r"on_missing_positions must be one of 'raise', 'drop'; got 'dorp' "
+                                          r"\(did you mean 'drop'\?\)"):
+        tokenize_raw(path, window_s=1.0, on_missing_positions="dorp")
+    with pytest.raises(ConfigError, match="events_from must be one of 'auto', 'annotations', 'stim'; got 'annotation'"):
+        tokenize_raw(path, window_s=1.0, events_from="annotation")

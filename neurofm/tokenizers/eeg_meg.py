@@ -27,6 +27,7 @@ import numpy as np
 from mne.io.constants import FIFF
 
 from neurofm.errors import MissingPositionsError, RecordingError, RecordingTooShortError
+from neurofm.options import check_option
 from neurofm.tokenizers.geometry import (
     NON_EEG_NAME,
     channel_geometry,
@@ -380,6 +381,8 @@ def _continuous(
     entities: dict[str, str] | None,
     allow_truncated: bool = False,
 ) -> _Continuous:
+    check_option("on_missing_positions", on_missing_positions, ("raise", "drop"))
+    check_option("events_from", events_from, ("auto", "annotations", "stim"))
     raw, source = _as_raw(raw_or_path, allow_truncated)
     if tmin_s is not None or tmax_s is not None:
         tmax = None if tmax_s is None else min(tmax_s, raw.times[-1])

@@ -215,7 +215,10 @@ def run_embed(cfg) -> int:
     else:
         np.save(tmp, result.windows)
         os.replace(tmp, out)
-        np.save(out.with_name(out.stem + "_times.npy"), result.times)
+        times = out.with_name(out.stem + "_times.npy")
+        tmp = times.with_name(f"{times.stem}.tmp-{os.getpid()}.npy")
+        np.save(tmp, result.times)
+        os.replace(tmp, times)
     root.info("embedded %d windows (dim %d) of %s -> %s", len(result.windows), result.windows.shape[1],
               conf["input"], out)
     return 0

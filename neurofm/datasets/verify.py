@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from neurofm.datasets.shards import decode_sample, load_manifest, sha256_of
+from neurofm.datasets.shards import _read_part, decode_sample, load_manifest, sha256_of
 from neurofm.errors import NeurofmError
 
 logger = logging.getLogger("neurofm.datasets")
@@ -15,19 +15,9 @@ logger = logging.getLogger("neurofm.datasets")
 
 def _read_samples(path: Path) -> int:
     """Decode every sample of one shard (all four files, finite signal); its sample count."""
-    import tarfile
-
-    count, current, files = 0, None, {}
-    with tarfile.open(path, "r") as tar:
-        for member in tar:
-            key, _, suffix = member.name.partition(".")
-            if key != current and files:
-                decode_sample({"__key__": current, "__url__": str(path), **files})
-                count, files = count + 1, {}
-            current = key
-            files[suffix] = tar.extractfile(member).read()
-    if files:
-        decode_sample({"__key__": current, "__url__": str(path), **files})
+    count = 0
+    for key, files in _read_part(path):
+        decode_sample({"__key__": key, "__url__": str(path), **files})
         count += 1
     return count
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from neurofm.batch import collate_segments
 from neurofm.console import make_progress
-from neurofm.datasets.stream import collate_segments
 from neurofm.errors import NeurofmError, TooShortError
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder

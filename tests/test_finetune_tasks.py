@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurofm.datasets.stream import collate_segments
+from neurofm.batch import collate_segments
 from neurofm.errors import NeurofmError
 from neurofm.finetune.disorder import (
     aggregate_subjects,

@@ -316,7 +316,7 @@ def test_missing_train_shards_stop_at_once(tmp_path, real_shards):
 
 
 def test_non_finite_samples_and_weights_are_refused(tmp_path, real_shards):
-    from neurofm.datasets.shards import decode_sample, encode_segment
+    from neurofm.datasets.codec import decode_sample, encode_segment
     from neurofm.errors import CheckpointError, ShardError
     from neurofm.models.io import save_pretrained
 
@@ -335,7 +335,7 @@ def test_non_finite_samples_and_weights_are_refused(tmp_path, real_shards):
 
 
 def _npy_with_inf(data: bytes) -> bytes:
-    from neurofm.datasets.shards import _npy, load_npy
+    from neurofm.datasets.codec import _npy, load_npy
 
     array = load_npy(data)
     array[0, 3] = np.inf

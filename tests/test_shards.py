@@ -26,7 +26,7 @@ from neurofm.datasets import (
     stream,
     write_shards,
 )
-from neurofm.datasets.shards import sha256_of
+from neurofm.datasets.manifest import sha256_of
 from neurofm.datasets.stream import ErrorCounter, crop_to_budget
 from neurofm.errors import ShardError
 from neurofm.tokenizers import tokenize_bold, tokenize_raw
@@ -334,7 +334,7 @@ def test_cli_prepare(tmp_path, data_dir):
                                    np.asfortranarray(np.arange(8.0).reshape(4, 2)),
                                    np.arange(5, dtype=np.int64)])
 def test_fast_npy_reader_matches_numpy(array):
-    from neurofm.datasets.shards import _npy, load_npy
+    from neurofm.datasets.codec import _npy, load_npy
 
     data = _npy(array)
     ours, theirs = load_npy(data), np.load(io.BytesIO(data))
@@ -404,7 +404,7 @@ def test_a_changed_byte_drops_the_shard_loudly(prepared, tmp_path, caplog):
 @pytest.mark.parametrize("edit, message", [({"modality": "pet"}, "unknown modality 'pet'"),
                                            ({"sfreq": 0}, "sfreq 0 is not a positive rate")])
 def test_bad_sample_metadata_is_corrupt_not_a_crash(prepared, edit, message):
-    from neurofm.datasets.shards import decode_sample
+    from neurofm.datasets.codec import decode_sample
 
     sample = next(iter(wds_samples(prepared)))
     meta = json.loads(sample["meta.json"]) | edit

@@ -11,7 +11,8 @@ import pytest
 
 from neurofm.errors import MissingPositionsError, RecordingError
 from neurofm.tokenizers import Segment, plot_sensors, tokenize_events, tokenize_raw
-from neurofm.tokenizers.eeg_meg import UNIT_SCALE, detect_line_freq, read_recording
+from neurofm.tokenizers.cleaning import detect_line_freq
+from neurofm.tokenizers.eeg_meg import UNIT_SCALE, read_recording
 
 # The EEGLAB tutorial recording's channel labels (its .set here was saved without chanlocs).
 EEGLAB_TUTORIAL_CHANNELS = (

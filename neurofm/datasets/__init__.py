@@ -1,15 +1,12 @@
 """Datasets: discovery, shards (write), streaming (read, collate), phenotype joins."""
 
+from neurofm.batch import Batch, collate_segments
+from neurofm.datasets.codec import decode_sample, encode_segment
 from neurofm.datasets.discovery import Source, discover
+from neurofm.datasets.manifest import load_manifest
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
-from neurofm.datasets.shards import (
-    PrepareOptions,
-    decode_sample,
-    encode_segment,
-    load_manifest,
-    write_shards,
-)
-from neurofm.datasets.stream import Batch, batched_stream, collate_segments, shard_urls, stream
+from neurofm.datasets.shards import PrepareOptions, write_shards
+from neurofm.datasets.stream import batched_stream, shard_urls, stream
 
 __all__ = [
     "Batch",

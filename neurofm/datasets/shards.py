@@ -21,7 +21,6 @@ How a run goes (``write_shards`` / ``neurofm prepare``):
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import io
 import json
@@ -35,32 +34,29 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from neurofm import __version__
 from neurofm.console import make_progress, setup_logging
+from neurofm.datasets.codec import FIELDS, encode_segment, json_default
 from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
-from neurofm.errors import ConfigError, NeurofmError, ShardError
+from neurofm.datasets.manifest import sha256_of
+from neurofm.errors import ConfigError, NeurofmError
 from neurofm.options import check_keywords, keyword_names, respell
 from neurofm.tokenizers import tokenize_bold, tokenize_raw, tokenize_roi_table
 from neurofm.tokenizers.naming import check_subject_pattern, entities_from_name
-from neurofm.tokenizers.segment import Segment
+from neurofm.tokenizers.options import MEEG_OPTION_NAMES, MeegOptions
+from neurofm.tokenizers.segment import MODALITIES, Segment
 
 logger = logging.getLogger("neurofm.datasets")
 
 # tokenizer options a prepare run sets itself are not extra options
-MEEG_OPTIONS = keyword_names(tokenize_raw, exclude=("raw", "window_s", "stride_s", "sfreq", "dataset",
-                                                    "entities"))
+MEEG_OPTIONS = tuple(name for name in MEEG_OPTION_NAMES if name != "sfreq")  # sfreq: top level
 FMRI_OPTIONS = keyword_names(tokenize_bold, exclude=("img", "atlas", "window_s", "dataset", "entities"))
 ROI_OPTIONS = keyword_names(tokenize_roi_table, exclude=("table", "coords", "tr_s", "window_s",
                                                          "dataset", "entities"))
 SPLITS = ("train", "val", "test")
-MODALITIES = ("eeg", "meg", "ieeg", "fmri")
-FIELDS = ("signal.npy", "positions.npy", "orientations.npy", "meta.json")
 
 
 @dataclass
@@ -124,6 +120,10 @@ class PrepareOptions:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
 
+    def meeg_options(self) -> MeegOptions:
+        """How EEG/MEG/iEEG recordings are cleaned: ``sfreq`` and ``meeg`` over the defaults."""
+        return MeegOptions.of({"sfreq": self.sfreq, **self.meeg}, "+meeg.{}=")
+
     def __post_init__(self) -> None:
         if self.dtype not in ("float16", "float32"):
             raise ConfigError(f"dtype must be 'float16' or 'float32', got {self.dtype!r}")
@@ -134,6 +134,7 @@ class PrepareOptions:
             raise ConfigError(f"split_fractions must be 3 non-negative numbers summing to 1, got {fractions}")
         self.split_fractions = fractions
         self.meeg = check_keywords(self.meeg or {}, MEEG_OPTIONS, "+meeg.{}=")
+        self.meeg_options()  # bad values fail here, before any file is read
         self.fmri = check_keywords(self.fmri or {}, FMRI_OPTIONS, "+fmri.{}=")
         check_subject_pattern(self.subject_pattern)
         if isinstance(self.roi_tr_s, dict):
@@ -159,91 +160,6 @@ def roi_tr_for(path: str, entities: dict, roi_tr_s: float | dict | None) -> floa
 
 
 # --------------------------------------------------------------------------- samples
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def encode_segment(seg: Segment, dtype: str = "float16") -> dict[str, bytes]:
-    """The four files of one sample (without ``__key__``)."""
-    signal = seg.signal.astype(dtype)
-    if not np.isfinite(signal).all():
-        raise ShardError(f"segment at {seg.meta.get('onset_s')} s of {seg.meta.get('source')} "
-                         f"overflows {dtype} (|x| > {np.finfo(dtype).max:g}); use dtype='float32'")
-    meta = dict(seg.meta, kinds=list(seg.kinds))
-    return {
-        "signal.npy": _npy(signal),
-        "positions.npy": _npy(seg.positions.astype(np.float32)),
-        "orientations.npy": _npy(seg.orientations.astype(np.float32)),
-        "meta.json": json.dumps(meta, sort_keys=True, default=_json_default).encode(),
-    }
-
-
-@lru_cache(maxsize=4096)
-def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    # shards repeat a handful of headers (dtype, shape): parse each once
-    info = ast.literal_eval(header.decode("latin1"))
-    return np.dtype(info["descr"]), tuple(info["shape"]), bool(info["fortran_order"])
-
-
-def load_npy(data: bytes) -> np.ndarray:
-    """A ``.npy`` file's bytes -> array (a writable copy), for the formats ``np.save`` writes."""
-    if data[:6] != b"\x93NUMPY":
-        raise ValueError("not a .npy file")
-    major = data[6]
-    size_bytes = 2 if major == 1 else 4
-    hlen = int.from_bytes(data[8 : 8 + size_bytes], "little")
-    start = 8 + size_bytes
-    dtype, shape, fortran = _npy_header(bytes(data[start : start + hlen]))
-    count = int(np.prod(shape)) if shape else 1
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=start + hlen)
-    return array.reshape(shape, order="F" if fortran else "C").copy()
-
-
-def decode_sample(sample: dict[str, Any]) -> Segment:
-    """A WebDataset sample (raw bytes per field) -> :class:`Segment` (float32 signal)."""
-    try:
-        meta = json.loads(sample["meta.json"])
-        kinds = tuple(meta.pop("kinds"))
-        arrays = {k: load_npy(sample[k]) for k in ("signal.npy", "positions.npy", "orientations.npy")}
-    except (KeyError, ValueError, OSError) as err:
-        where = sample.get("__url__", "?")
-        raise ShardError(f"sample {sample.get('__key__')!r} is incomplete or corrupt ({err})", where) from err
-    signal = arrays["signal.npy"]
-    where, key = sample.get("__url__", "?"), sample.get("__key__")
-    if not np.isfinite(signal).all():  # a flipped bit in an exponent: corrupt, never trained on
-        raise ShardError(f"sample {key!r} has {int((~np.isfinite(signal)).sum())} "
-                         "non-finite values (corrupt)", where)
-    problem = _meta_problem(meta, kinds, signal, arrays["positions.npy"])
-    if problem:
-        raise ShardError(f"sample {key!r}: {problem} (corrupt or edited metadata)", where)
-    meta["key"] = key
-    return Segment(arrays["signal.npy"].astype(np.float32, copy=False), arrays["positions.npy"],
-                   arrays["orientations.npy"], kinds, meta)
-
-
-def _meta_problem(meta: dict, kinds: tuple, signal: np.ndarray, positions: np.ndarray) -> str | None:
-    """What makes a sample unusable for the model, or None."""
-    if meta.get("modality") not in MODALITIES:
-        return f"unknown modality {meta.get('modality')!r}"
-    sfreq = meta.get("sfreq")
-    if not isinstance(sfreq, int | float) or not np.isfinite(sfreq) or sfreq <= 0:
-        return f"sfreq {sfreq!r} is not a positive rate"
-    if signal.ndim != 2 or len(kinds) != signal.shape[0] or positions.shape != (signal.shape[0], 3):
-        return (f"signal {signal.shape}, {len(kinds)} kinds and positions {positions.shape} "
-                "do not agree")
-    return None
 
 
 def split_of(dataset: str | None, subject: str | None, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> str:
@@ -314,14 +230,6 @@ def _read_part(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             yield current, files
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- tokenize one file
 
 
@@ -357,8 +265,7 @@ def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | Non
     entities = src.entities or entities_from_name(src.path, options.subject_pattern)
     if src.kind == "meeg":
         segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
-                                sfreq=options.sfreq, dataset=src.dataset, entities=entities,
-                                **options.meeg)
+                                options=options.meeg_options(), dataset=src.dataset, entities=entities)
     elif src.kind == "bold":
         if options.atlas is None:
             raise ConfigError("BOLD inputs need an atlas: pass atlas=<labels image>")
@@ -614,7 +521,7 @@ def _write_json_atomic(path: Path, obj: Any, lines: list | None = None) -> None:
     if lines is not None:
         tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
     else:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=json_default) + "\n")
     os.replace(tmp, path)
 
 
@@ -678,28 +585,6 @@ def _pool_run(todo: list[Source], options: PrepareOptions, workdir: Path, worker
                 future.cancel()
             raise
     return []
-
-
-def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """Read ``manifest.json`` from a shard directory (or the file itself)."""
-    path = Path(path)
-    path = path / "manifest.json" if path.is_dir() else path
-    if not path.exists():
-        raise ShardError("no manifest.json: run `neurofm prepare` first", path)
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ShardError(f"manifest is not valid JSON ({err})", path) from err
-    entries = manifest.get("shards") if isinstance(manifest, dict) else None
-    if not isinstance(entries, list):
-        raise ShardError("manifest has no list of shards: not written by neurofm prepare", path)
-    for k, entry in enumerate(entries):
-        absent = [key for key in ("name", "split", "modality")
-                  if not isinstance(entry, dict) or key not in entry]
-        if absent:
-            raise ShardError(f"manifest entry {k} has no {', '.join(absent)}: not written by "
-                             "neurofm prepare, or edited", path)
-    return manifest
 
 
 def run_prepare(cfg) -> int:

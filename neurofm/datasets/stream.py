@@ -18,7 +18,6 @@ import os
 import random
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,13 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from neurofm.datasets.shards import decode_sample, load_manifest, sha256_of
+from neurofm.batch import Batch, collate_segments, patch_samples
+from neurofm.datasets.codec import decode_sample
+from neurofm.datasets.manifest import load_manifest, sha256_of
 from neurofm.errors import ShardError
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm.datasets")
-
-KIND_IDS = {"eeg": 0, "mag": 1, "grad": 2, "seeg": 3, "ecog": 4, "parcel": 5}
-MODALITY_IDS = {"eeg": 0, "meg": 1, "ieeg": 2, "fmri": 3}
 
 
 # --------------------------------------------------------------------------- shard lists
@@ -232,53 +230,13 @@ def stream(
 # --------------------------------------------------------------------------- batches
 
 
-@dataclass
-class Batch:
-    """Segments padded to a common size.
-
-    Attributes
-    ----------
-    signal : Tensor, float32 [B, C, T]
-    positions, orientations : Tensor, float32 [B, C, 3]
-    kinds : Tensor, int64 [B, C] (``KIND_IDS``; -1 on padding)
-    channel_mask : Tensor, bool [B, C] (True = real sensor)
-    time_mask : Tensor, bool [B, T] (True = real sample)
-    sfreq : Tensor, float32 [B] (Hz)
-    modality : Tensor, int64 [B] (``MODALITY_IDS``)
-    meta : list of dict
-    """
-
-    signal: torch.Tensor
-    positions: torch.Tensor
-    orientations: torch.Tensor
-    kinds: torch.Tensor
-    channel_mask: torch.Tensor
-    time_mask: torch.Tensor
-    sfreq: torch.Tensor
-    modality: torch.Tensor
-    meta: list[dict[str, Any]]
-
-    def to(self, device: torch.device | str) -> Batch:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(self).items()}
-        return Batch(**moved)
-
-    def to_torch(self) -> Batch:
-        """Numpy fields -> tensors (zero-copy). Loader workers send numpy batches: one
-        pickled message costs a fraction of passing eight shared-memory tensors."""
-        return Batch(**{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
-                        for k, v in vars(self).items()})
-
-    def __len__(self) -> int:
-        return self.signal.shape[0]
-
-
 def crop_to_budget(seg: Segment, max_tokens: int, patch_s: float, rng: np.random.Generator) -> Segment:
     """Random time crop (whole patches) so that sensors x patches <= ``max_tokens``.
 
     A segment whose sensors alone exceed the budget keeps one patch of a random
     subset of ``max_tokens`` sensors.
     """
-    patch = max(1, int(round(patch_s * seg.sfreq)))
+    patch = patch_samples(patch_s, seg.sfreq)
     n_patches = seg.n_times // patch
     if seg.n_sensors * n_patches <= max_tokens:
         return seg
@@ -290,52 +248,6 @@ def crop_to_budget(seg: Segment, max_tokens: int, patch_s: float, rng: np.random
     meta = dict(seg.meta, onset_s=seg.meta.get("onset_s", 0.0) + start / seg.sfreq)
     return Segment(seg.signal[:, start : start + keep * patch], seg.positions, seg.orientations,
                    seg.kinds, meta)
-
-
-# meta a batch carries (per-sensor lists stay behind: they cost more to pass between
-# processes than the signal itself)
-BATCH_META = ("key", "source", "dataset", "subject", "session", "task", "run", "split",
-              "modality", "onset_s", "label", "event_onset_s", "phenotype", "tr_s")
-
-
-def collate_segments(segments: list[Segment], meta_keys: tuple[str, ...] | None = BATCH_META,
-                     as_numpy: bool = False) -> Batch:
-    """Pad segments (any channel count, duration, modality) into a :class:`Batch` with masks.
-
-    ``meta_keys`` chooses which meta entries travel with the batch (None: all);
-    ``as_numpy`` keeps the fields as numpy arrays (see :meth:`Batch.to_torch`).
-    """
-    if not segments:
-        raise ValueError("cannot collate an empty list of segments")
-    b = len(segments)
-    c = max(s.n_sensors for s in segments)
-    t = max(s.n_times for s in segments)
-    signal = np.zeros((b, c, t), np.float32)
-    positions = np.zeros((b, c, 3), np.float32)
-    orientations = np.zeros((b, c, 3), np.float32)
-    kinds = np.full((b, c), -1, np.int64)
-    channel_mask = np.zeros((b, c), bool)
-    time_mask = np.zeros((b, t), bool)
-    for i, s in enumerate(segments):
-        signal[i, : s.n_sensors, : s.n_times] = s.signal
-        positions[i, : s.n_sensors] = s.positions
-        orientations[i, : s.n_sensors] = s.orientations
-        kinds[i, : s.n_sensors] = [KIND_IDS[k] for k in s.kinds]
-        channel_mask[i, : s.n_sensors] = True
-        time_mask[i, : s.n_times] = True
-    batch = Batch(
-        signal=signal,
-        positions=positions,
-        orientations=orientations,
-        kinds=kinds,
-        channel_mask=channel_mask,
-        time_mask=time_mask,
-        sfreq=np.array([s.sfreq for s in segments], dtype=np.float32),
-        modality=np.array([MODALITY_IDS[s.modality] for s in segments], dtype=np.int64),
-        meta=[s.meta if meta_keys is None else {k: s.meta[k] for k in meta_keys if k in s.meta}
-              for s in segments],
-    )
-    return batch if as_numpy else batch.to_torch()
 
 
 def batched_stream(

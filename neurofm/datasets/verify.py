@@ -7,7 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from neurofm.datasets.shards import _read_part, decode_sample, load_manifest, sha256_of
+from neurofm.datasets.codec import decode_sample
+from neurofm.datasets.manifest import load_manifest, sha256_of
+from neurofm.datasets.shards import _read_part
 from neurofm.errors import NeurofmError
 
 logger = logging.getLogger("neurofm.datasets")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from neurofm.datasets.stream import collate_segments
+from neurofm.batch import collate_segments, patch_samples
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune.protocols import Split
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
@@ -265,7 +265,7 @@ def fit_encoding(
     else:
         backbone = copy.deepcopy(backbone)
     seg = data.segments[0]
-    patch = max(1, round(backbone.config.patch_s[seg.modality] * seg.sfreq))
+    patch = patch_samples(backbone.config.patch_s[seg.modality], seg.sfreq)
     if seg.n_times % patch:
         raise ConfigError(f"windows of {seg.duration_s:g} s are not a whole number of "
                           f"{backbone.config.patch_s[seg.modality]:g} s patches")

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from neurofm.datasets.stream import collate_segments
+from neurofm.batch import collate_segments
 from neurofm.errors import ConfigError, NotAvailableError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers.segment import Segment

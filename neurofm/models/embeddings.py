@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neurofm.datasets.stream import KIND_IDS
+from neurofm.batch import KIND_IDS
 
 
 def patchify(signal: torch.Tensor, time_mask: torch.Tensor, patch: int, patch_len: int

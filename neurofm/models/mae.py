@@ -15,49 +15,15 @@ P samples per patch, D model width.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from neurofm.datasets.stream import MODALITY_IDS, Batch
-from neurofm.errors import ConfigError
+from neurofm.batch import MODALITY_IDS, Batch, patch_samples
+from neurofm.models.config import ModelConfig
 from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding, patchify
 from neurofm.models.encoder import Encoder, attention
-
-MASK_STRATEGIES = ("random", "channels", "time", "mixed")
-
-
-@dataclass
-class ModelConfig:
-    """Architecture and masking (plain data; ``configs/model/*.yaml``)."""
-
-    dim: int = 64
-    depth: int = 2
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    decoder_dim: int = 64
-    decoder_depth: int = 1
-    decoder_heads: int = 4
-    patch_s: dict = field(default_factory=lambda: {"eeg": 1.0, "meg": 1.0, "ieeg": 1.0, "fmri": 6.0})
-    patch_len: int = 200
-    spatial_latents: int | None = None
-    mask_ratio: float = 0.75
-    mask_strategy: str = "mixed"
-    spectral_weight: float = 0.0
-    interpolation_prior: bool = False
-    attention: str = "sdpa"
-    dropout: float = 0.0
-    activation_checkpointing: bool = False
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        if self.mask_strategy not in MASK_STRATEGIES:
-            raise ConfigError(f"mask_strategy must be one of {MASK_STRATEGIES}, got {self.mask_strategy!r}")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.spatial_latents is not None and self.spatial_latents < 1:
-            raise ConfigError(f"spatial_latents must be a positive count or null, got {self.spatial_latents}")
 
 
 @dataclass
@@ -190,7 +156,7 @@ class MaskedAutoencoder(nn.Module):
             raise ValueError("a batch must hold one modality at one sampling rate "
                              "(batched_stream buckets batches this way)")
         name = next(k for k, v in MODALITY_IDS.items() if v == int(modality[0]))
-        patch = max(1, round(self.config.patch_s[name] * float(sfreq[0])))
+        patch = patch_samples(self.config.patch_s[name], sfreq[0])
         if batch.signal.shape[-1] < patch:
             raise ValueError(f"segments of {batch.signal.shape[-1]} samples are shorter than one "
                              f"patch ({patch} samples = {self.config.patch_s[name]} s)")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from neurofm.datasets.stream import Batch
+from neurofm.batch import Batch
 from neurofm.errors import TrainingError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
@@ -23,7 +24,7 @@ class PretrainModule(pl.LightningModule):
     lr : float
         Peak learning rate.
     weight_decay : float
-        AdamW weight decay (not on norms, biases, embeddings' kinds).
+        AdamW weight decay of matrices (:func:`make_optimizer`).
     warmup_steps : int
         Linear warmup, then cosine decay to ``min_lr_ratio * lr`` at ``max_steps``.
     max_steps : int
@@ -78,18 +79,25 @@ class PretrainModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            (no_decay if param.ndim < 2 or "embed" in name and "kind" in name else decay).append(param)
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=hp.lr, betas=(0.9, 0.95))
-
-        def schedule(step: int) -> float:
-            if step < hp.warmup_steps:
-                return (step + 1) / hp.warmup_steps
-            progress = min(1.0, (step - hp.warmup_steps) / max(1, hp.max_steps - hp.warmup_steps))
-            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        optimizer = make_optimizer(self.model, hp.lr, hp.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(warmup_cosine, warmup_steps=hp.warmup_steps,
+                                         max_steps=hp.max_steps, min_lr_ratio=hp.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95) decaying matrices only: a tensor with >= 2 dims (linear
+    weights, embedding tables) is decayed; vectors (biases, norm gains, gates) are not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """LR multiplier: linear warmup over ``warmup_steps``, then cosine to ``min_lr_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

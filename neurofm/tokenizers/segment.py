@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 KINDS = ("eeg", "mag", "grad", "seeg", "ecog", "parcel")
+MODALITIES = ("eeg", "meg", "ieeg", "fmri")
 # meta entries that hold one value per sensor (they follow the sensors in permute()).
 PER_SENSOR_META = (
     "ch_names", "coil_types", "unit_scale", "channel_scale",

@@ -1,0 +1,120 @@
+"""EEG/MEG/iEEG cleaning steps: flat/saturated channels, mains-frequency detection, the
+notch + resample + band-pass filter chain (MNE's), and BAD_ annotation labels."""
+
+from __future__ import annotations
+
+import warnings
+
+import mne
+import numpy as np
+
+from neurofm.errors import RecordingError
+
+
+def subsample(data: np.ndarray, max_samples: int = 20_000) -> np.ndarray:
+    """A strided view with at most ``max_samples`` per channel, for channel statistics."""
+    step = max(1, data.shape[1] // max_samples)
+    return data[:, ::step]
+
+
+
+def flat_or_saturated(data: np.ndarray, kinds: np.ndarray) -> dict[int, str]:
+    """Indices of channels that are flat (no variance), clipped at the ADC rail, or all NaN.
+
+    Statistics come from an evenly strided subsample (at most 20k samples per
+    channel): a flat or clipped channel is so throughout.
+    """
+    view = subsample(data)
+    finite = np.isfinite(view)
+    clean = view if finite.all() else np.where(finite, view, 0.0)
+    std = clean.std(axis=1)
+    flagged: dict[int, str] = {}
+    for kind in np.unique(kinds):
+        sel = np.flatnonzero(kinds == kind)
+        typical = np.median(std[sel])
+        for i in sel[std[sel] <= max(typical * 1e-4, np.finfo(np.float64).tiny)]:
+            flagged[int(i)] = "flat"
+    if clean.shape[1] >= 100:
+        top = clean.max(axis=1, keepdims=True)
+        bottom = clean.min(axis=1, keepdims=True)
+        at_rail = np.maximum((clean == top).mean(axis=1), (clean == bottom).mean(axis=1))
+        # a clipped channel has a continuum of values plus a pile-up at the rail; few-level
+        # (coarsely quantised) channels pile up everywhere and are not called saturated
+        for i in np.flatnonzero(at_rail > 0.05):
+            if np.unique(clean[i, :10_000]).size < 16:
+                continue
+            flagged.setdefault(int(i), f"saturated ({at_rail[i]:.0%} of samples at the rail)")
+    if not finite.all():
+        for i in np.flatnonzero(~np.isfinite(data).any(axis=1)):
+            flagged[int(i)] = "all samples NaN/inf"
+    return flagged
+
+
+
+def detect_line_freq(data: np.ndarray, sfreq: float) -> float | None:
+    """Mains frequency (50 or 60 Hz) if a clear spectral peak is there, else None.
+
+    Uses the median log-spectrum across channels of the data given; a peak
+    counts when its power is at least 5x the median of its 2-5 Hz neighbourhood.
+    """
+    from scipy.signal import welch
+
+    candidates = [f for f in (50.0, 60.0) if f < sfreq / 2 - 5]
+    if not candidates or data.shape[1] < 2 * sfreq:
+        return None
+    freqs, psd = welch(data, fs=sfreq, nperseg=int(2 * sfreq), axis=-1)
+    logp = np.median(np.log(psd + np.finfo(float).tiny), axis=0)
+    scores = {}
+    for f0 in candidates:
+        peak = logp[np.argmin(np.abs(freqs - f0))]
+        ring = (np.abs(freqs - f0) >= 2) & (np.abs(freqs - f0) <= 5)
+        scores[f0] = peak - np.median(logp[ring])
+    best = max(scores, key=scores.get)
+    return best if scores[best] > np.log(5.0) else None
+
+
+
+def filter_raw(
+    raw: mne.io.BaseRaw,
+    sfreq: float,
+    l_freq: float | None,
+    h_freq: float | None,
+    line_freq: float | str | None,
+    source: str,
+) -> tuple[float | None, float | None]:
+    """Notch, resample and band-pass ``raw`` in place; return (line_freq, h_freq) used."""
+    native = raw.info["sfreq"]
+    if h_freq is None:
+        h_freq = 0.45 * min(sfreq, native)
+    elif native < 2 * h_freq:
+        raise RecordingError(
+            f"sampling rate {native:g} Hz is below 2x the requested band top {h_freq:g} Hz; "
+            f"lower h_freq to < {native / 2:g} Hz",
+            source,
+        )
+    if line_freq == "auto":
+        line_freq = raw.info["line_freq"] or detect_line_freq(raw._data[:, : int(30 * native)], native)
+    quiet = {"verbose": "error"}
+    if l_freq is not None and l_freq >= h_freq:
+        raise RecordingError(f"at {native:g} Hz the band top is {h_freq:g} Hz, not above l_freq="
+                             f"{l_freq:g} Hz: is the sampling rate right? Otherwise lower l_freq", source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # filter longer than a short recording: MNE pads
+            if line_freq:
+                notches = np.arange(line_freq, min(h_freq + line_freq, native / 2), line_freq)
+                notches = notches[notches < native / 2 - 1]
+                if len(notches):
+                    raw.notch_filter(notches, picks="all", **quiet)
+            if not np.isclose(native, sfreq):
+                raw.resample(sfreq, npad="auto", **quiet)
+            raw.filter(l_freq, h_freq, picks="all", **quiet)
+    except ValueError as err:  # MNE's filter design refuses bands it cannot build at this rate
+        raise RecordingError(f"cannot filter {l_freq}-{h_freq:g} Hz at {native:g} Hz ({err}); "
+                             "check the sampling rate, or pass l_freq / h_freq", source) from err
+    return (float(line_freq) if line_freq else None), float(h_freq)
+
+
+
+def is_bad_label(labels: np.ndarray) -> np.ndarray:
+    return np.array([str(d).upper().startswith(("BAD", "EDGE")) for d in labels], dtype=bool)

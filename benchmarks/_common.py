@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests.helpers: what tests and benchmarks share
+    sys.path.append(str(ROOT))
 
 
 def data_dir() -> Path:
@@ -30,19 +32,39 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
-# The EEGLAB tutorial recording's channel labels: its .set in the shared data was saved
-# without chanlocs, so it reads as "EEG 000..." and needs these to get positions.
-EEGLAB_TUTORIAL_CHANNELS = (
-    "FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
-    "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2"
-).split()
-
-
 def eeglab_tutorial():
     """The real EEGLAB tutorial recording (preloaded), channels renamed to its labels."""
-    import mne
+    from tests.helpers.data import read_eeglab_tutorial
 
-    raw = mne.io.read_raw_eeglab(data_dir() / "meeg" / "eeglab" / "test_raw.set", preload=True,
-                                 verbose="error")
-    raw.rename_channels(dict(zip(raw.ch_names, EEGLAB_TUTORIAL_CHANNELS, strict=True)))
-    return raw
+    return read_eeglab_tutorial(data_dir() / "meeg")
+
+
+def pretrain_steps(config, batches, steps: int, lr: float, on_step: Callable | None = None,
+                   model=None):
+    """``neurofm pretrain``'s recipe in a plain loop: :class:`PretrainModule`'s model, optimizer
+    (AdamW decaying matrices only) and warmup + cosine schedule, gradient norm clipped at 1.0
+    (``trainer.gradient_clip_val``). ``model``: train this one instead of a new one of
+    ``config``. ``on_step(step, loss, model)`` after each step. Returns the model."""
+    import torch
+
+    from neurofm.configs.schema import OptimConfig, TrainerConfig
+    from neurofm.pretrain.module import PretrainModule
+
+    module = PretrainModule(config, OptimConfig(lr=lr), max_steps=steps)
+    if model is not None:
+        module.model = model
+    optimizer, schedule = module.optimizer_and_schedule()
+    clip = TrainerConfig().gradient_clip_val
+    model = module.model.train()
+    for step in range(1, steps + 1):
+        batch = next(batches)
+        batch = batch.to_torch() if hasattr(batch, "to_torch") else batch
+        loss = model(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        schedule.step()
+        if on_step is not None:
+            on_step(step, float(loss), model)
+    return model

@@ -34,36 +34,25 @@ from pathlib import Path
 import mne
 import numpy as np
 import torch
-from _common import data_dir, eeglab_tutorial
+from _common import data_dir, eeglab_tutorial, pretrain_steps
 from mne.decoding import CSP, Vectorizer
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, write_shards
-from neurofm.finetune.disorder import (
-    aggregate_subjects,
-    connectivity_features,
-    fc_logistic,
-    plant_group_difference,
-    subject_labels,
-)
-from neurofm.finetune.encoding import (
-    encoding_data,
-    event_features,
-    fit_encoding,
-    per_sensor_r,
-    plot_sensor_r,
-    predict_encoding,
-    ridge_trf,
-    time_splits,
-)
-from neurofm.finetune.metrics import classification_metrics
-from neurofm.finetune.protocols import event_kfold, few_shot, subject_kfold
+from neurofm.finetune.baselines import connectivity_features, fc_logistic, ridge_trf
+from neurofm.finetune.disorder import aggregate_subjects, subject_labels
+from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
+from neurofm.finetune.metrics import classification_metrics, per_sensor_r
+from neurofm.finetune.plots import plot_sensor_r
+from neurofm.finetune.protocols import event_kfold, few_shot, subject_kfold, time_splits
 from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_embeddings
 from neurofm.models.io import load_pretrained, save_pretrained
-from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.models.mae import MaskedAutoencoder
 from neurofm.tokenizers import tokenize_events, tokenize_raw
+from tests.helpers.planted import plant_group_difference
 
 warnings.simplefilter("ignore")
 mne.set_log_level("ERROR")
@@ -73,18 +62,9 @@ def pretrain(raw_path: Path, bdf: Path, steps: int, tmp: Path) -> MaskedAutoenco
     write_shards([raw_path, bdf], tmp / "shards",
                  PrepareOptions(window_s=4.0, stride_s=1.0, split_fractions=(1.0, 0.0, 0.0)))
     torch.manual_seed(0)
-    model = MaskedAutoencoder(ModelConfig(mask_strategy="channels", mask_ratio=0.5))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.05)
+    config = model_config("tiny", mask_strategy="channels", mask_ratio=0.5)
     batches = iter(batched_stream(tmp / "shards", 16, "train", resampled=True, shuffle_buffer=500))
-    for _ in range(steps):
-        loss = model(next(batches).to_torch())["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-    return model.eval()
+    return pretrain_steps(config, batches, steps, lr=3e-3).eval()
 
 
 def _classification_table(protocols: dict, methods: dict, labels, subject_level=None) -> dict:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from importlib import resources
+from dataclasses import asdict
 
 import mne
 import torch
-import yaml
 from _common import eeglab_tutorial
 
+from neurofm.configs.schema import model_config
 from neurofm.datasets import collate_segments
 from neurofm.embedding import NeuroFM
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     raw = eeglab_tutorial()
     segments = list(tokenize_raw(raw, window_s=4.0, stride_s=1.0))
-    cfg = yaml.safe_load((resources.files("neurofm.configs") / "model" / f"{args.model}.yaml").read_text())
+    cfg = asdict(model_config(args.model))
     model = NeuroFM(MaskedAutoencoder(ModelConfig(**cfg))).to(args.device)
     batches = [collate_segments(segments[k : k + args.batch]).to(args.device)
                for k in range(0, len(segments), args.batch)]

@@ -18,18 +18,17 @@ import argparse
 import tempfile
 import time
 import warnings
-from importlib import resources
 from pathlib import Path
 
 import matplotlib
 import mne
 import numpy as np
 import torch
-import yaml
-from _common import data_dir, eeglab_tutorial
+from _common import data_dir, eeglab_tutorial, pretrain_steps
 
+from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, collate_segments, stream, write_shards
-from neurofm.models.mae import MaskedAutoencoder, ModelConfig, spatial_interpolation
+from neurofm.models.mae import MaskedAutoencoder, spatial_interpolation
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -97,33 +96,26 @@ def main() -> None:
               f"4 s windows (stride 1 s) from EEGLAB + BDF; held out: "
               f"{ {k: len(v) for k, v in held.items()} } windows; prepared in {time.perf_counter() - start:.1f} s")
 
-        cfg = yaml.safe_load((resources.files("neurofm.configs") / "model" / f"{args.model}.yaml").read_text())
-        cfg.update(mask_strategy=args.mask, mask_ratio=0.5, interpolation_prior=args.interpolation_prior)
-        model = MaskedAutoencoder(ModelConfig(**cfg))
+        config = model_config(args.model, mask_strategy=args.mask, mask_ratio=0.5,
+                              interpolation_prior=args.interpolation_prior)
+        model = MaskedAutoencoder(config)
         lr = args.lr or (3e-3 if args.model == "tiny" else 1e-3)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr,
-                                      weight_decay=0.05, betas=(0.9, 0.95))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
-                                                       total_steps=args.steps, pct_start=0.05)
         batches = iter(batched_stream(tmp / "train", args.batch, "train", resampled=True, shuffle_buffer=500))
         before = {k: held_out_r2(model, v) for k, v in held.items()}
         interpolation = {k: held_out_r2(model, v, interpolation_only=True) for k, v in held.items()}
         curve, evals = [], []
-        start = time.perf_counter()
-        for step in range(1, args.steps + 1):
-            batch = next(batches).to_torch()
-            loss = model(batch)["loss"]
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            curve.append(loss.item())
-            if step % max(1, args.steps // 10) == 0:
+        every = max(1, args.steps // 10)
+
+        def on_step(step: int, loss: float, model: MaskedAutoencoder) -> None:
+            curve.append(loss)
+            if step % every == 0:
                 r2 = {k: held_out_r2(model, v) for k, v in held.items()}
                 evals.append((step, r2))
                 print(f"step {step:5d}  train loss {np.mean(curve[-50:]):.3f}  held-out R2 "
                       + "  ".join(f"{k} {v:.3f}" for k, v in r2.items()), flush=True)
+
+        start = time.perf_counter()
+        pretrain_steps(config, batches, args.steps, lr, on_step, model=model)  # neurofm pretrain's recipe
         minutes = (time.perf_counter() - start) / 60
     after = evals[-1][1]
     print(f"\n{args.model}: {args.steps} steps in {minutes:.1f} min on CPU")

@@ -20,15 +20,14 @@ import argparse
 import tempfile
 import time
 import warnings
-from importlib import resources
 from pathlib import Path
 
 import mne
 import torch
-import yaml
 from _common import eeglab_tutorial
 from torch import nn
 
+from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, collate_segments, write_shards
 from neurofm.datasets.stream import make_loader
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
@@ -77,7 +76,7 @@ def main() -> None:
     raw = eeglab_tutorial()
     segments = list(tokenize_raw(raw, window_s=4.0))[: args.batch]
     batch = collate_segments(segments).to(device)
-    cfg = ModelConfig(**yaml.safe_load((resources.files("neurofm.configs") / "model" / f"{args.model}.yaml").read_text()))
+    cfg = model_config(args.model)
     n_tokens = batch.signal.shape[0] * batch.signal.shape[1] * (batch.signal.shape[2] // 200)
 
     torch.manual_seed(0)

@@ -76,6 +76,7 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
     import hydra
     from omegaconf import DictConfig
 
+    from neurofm.configs.schema import register
     from neurofm.console import setup_logging
 
     status = {"code": 0}
@@ -92,6 +93,7 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
             status["code"] = 130
 
     task.__module__ = __name__
+    register()
     app = hydra.main(config_path="configs", config_name=command, version_base="1.3")(task)
     saved = sys.argv
     # keep argv[0] (the script) and remember the command: Lightning's DDP launcher re-runs

@@ -176,18 +176,16 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM
 
 
 OUT_SUFFIXES = (".npy", ".parquet")
-EMBED_KEYS = ("ckpt", "input", "atlas", "out", "window_s", "batch_size", "device")
 
 
 def run_embed(cfg) -> int:
-    """``neurofm embed ckpt=... input=... out=emb.npy [+montage=... any tokenizer option]``."""
-    from omegaconf import OmegaConf
-
+    """``neurofm embed ckpt=... input=... out=emb.npy [+tokenizer.montage=... any tokenizer option]``."""
+    from neurofm.configs.schema import typed
     from neurofm.console import logger as root
     from neurofm.datasets.shards import FMRI_OPTIONS, MEEG_OPTIONS
 
-    conf = OmegaConf.to_container(cfg, resolve=True)
-    out = Path(conf["out"])
+    conf = typed(cfg)  # an EmbedConfig
+    out = Path(conf.out)
     if out.suffix not in OUT_SUFFIXES:  # before any work
         raise NeurofmError(f"out must end in {' or '.join(OUT_SUFFIXES)}", out)
     if out.suffix == ".parquet":
@@ -196,13 +194,12 @@ def run_embed(cfg) -> int:
         if importlib.util.find_spec("pyarrow") is None:
             raise NeurofmError("writing .parquet needs pyarrow: pip install 'neurofm[parquet]', "
                                "or use out=*.npy", out)
-    extra = {k: v for k, v in conf.items() if k not in EMBED_KEYS}
     valid = ["sfreq", *dict.fromkeys([*MEEG_OPTIONS, *FMRI_OPTIONS])]
-    options = check_keywords(extra, valid, "+{}=")
-    device = conf["device"] if conf["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(conf["ckpt"], device=device)
-    result = model.embed(conf["input"], atlas=conf["atlas"], batch_size=conf["batch_size"],
-                         window_s=conf["window_s"], **options)
+    options = check_keywords(conf.tokenizer, valid, "+tokenizer.{}=")
+    device = conf.device if conf.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load(conf.ckpt, device=device)
+    result = model.embed(conf.input, atlas=conf.atlas, batch_size=conf.batch_size,
+                         window_s=conf.window_s, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")
     if out.suffix == ".parquet":
@@ -220,5 +217,5 @@ def run_embed(cfg) -> int:
         np.save(tmp, result.times)
         os.replace(tmp, times)
     root.info("embedded %d windows (dim %d) of %s -> %s", len(result.windows), result.windows.shape[1],
-              conf["input"], out)
+              conf.input, out)
     return 0

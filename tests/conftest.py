@@ -59,6 +59,14 @@ def eegmmidb(meeg) -> Path:
     return meeg / "eegmmidb"
 
 
+@pytest.fixture(scope="session")
+def eeglab_tutorial(meeg) -> mne.io.BaseRaw:
+    """The real EEGLAB tutorial recording, preloaded, channels named (copy before changing it)."""
+    from tests.helpers.data import read_eeglab_tutorial
+
+    return read_eeglab_tutorial(meeg)
+
+
 def pytest_configure(config):
     mne.set_log_level("ERROR")
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in MNE.*")

@@ -123,14 +123,14 @@ def test_cli_embed_takes_tokenizer_options(checkpoints, meeg, tmp_path):
     refused = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={edf}", f"out={out}")
     assert refused.returncode == 2 and "have no position" in refused.stderr
     result = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={edf}", f"out={out}",
-                     "window_s=2.0", "+on_missing_positions=drop", "+montage=standard_1005")
+                     "window_s=2.0", "+tokenizer.on_missing_positions=drop", "+tokenizer.montage=standard_1005")
     assert result.returncode == 0, result.stderr
     expected = neurofm.load(checkpoints["exported"]).embed(edf, window_s=2.0, on_missing_positions="drop")
     np.testing.assert_allclose(np.load(out), expected.windows, rtol=1e-6)
-    typo = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={edf}", f"out={out}", "+montag=x")
+    typo = run_cli("embed", f"ckpt={checkpoints['exported']}", f"input={edf}", f"out={out}", "+tokenizer.montag=x")
     lines = [line for line in typo.stderr.splitlines() if line.strip()]
     assert typo.returncode == 2 and len(lines) == 1
-    assert "unknown option +montag= (did you mean 'montage'?)" in lines[0]
+    assert "unknown option +tokenizer.montag= (did you mean 'montage'?)" in lines[0]
 
 
 def test_cli_embed_refuses_a_bad_out_before_any_work(tmp_path):

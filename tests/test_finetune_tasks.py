@@ -6,44 +6,33 @@ import json
 import os
 import sys
 
-import mne
 import numpy as np
 import pytest
 import torch
 
 from neurofm.batch import collate_segments
 from neurofm.errors import NeurofmError
-from neurofm.finetune.disorder import (
-    aggregate_subjects,
-    connectivity_features,
-    fc_logistic,
-    plant_group_difference,
-    subject_labels,
-)
+from neurofm.finetune.baselines import connectivity_features, fc_logistic, ridge_trf
+from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import (
     EncodingModel,
     encoding_data,
     event_features,
     fit_encoding,
-    per_sensor_r,
     predict_encoding,
-    ridge_trf,
-    time_splits,
 )
-from neurofm.finetune.metrics import classification_metrics
-from neurofm.finetune.protocols import subject_kfold
+from neurofm.finetune.metrics import classification_metrics, per_sensor_r
+from neurofm.finetune.protocols import subject_kfold, time_splits
 from neurofm.finetune.tasks import add_lora, finetune_classifier
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_raw
 from tests.helpers.cli import run_cli
-from tests.test_tokenize_meeg import EEGLAB_TUTORIAL_CHANNELS
+from tests.helpers.planted import plant_group_difference
 
 
 @pytest.fixture(scope="module")
-def tutorial(meeg):
-    raw = mne.io.read_raw_eeglab(meeg / "eeglab" / "test_raw.set", preload=True)
-    raw.rename_channels(dict(zip(raw.ch_names, EEGLAB_TUTORIAL_CHANNELS, strict=True)))
-    return raw
+def tutorial(eeglab_tutorial):
+    return eeglab_tutorial.copy()
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +284,7 @@ def test_lora_without_peft_is_a_clear_error(monkeypatch):
 
 
 def test_per_parcel_r_plot_on_real_bold(fmri, atlases, tmp_path):
-    from neurofm.finetune.encoding import plot_sensor_r
+    from neurofm.finetune.plots import plot_sensor_r
     from neurofm.tokenizers import tokenize_bold
 
     seg = tokenize_bold(fmri / "nipy_functional.nii.gz", atlas=atlases / "Schaefer200_space-MNI152NLin6_res-2x2x2.nii.gz",

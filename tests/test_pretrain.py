@@ -100,11 +100,13 @@ def test_ddp_two_processes_on_cpu_over_real_shards(tmp_path, real_shards):
     result = pretrain(f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "trainer=ddp",
                       "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
                       "trainer.max_steps=4", "data.num_workers=0", "data.batch_size=4",
-                      "log_sample_keys=true", *FAST[1:], "model=tiny")
+                      "log_sample_keys=true", "data.resampled=false", *FAST[1:], "model=tiny")
     assert result.returncode == 0, result.stderr[-4000:]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
-    keys = [set((run / f"keys-rank{r}.txt").read_text().split()) for r in (0, 1)]
-    assert all(len(k) > 0 for k in keys)
+    keys = [(run / f"keys-rank{r}.txt").read_text().split() for r in (0, 1)]
+    # each rank trained on 4 batches of 4 windows, and no window went to both ranks
+    assert [len(k) for k in keys] == [16, 16]
+    assert not set(keys[0]) & set(keys[1])
 
 
 def test_ddp_validates_when_the_val_split_has_fewer_shards_than_ranks(tmp_path, meeg):
@@ -372,3 +374,17 @@ def test_a_full_disk_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"global_step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_weight_decay_falls_on_matrices_only():
+    from neurofm.pretrain.module import make_optimizer
+
+    model = MaskedAutoencoder(ModelConfig(interpolation_prior=True))
+    decay, no_decay = make_optimizer(model, lr=1e-3, weight_decay=0.05).param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    named = dict(model.named_parameters())
+    decayed = {n for n, p in named.items() if any(p is q for q in decay["params"])}
+    # both sensor-kind tables (encoder and decoder side) are matrices and are decayed alike
+    assert {"sensor_embed.kind.weight", "decoder_sensor.kind.weight"} <= decayed
+    assert decayed == {n for n, p in named.items() if p.ndim >= 2}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(named)

@@ -13,12 +13,7 @@ from neurofm.errors import MissingPositionsError, RecordingError
 from neurofm.tokenizers import Segment, plot_sensors, tokenize_events, tokenize_raw
 from neurofm.tokenizers.cleaning import detect_line_freq
 from neurofm.tokenizers.eeg_meg import UNIT_SCALE, read_recording
-
-# The EEGLAB tutorial recording's channel labels (its .set here was saved without chanlocs).
-EEGLAB_TUTORIAL_CHANNELS = (
-    "FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
-    "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2"
-).split()
+from tests.helpers.data import read_eeglab_tutorial
 
 # file, options, expected kinds, expected modality
 DEVICES = {
@@ -34,9 +29,7 @@ DEVICES = {
 
 
 def eeglab_tutorial(meeg) -> mne.io.BaseRaw:
-    raw = mne.io.read_raw_eeglab(meeg / "eeglab" / "test_raw.set", preload=False)
-    raw.rename_channels(dict(zip(raw.ch_names, EEGLAB_TUTORIAL_CHANNELS, strict=True)))
-    return raw
+    return read_eeglab_tutorial(meeg, preload=False)
 
 
 @pytest.fixture(scope="module", params=list(DEVICES))
@@ -287,10 +280,21 @@ def test_flat_and_extreme_windows(meeg):
     assert any(r["onset_s"] == 4.0 and "amplitude" in r["reason"] for r in segments.report["rejected"])
 
 
-def test_lazy_crop_reads_only_the_span(meeg):
-    segments = tokenize_raw(eeglab_tutorial(meeg), window_s=2.0, tmin_s=100.0, tmax_s=110.0)
+def test_lazy_crop_reads_only_the_span(meeg, monkeypatch):
+    raw = eeglab_tutorial(meeg)  # not preloaded: 30 504 samples per channel on disk
+    read = []
+    original = type(raw)._read_segment_file
+
+    def counting(self, data, idx, fi, start, stop, *args):
+        read.append(stop - start)
+        return original(self, data, idx, fi, start, stop, *args)
+
+    monkeypatch.setattr(type(raw), "_read_segment_file", counting)
+    segments = tokenize_raw(raw, window_s=2.0, tmin_s=100.0, tmax_s=110.0)
     assert len(segments) == 5
     assert segments[0].meta["onset_s"] == 0.0
+    # only the 10 s span (1281 samples at 128 Hz) came off the disk, not the 238 s recording
+    assert 0 < sum(read) <= 1281
 
 
 def test_bids_entities_from_file_name(meeg, tmp_path):

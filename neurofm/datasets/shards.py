@@ -109,12 +109,12 @@ class PrepareOptions:
     stride_s: float | None = None
     sfreq: float = 200.0
     atlas: str | None = None
-    roi_tr_s: float | dict | None = None
+    roi_tr_s: Any = None
     roi_coords: str | None = None
     phenotype: str | None = None
     subject_pattern: str | None = None
-    meeg: dict = field(default_factory=dict)
-    fmri: dict = field(default_factory=dict)
+    meeg: dict[str, Any] = field(default_factory=dict)
+    fmri: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float16"
     shard_size_mb: float = 256.0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -589,14 +589,15 @@ def _pool_run(todo: list[Source], options: PrepareOptions, workdir: Path, worker
 
 def run_prepare(cfg) -> int:
     """``neurofm prepare``: the Hydra entry point over :func:`write_shards`."""
-    from omegaconf import OmegaConf
+    from dataclasses import fields as dataclass_fields
 
+    from neurofm.configs.schema import typed
     from neurofm.console import logger as root_logger
 
-    conf = OmegaConf.to_container(cfg, resolve=True)
-    inputs, out, workers = conf.pop("inputs"), conf.pop("out"), int(conf.pop("workers", 1))
-    options = PrepareOptions(**conf)
-    manifest = write_shards(inputs, out, options, workers=workers)
+    conf = typed(cfg)  # a PrepareConfig: PrepareOptions + inputs, out, workers
+    options = PrepareOptions(**{f.name: getattr(conf, f.name) for f in dataclass_fields(PrepareOptions)})
+    out = conf.out
+    manifest = write_shards(conf.inputs, out, options, workers=conf.workers)
     totals = manifest["totals"]
     root_logger.info(
         "wrote %d shards, %d samples, %.2f h (%s) to %s; %d of %d files failed%s",

@@ -66,8 +66,11 @@ def verify_shards(shards: str | os.PathLike, decode: bool = True) -> list[dict[s
 
 def run_verify(cfg) -> int:
     """``neurofm verify shards=DIR``: exit 0 when every shard matches, 1 otherwise."""
+    from neurofm.configs.schema import typed
     from neurofm.console import logger as root_logger
     from neurofm.console import say
+
+    cfg = typed(cfg)  # a VerifyConfig
 
     problems = verify_shards(cfg.shards, decode=cfg.decode)
     n = len(load_manifest(cfg.shards)["shards"])

@@ -1,19 +1,28 @@
-"""Classical decoders a researcher would run without neurofm, on the same windows and splits:
-CSP + LDA (band power, the motor-imagery standard) and shrinkage LDA on the evoked waveform
-(the ERP standard)."""
+"""The classical methods a researcher would run without neurofm, on the same windows and splits:
+
+- decoding: CSP + LDA (band power, the motor-imagery standard) and shrinkage LDA on the
+  evoked waveform (the ERP standard);
+- encoding: the ridge temporal response function (``mne.decoding.ReceptiveField``);
+- subject level: functional connectivity + logistic regression.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mne.decoding import CSP, Vectorizer
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neurofm.errors import NeurofmError
 from neurofm.tokenizers.segment import Segment
+
+if TYPE_CHECKING:
+    from neurofm.finetune.encoding import EncodingData
 
 
 def shared_sensors(segments: Sequence[Segment]) -> list[np.ndarray]:
@@ -59,3 +68,65 @@ def erp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, decima
 
 
 DECODING_BASELINES = {"csp_lda": csp_lda, "erp_lda": erp_lda}
+
+
+def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,
+              alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-1, 7)), n_jobs: int = 1) -> np.ndarray:
+    """Ridge TRF (:class:`mne.decoding.ReceptiveField`) on the same lags; predicted ``[n_test, C, T]``.
+
+    Windows are epochs with the stimulus context, so each window's prediction uses the
+    stimulus before it as the neural model does. The ridge penalty is chosen on the last
+    fifth of the training windows (by mean Pearson r), then refit on all of them.
+    """
+    from mne.decoding import ReceptiveField
+
+    from neurofm.finetune.metrics import pearson_per_output
+
+    tmin, tmax = data.lags_s
+    x = data.stimulus.transpose(1, 0, 2).astype(np.float64)  # [X, n, F]
+    brain = data.brain().astype(np.float64)  # [n, C, T]
+    y = np.zeros((x.shape[0], len(data.segments), brain.shape[1]))  # [X, n, C]; context rows stay 0
+    y[data.before : data.before + brain.shape[2]] = brain.transpose(2, 0, 1)
+    window = slice(data.before, data.before + brain.shape[2])
+
+    def fit(alpha: float, idx: np.ndarray) -> ReceptiveField:
+        rf = ReceptiveField(tmin, tmax, data.sfreq, estimator=alpha, fit_intercept=True, n_jobs=n_jobs)
+        return rf.fit(x[:, idx], y[:, idx])
+
+    def score(rf: ReceptiveField, idx: np.ndarray) -> float:
+        pred = rf.predict(x[:, idx])[window]  # [T, n, C]
+        return float(np.mean(pearson_per_output(y[window][:, idx].reshape(-1, y.shape[2]),
+                                                pred.reshape(-1, y.shape[2]))))
+
+    import mne
+
+    n_val = max(1, len(train) // 5)
+    inner, val = train[:-n_val], train[-n_val:]
+    with mne.utils.use_log_level("error"):
+        best = max(alphas, key=lambda a: score(fit(a, inner), val))
+        pred = fit(best, train).predict(x[:, test])[window]  # [T, n_test, C]
+    return pred.transpose(1, 2, 0)
+
+
+def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Functional connectivity per subject (``subjects``: one ID per segment): Fisher-z Pearson correlation between every pair
+    of sensors over all of the subject's windows, upper triangle ``[S, C(C-1)/2]``.
+
+    Every subject must have the same sensors (names) in the same order; sensors are
+    matched by ``meta['ch_names']`` (or parcel labels) and reduced to those all share.
+    """
+    rows = shared_sensors(segments)
+    ids, inverse = np.unique(np.asarray(subjects).astype(str), return_inverse=True)
+    parts: list[list[np.ndarray]] = [[] for _ in ids]
+    for seg, seg_rows, k in zip(segments, rows, inverse, strict=True):
+        parts[k].append(seg.signal[seg_rows])
+    iu = np.triu_indices(len(rows[0]), k=1)
+    corr = np.stack([np.corrcoef(np.concatenate(p, axis=1))[iu] for p in parts])
+    return ids, np.arctanh(np.clip(corr, -0.999999, 0.999999))
+
+
+
+def fc_logistic(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Standardised, L2-regularised logistic regression on connectivity features; test probabilities."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000, random_state=seed))
+    return model.fit(x_train, y_train).predict_proba(x_test)

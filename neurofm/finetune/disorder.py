@@ -13,12 +13,8 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from neurofm.errors import NeurofmError
-from neurofm.finetune.baselines import shared_sensors
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm.finetune")
@@ -59,48 +55,3 @@ def aggregate_subjects(prob: np.ndarray, subjects: np.ndarray) -> tuple[np.ndarr
     return ids, out / out.sum(axis=1, keepdims=True)
 
 
-def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Functional connectivity per subject (``subjects``: one ID per segment): Fisher-z Pearson correlation between every pair
-    of sensors over all of the subject's windows, upper triangle ``[S, C(C-1)/2]``.
-
-    Every subject must have the same sensors (names) in the same order; sensors are
-    matched by ``meta['ch_names']`` (or parcel labels) and reduced to those all share.
-    """
-    rows = shared_sensors(segments)
-    ids, inverse = np.unique(np.asarray(subjects).astype(str), return_inverse=True)
-    parts: list[list[np.ndarray]] = [[] for _ in ids]
-    for seg, seg_rows, k in zip(segments, rows, inverse, strict=True):
-        parts[k].append(seg.signal[seg_rows])
-    iu = np.triu_indices(len(rows[0]), k=1)
-    corr = np.stack([np.corrcoef(np.concatenate(p, axis=1))[iu] for p in parts])
-    return ids, np.arctanh(np.clip(corr, -0.999999, 0.999999))
-
-
-def fc_logistic(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Standardised, L2-regularised logistic regression on connectivity features; test probabilities."""
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000, random_state=seed))
-    return model.fit(x_train, y_train).predict_proba(x_test)
-
-
-def plant_group_difference(segments: Sequence[Segment], amplitude: float, freq_hz: float = 6.0,
-                           centre_m: Sequence[float] = (0.0, 0.09, 0.10), width_m: float = 0.06,
-                           seed: int = 0) -> list[Segment]:
-    """Copies of ``segments`` with a known effect planted: an oscillation at ``freq_hz``
-    from one source near ``centre_m`` (head frame, m; default near Fz), seen by each
-    sensor with a Gaussian falloff of ``width_m``, at ``amplitude`` (scaled units, i.e.
-    robust SDs) times a per-window gain in [0.5, 1.5] and a random phase.
-
-    Used to test the subject-level path on real recordings when no labelled cohort is at
-    hand: the planted group must be told apart, the other must not change.
-    """
-    rng = np.random.default_rng(seed)
-    out = []
-    for seg in segments:
-        distance = np.linalg.norm(seg.positions - np.asarray(centre_m, dtype=np.float32), axis=1)
-        pattern = np.exp(-0.5 * (distance / width_m) ** 2)  # [C]
-        t = np.arange(seg.n_times) / seg.sfreq
-        wave = np.sin(2 * np.pi * freq_hz * t + rng.uniform(0, 2 * np.pi)) * rng.uniform(0.5, 1.5)
-        out.append(Segment(signal=(seg.signal + amplitude * pattern[:, None] * wave[None, :]).astype(np.float32),
-                           positions=seg.positions, orientations=seg.orientations, kinds=seg.kinds,
-                           meta=dict(seg.meta)))
-    return out

@@ -28,7 +28,6 @@ from torch import nn
 
 from neurofm.batch import collate_segments, patch_samples
 from neurofm.errors import ConfigError, NeurofmError
-from neurofm.finetune.protocols import Split
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers.segment import Segment
 
@@ -154,19 +153,6 @@ def encoding_data(
                         (float(lags_s[0]), float(lags_s[1])))
 
 
-def time_splits(n_windows: int, protocol: str = "kfold_time", folds: int = 5,
-                test_fraction: float = 0.2) -> list[Split]:
-    """Held-out time: ``heldout_time`` tests on the last ``test_fraction`` of the windows,
-    ``kfold_time`` on each of ``folds`` contiguous blocks in turn."""
-    if protocol == "heldout_time":
-        n_test = max(1, int(round(test_fraction * n_windows)))
-        return [Split("heldout", np.arange(n_windows - n_test), np.arange(n_windows - n_test, n_windows))]
-    if protocol == "kfold_time":
-        blocks = np.array_split(np.arange(n_windows), folds)
-        return [Split(f"block{k}", np.setdiff1d(np.arange(n_windows), b), b) for k, b in enumerate(blocks)]
-    raise ConfigError(f"encoding protocol must be heldout_time or kfold_time, got {protocol!r}")
-
-
 class EncodingModel(nn.Module):
     """Stimulus -> brain: a low-rank TRF whose spatial patterns come from the pretrained decoder.
 
@@ -206,10 +192,7 @@ class EncodingModel(nn.Module):
         z = self.components_of(stimulus)[:, :, : n * self.patch]  # [B, K, N*P]
         x = self.stimulus_token(z.view(b, -1, n, self.patch).transpose(1, 2).flatten(2))  # [B, N, Dd]
         seconds = (torch.arange(n, device=x.device) + 0.5) * self.patch / batch.sfreq[:, None]  # [B, N]
-        x = x + m.decoder_time(seconds) + m.decoder_modality(batch.modality)[:, None]
-        queries = m.mask_token + tokens.query  # [B, C*N, Dd]
-        decoded = m.decoder(torch.cat([x, queries], dim=1),
-                            torch.cat([tokens.patch_valid, tokens.valid], dim=1))[:, n:]
+        decoded = m.decode(x + m.decoder_place(seconds, batch.modality), tokens.patch_valid, tokens)
         weights = self.readout(decoded).view(b, c, n, 1, -1)  # [B, C, N, 1, K+1]
         z = z.view(b, -1, n, self.patch).permute(0, 2, 3, 1)  # [B, N, P, K]
         y = (weights[..., :-1] * z[:, None]).sum(-1) + weights[..., -1]  # [B, C, N, P]
@@ -222,8 +205,7 @@ def _trainable(model: EncodingModel, mode: str) -> list[nn.Parameter]:
         return own
     if mode == "lora":  # adapters on the frozen decoder
         return own + [p for name, p in model.named_parameters() if "lora_" in name]
-    decoder = ("decoder", "decoder_sensor", "decoder_time", "decoder_modality", "mask_token")
-    return own + [p for name, p in model.backbone.named_parameters() if name.split(".")[0] in decoder]
+    return own + model.backbone.decoder_parameters()
 
 
 def fit_encoding(
@@ -325,92 +307,3 @@ def predict_encoding(model: EncodingModel, data: EncodingData, index: np.ndarray
     return np.concatenate(out)
 
 
-def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,
-              alphas: tuple[float, ...] = tuple(10.0 ** np.arange(-1, 7)), n_jobs: int = 1) -> np.ndarray:
-    """Ridge TRF (:class:`mne.decoding.ReceptiveField`) on the same lags; predicted ``[n_test, C, T]``.
-
-    Windows are epochs with the stimulus context, so each window's prediction uses the
-    stimulus before it as the neural model does. The ridge penalty is chosen on the last
-    fifth of the training windows (by mean Pearson r), then refit on all of them.
-    """
-    from mne.decoding import ReceptiveField
-
-    from neurofm.finetune.metrics import pearson_per_output
-
-    tmin, tmax = data.lags_s
-    x = data.stimulus.transpose(1, 0, 2).astype(np.float64)  # [X, n, F]
-    brain = data.brain().astype(np.float64)  # [n, C, T]
-    y = np.zeros((x.shape[0], len(data.segments), brain.shape[1]))  # [X, n, C]; context rows stay 0
-    y[data.before : data.before + brain.shape[2]] = brain.transpose(2, 0, 1)
-    window = slice(data.before, data.before + brain.shape[2])
-
-    def fit(alpha: float, idx: np.ndarray) -> ReceptiveField:
-        rf = ReceptiveField(tmin, tmax, data.sfreq, estimator=alpha, fit_intercept=True, n_jobs=n_jobs)
-        return rf.fit(x[:, idx], y[:, idx])
-
-    def score(rf: ReceptiveField, idx: np.ndarray) -> float:
-        pred = rf.predict(x[:, idx])[window]  # [T, n, C]
-        return float(np.mean(pearson_per_output(y[window][:, idx].reshape(-1, y.shape[2]),
-                                                pred.reshape(-1, y.shape[2]))))
-
-    import mne
-
-    n_val = max(1, len(train) // 5)
-    inner, val = train[:-n_val], train[-n_val:]
-    with mne.utils.use_log_level("error"):
-        best = max(alphas, key=lambda a: score(fit(a, inner), val))
-        pred = fit(best, train).predict(x[:, test])[window]  # [T, n_test, C]
-    return pred.transpose(1, 2, 0)
-
-
-def per_sensor_r(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Pearson r per sensor over all held-out samples: ``[n, C, T]`` arrays -> ``[C]``."""
-    from neurofm.finetune.metrics import pearson_per_output
-
-    t = min(truth.shape[2], pred.shape[2])
-    flat = lambda a: a[:, :, :t].transpose(0, 2, 1).reshape(-1, a.shape[1])  # noqa: E731
-    return pearson_per_output(flat(truth), flat(pred))
-
-
-def plot_sensor_r(segment: Segment, r: np.ndarray, out: str | os.PathLike, title: str = "") -> str:
-    """Pearson r per sensor as a picture: a scalp topomap for EEG, glass-brain markers for
-    fMRI parcels, sensor positions seen from above otherwise. Returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = os.fspath(out)
-    kinds = set(segment.kinds)
-    label = f"{title} (median r {np.median(r):.3f})".strip()
-    if kinds == {"parcel"}:
-        from nilearn import plotting
-
-        display = plotting.plot_markers(r, segment.positions * 1000.0, node_cmap="RdBu_r",
-                                        node_vmin=-np.abs(r).max(), node_vmax=np.abs(r).max(),
-                                        title=label, display_mode="lzr")
-        display.savefig(out, dpi=120)
-        display.close()
-        return out
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    limit = float(np.abs(r).max()) or 1.0
-    if kinds == {"eeg"}:
-        import mne
-
-        names = segment.meta.get("ch_names") or [f"s{k}" for k in range(segment.n_sensors)]
-        info = mne.create_info(list(names), segment.sfreq, "eeg")
-        info.set_montage(mne.channels.make_dig_montage(
-            ch_pos=dict(zip(names, segment.positions.astype(float), strict=True)), coord_frame="head"))
-        image, _ = mne.viz.plot_topomap(r, info, axes=ax, show=False, cmap="RdBu_r", vlim=(-limit, limit))
-    else:
-        image = ax.scatter(segment.positions[:, 0], segment.positions[:, 1], c=r, cmap="RdBu_r",
-                           vmin=-limit, vmax=limit, s=40)
-        ax.set_aspect("equal")
-        ax.set_xlabel("x (m)")
-        ax.set_ylabel("y (m)")
-    fig.colorbar(image, ax=ax, label="Pearson r", shrink=0.8)
-    ax.set_title(label, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out

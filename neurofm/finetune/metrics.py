@@ -9,7 +9,6 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     cohen_kappa_score,
     f1_score,
-    r2_score,
     roc_auc_score,
 )
 
@@ -59,8 +58,10 @@ def pearson_per_output(y_true, y_pred) -> np.ndarray:
     return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0)).clip(min=1e-12)
 
 
-def regression_metrics(y_true, y_pred) -> dict[str, float]:
-    """Mean Pearson r and R^2 over outputs."""
-    y_true, y_pred = np.atleast_2d(np.asarray(y_true).T).T, np.atleast_2d(np.asarray(y_pred).T).T
-    return {"pearson_r": float(np.mean(pearson_per_output(y_true, y_pred))),
-            "r2": float(r2_score(y_true, y_pred, multioutput="uniform_average"))}
+def per_sensor_r(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Pearson r per sensor over all held-out samples: ``[n, C, T]`` arrays -> ``[C]``."""
+    from neurofm.finetune.metrics import pearson_per_output
+
+    t = min(truth.shape[2], pred.shape[2])
+    flat = lambda a: a[:, :, :t].transpose(0, 2, 1).reshape(-1, a.shape[1])  # noqa: E731
+    return pearson_per_output(flat(truth), flat(pred))

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
 
+from neurofm.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -89,3 +91,16 @@ def few_shot(labels, groups, shots: int, repeats: int = 5, seed: int = 0) -> lis
         test = np.flatnonzero(~np.isin(groups, list(chosen)))
         splits.append(Split(f"{shots}shot-{r}", train, test))
     return _check(splits, groups)
+
+
+def time_splits(n_windows: int, protocol: str = "kfold_time", folds: int = 5,
+                test_fraction: float = 0.2) -> list[Split]:
+    """Held-out time: ``heldout_time`` tests on the last ``test_fraction`` of the windows,
+    ``kfold_time`` on each of ``folds`` contiguous blocks in turn."""
+    if protocol == "heldout_time":
+        n_test = max(1, int(round(test_fraction * n_windows)))
+        return [Split("heldout", np.arange(n_windows - n_test), np.arange(n_windows - n_test, n_windows))]
+    if protocol == "kfold_time":
+        blocks = np.array_split(np.arange(n_windows), folds)
+        return [Split(f"block{k}", np.setdiff1d(np.arange(n_windows), b), b) for k, b in enumerate(blocks)]
+    raise ConfigError(f"encoding protocol must be heldout_time or kfold_time, got {protocol!r}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,23 +20,27 @@ from neurofm.datasets.shards import (
     tokenize_source,
 )
 from neurofm.errors import ConfigError, NeurofmError
+from neurofm.finetune.plots import plot_confusion
 from neurofm.options import check_keywords
 from neurofm.tokenizers.naming import entities_from_name
+from neurofm.tokenizers.options import MeegOptions
+
+if TYPE_CHECKING:
+    from neurofm.configs.schema import FinetuneConfig
 
 logger = logging.getLogger("neurofm.finetune")
 
-MODES = ("linear_probe", "finetune", "lora", "scratch")
 
 
-def _splits(task: dict, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, seed: int,
+def _splits(task, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, seed: int,
             group_values: np.ndarray | None = None):
     from neurofm.finetune import protocols
 
-    name = task["protocol"]
+    name = task.protocol
     if name == "kfold":
-        return protocols.event_kfold(labels, groups, k=task["folds"], seed=seed)
+        return protocols.event_kfold(labels, groups, k=task.folds, seed=seed)
     if name == "kfold_subject":
-        return protocols.subject_kfold(subjects, k=task["folds"], labels=labels, seed=seed)
+        return protocols.subject_kfold(subjects, k=task.folds, labels=labels, seed=seed)
     if name == "loso":
         return protocols.leave_one_subject_out(subjects)
     if name == "logo":
@@ -46,42 +52,20 @@ def _splits(task: dict, labels: np.ndarray, groups: np.ndarray, subjects: np.nda
         except ValueError as err:
             raise ConfigError(f"task.group_by={task.get('group_by')}: {err}") from err
     if name == "few_shot":
-        return protocols.few_shot(labels, groups, shots=task["shots"], repeats=task["repeats"], seed=seed)
+        return protocols.few_shot(labels, groups, shots=task.shots, repeats=task.repeats, seed=seed)
     raise ConfigError(f"task.protocol must be kfold, kfold_subject, loso, logo or few_shot, got {name!r}")
 
 
-def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(y, pred, labels=range(len(classes)), normalize="true")
-    fig, ax = plt.subplots(figsize=(3.2 + 0.3 * len(classes), 3 + 0.3 * len(classes)))
-    ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
-    for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def _classifier_probs(task: dict, model, segments, labels, embeddings, split, seed: int) -> np.ndarray:
+def _classifier_probs(task, model, segments, labels, embeddings, split, seed: int) -> np.ndarray:
     """Test probabilities of one split, per window, in the task's mode."""
     from neurofm.finetune.tasks import finetune_classifier, linear_probe
 
-    if task["mode"] == "linear_probe":
+    if task.mode == "linear_probe":
         return linear_probe(embeddings[split.train], labels[split.train], embeddings[split.test], seed)
     return finetune_classifier(
-        model if task["mode"] != "scratch" else None, segments, labels, split.train, split.test,
-        config=model.config, epochs=task["epochs"], lr=task["lr"], layer_decay=task["layer_decay"],
-        lora_rank=task["lora_rank"] if task["mode"] == "lora" else None, seed=seed)[0]
+        model if task.mode != "scratch" else None, segments, labels, split.train, split.test,
+        config=model.config, epochs=task.epochs, lr=task.lr, layer_decay=task.layer_decay,
+        lora_rank=task.lora_rank if task.mode == "lora" else None, seed=seed)[0]
 
 
 def _metric_rows(per_split: list[dict]) -> list[str]:
@@ -92,19 +76,19 @@ def _metric_rows(per_split: list[dict]) -> list[str]:
     return lines
 
 
-def _decoding(conf: dict, model, run_dir: Path) -> dict:
+def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     from neurofm.finetune.baselines import DECODING_BASELINES, shared_sensor_array
     from neurofm.finetune.metrics import classification_metrics
     from neurofm.finetune.tasks import window_embeddings
     from neurofm.tokenizers import tokenize_events
 
-    task = conf["task"]
-    options = check_keywords(conf["tokenizer"], ["sfreq", *MEEG_OPTIONS], "+tokenizer.{}=")
+    task = conf.task
+    options = MeegOptions.of(conf.tokenizer, "+tokenizer.{}=")
     segments = []
     for path in _inputs(conf):
-        entities = entities_from_name(path, task.get("subject_pattern"))
-        segments += list(tokenize_events(path, event_id=task["event_id"], tmin=task["tmin_s"],
-                                         tmax=task["tmax_s"], entities=entities, **options))
+        entities = entities_from_name(path, task.subject_pattern)
+        segments += list(tokenize_events(path, event_id=task.event_id, tmin=task.tmin_s,
+                                         tmax=task.tmax_s, entities=entities, options=options))
     if not segments:
         raise NeurofmError("no event-locked windows: check task.event_id and the recordings' events")
     classes = sorted({s.meta["label"] for s in segments})
@@ -113,11 +97,11 @@ def _decoding(conf: dict, model, run_dir: Path) -> dict:
     labels = np.array([classes.index(s.meta["label"]) for s in segments])
     groups = np.array([f"{s.meta['source']}@{s.meta['event_onset_s']:.3f}" for s in segments])
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
-    splits = _splits(task, labels, groups, subjects, conf["seed"])
-    embeddings = window_embeddings(model, segments) if task["mode"] == "linear_probe" else None
-    methods = {task["mode"]: lambda split: _classifier_probs(task, model, segments, labels, embeddings,
-                                                              split, conf["seed"])}
-    if task["baseline"]:
+    splits = _splits(task, labels, groups, subjects, conf.seed)
+    embeddings = window_embeddings(model, segments) if task.mode == "linear_probe" else None
+    methods = {task.mode: lambda split: _classifier_probs(task, model, segments, labels, embeddings,
+                                                              split, conf.seed)}
+    if task.baseline:
         x = shared_sensor_array(segments)
         for name, fit in DECODING_BASELINES.items():
             methods[name] = lambda split, fit=fit: fit(x[split.train], labels[split.train], x[split.test])
@@ -137,51 +121,51 @@ def _decoding(conf: dict, model, run_dir: Path) -> dict:
         metrics = classification_metrics(y, prob)
         out["methods"][method] = {"metrics": metrics, "splits": per_split}
         lines += [f"### {method}", "", *_metric_rows(per_split), ""]
-        if method == task["mode"]:
+        if method == task.mode:
             out.update(metrics=metrics, splits=per_split)
             plot_confusion(y, prob.argmax(1), classes, run_dir / "confusion_matrix.png")
         ba = metrics["balanced_accuracy"]
         logger.info("decoding %s by %s (%s): balanced accuracy %.3f [%.3f, %.3f]", classes, method,
-                    task["protocol"], ba["value"], ba["ci_low"], ba["ci_high"])
+                    task.protocol, ba["value"], ba["ci_low"], ba["ci_high"])
     (run_dir / "results.md").write_text("\n".join(lines))
     return out
 
 
-def _prepare_options(conf: dict, window_s: float) -> PrepareOptions:
+def _prepare_options(conf: FinetuneConfig, window_s: float) -> PrepareOptions:
     """The tokenizer options of a finetune run, as ``neurofm prepare`` would take them."""
-    task, extra = conf["task"], dict(conf["tokenizer"])
+    task, extra = conf.task, dict(conf.tokenizer)
     valid = ["sfreq", *MEEG_OPTIONS, *FMRI_OPTIONS]
     check_keywords(extra, valid, "+tokenizer.{}=")
     return PrepareOptions(
-        window_s=window_s, fmri_window_s=window_s, sfreq=extra.pop("sfreq", 200.0),
-        atlas=task.get("atlas"), roi_coords=task.get("roi_coords"), roi_tr_s=task.get("roi_tr_s"),
-        subject_pattern=task.get("subject_pattern"),
+        window_s=window_s, fmri_window_s=window_s, sfreq=extra.pop("sfreq", MeegOptions().sfreq),
+        atlas=task.atlas, roi_coords=task.roi_coords, roi_tr_s=task.roi_tr_s,
+        subject_pattern=task.subject_pattern,
         meeg={k: v for k, v in extra.items() if k in MEEG_OPTIONS},
         fmri={k: v for k, v in extra.items() if k in FMRI_OPTIONS and k not in MEEG_OPTIONS})
 
 
-def _cohort(conf: dict) -> list:
+def _cohort(conf: FinetuneConfig) -> list:
     """Windows of every recording under ``inputs``, with each subject's phenotype row."""
     from neurofm.console import make_progress
     from neurofm.datasets import discover, join_phenotype, read_phenotype
 
-    task = conf["task"]
+    task = conf.task
     inputs = _inputs(conf)
-    phenotype = task["phenotype"]
+    phenotype = task.phenotype
     if phenotype is None:
         roots = [Path(p) for p in inputs if (Path(p) / "participants.tsv").exists()]
         if not roots:
             raise ConfigError("task.phenotype is not set and no input is a BIDS root with "
                               "participants.tsv: pass task.phenotype=<participants.tsv or CSV>")
         phenotype = roots[0] / "participants.tsv"
-    extra = [task["group_by"]] if task.get("group_by") and task["group_by"] != task["label"] else []
+    extra = [task.group_by] if task.group_by and task.group_by != task.label else []
     try:
-        table = read_phenotype(phenotype, label_columns=[task["label"], *extra])
+        table = read_phenotype(phenotype, label_columns=[task.label, *extra])
     except NeurofmError:
         if not extra:
             raise
-        table = read_phenotype(phenotype, label_columns=[task["label"]])  # group_by is an entity
-    options = _prepare_options(conf, task["window_s"])
+        table = read_phenotype(phenotype, label_columns=[task.label])  # group_by is an entity
+    options = _prepare_options(conf, task.window_s)
     sources = discover(inputs)
     check_needs(sources, options)
     spelling = {**{k: f"+tokenizer.{k}" for k in (*MEEG_OPTIONS, *FMRI_OPTIONS)},
@@ -204,37 +188,33 @@ def _cohort(conf: dict) -> list:
     return join_phenotype(segments, table)
 
 
-def _disorder(conf: dict, model, run_dir: Path) -> dict:
-    from neurofm.finetune.disorder import (
-        aggregate_subjects,
-        connectivity_features,
-        fc_logistic,
-        subject_labels,
-    )
+def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
+    from neurofm.finetune.baselines import connectivity_features, fc_logistic
+    from neurofm.finetune.disorder import aggregate_subjects, subject_labels
     from neurofm.finetune.metrics import classification_metrics
     from neurofm.finetune.tasks import window_embeddings
 
-    task = conf["task"]
-    if task["protocol"] not in ("kfold_subject", "loso", "logo"):
+    task = conf.task
+    if task.protocol not in ("kfold_subject", "loso", "logo"):
         raise ConfigError(f"subject-level classification splits by subject: task.protocol must be "
                           f"kfold_subject, loso or logo, got {task['protocol']!r}")
-    segments, labels, classes = subject_labels(_cohort(conf), task["label"])
+    segments, labels, classes = subject_labels(_cohort(conf), task.label)
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
-    groups = _group_values(segments, task.get("group_by")) if task["protocol"] == "logo" else None
-    splits = _splits(task, labels, subjects, subjects, conf["seed"], groups)
-    embeddings = window_embeddings(model, segments) if task["mode"] == "linear_probe" else None
+    groups = _group_values(segments, task.group_by) if task.protocol == "logo" else None
+    splits = _splits(task, labels, subjects, subjects, conf.seed, groups)
+    embeddings = window_embeddings(model, segments) if task.mode == "linear_probe" else None
     ids = np.unique(subjects)
     y_subject = np.array([labels[subjects == s][0] for s in ids])
-    fc = connectivity_features(segments, subjects)[1] if task["baseline"] else None
-    methods = [task["mode"]] + (["fc_logistic"] if fc is not None else [])
+    fc = connectivity_features(segments, subjects)[1] if task.baseline else None
+    methods = [task.mode] + (["fc_logistic"] if fc is not None else [])
     results = {method: ([], [], []) for method in methods}  # subject labels, probabilities, split rows
     for split in splits:
-        prob = _classifier_probs(task, model, segments, labels, embeddings, split, conf["seed"])
+        prob = _classifier_probs(task, model, segments, labels, embeddings, split, conf.seed)
         test_ids, subject_prob = aggregate_subjects(prob, subjects[split.test])
         train_mask, test_mask = np.isin(ids, subjects[split.train]), np.isin(ids, test_ids)
-        runs = {task["mode"]: subject_prob}
+        runs = {task.mode: subject_prob}
         if fc is not None:
-            runs["fc_logistic"] = fc_logistic(fc[train_mask], y_subject[train_mask], fc[test_mask], conf["seed"])
+            runs["fc_logistic"] = fc_logistic(fc[train_mask], y_subject[train_mask], fc[test_mask], conf.seed)
         for method, p in runs.items():
             y = y_subject[test_mask]
             results[method][0].append(y)
@@ -249,11 +229,11 @@ def _disorder(conf: dict, model, run_dir: Path) -> dict:
         metrics = classification_metrics(y, prob)
         out["methods"][method] = {"metrics": metrics, "splits": per_split}
         lines += [f"### {method} (subject level)", "", *_metric_rows(per_split), ""]
-        if method == task["mode"]:
+        if method == task.mode:
             plot_confusion(y, prob.argmax(1), classes, run_dir / "confusion_matrix.png")
         ba = metrics["balanced_accuracy"]
         logger.info("%s by %s over %d subjects (%s, %s): balanced accuracy %.3f [%.3f, %.3f]",
-                    task["label"], method, len(ids), task["protocol"], classes, ba["value"],
+                    task.label, method, len(ids), task.protocol, classes, ba["value"],
                     ba["ci_low"], ba["ci_high"])
     (run_dir / "results.md").write_text("\n".join(lines))
     return out
@@ -286,36 +266,36 @@ def _read_features(path: str, source: str) -> tuple[np.ndarray, list[str] | None
     raise NeurofmError(f"stimulus features must be .npy, .csv or .tsv (for {source})", path)
 
 
-def _encoding(conf: dict, model, run_dir: Path) -> dict:
+def _encoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
+    from neurofm.finetune.baselines import ridge_trf
     from neurofm.finetune.encoding import (
         encoding_data,
         event_features,
         fit_encoding,
-        per_sensor_r,
-        plot_sensor_r,
         predict_encoding,
-        ridge_trf,
-        time_splits,
     )
+    from neurofm.finetune.metrics import per_sensor_r
+    from neurofm.finetune.plots import plot_sensor_r
+    from neurofm.finetune.protocols import time_splits
     from neurofm.tokenizers import read_recording
 
-    task = conf["task"]
+    task = conf.task
     inputs = _inputs(conf)
     if len(inputs) != 1:
         raise ConfigError(f"encoding fits one recording (one subject) per run; got {len(inputs)} inputs")
     raw = read_recording(inputs[0])
-    if task["features"] is not None:
-        features, names = _read_features(os.fspath(task["features"]), inputs[0])
+    if task.features is not None:
+        features, names = _read_features(os.fspath(task.features), inputs[0])
     else:
-        features, names = event_features(raw, task["events"])
-    data = encoding_data(raw, features, feature_names=names, features_sfreq=task["features_sfreq"],
-                         lags_s=tuple(task["lags_s"]), window_s=task["window_s"], **conf["tokenizer"])
-    splits = time_splits(len(data.segments), task["protocol"], task["folds"], task["test_fraction"])
+        features, names = event_features(raw, task.events)
+    data = encoding_data(raw, features, feature_names=names, features_sfreq=task.features_sfreq,
+                         lags_s=tuple(task.lags_s), window_s=task.window_s, **conf.tokenizer)
+    splits = time_splits(len(data.segments), task.protocol, task.folds, task.test_fraction)
     truth = data.brain()
-    methods = {task["mode"]: lambda s: predict_encoding(fit_encoding(
-        model, data, s.train, mode=task["mode"], components=task["components"], epochs=task["epochs"],
-        lr=task["lr"], lora_rank=task["lora_rank"], seed=conf["seed"])[0], data, s.test)}
-    if task["baseline"]:
+    methods = {task.mode: lambda s: predict_encoding(fit_encoding(
+        model, data, s.train, mode=task.mode, components=task.components, epochs=task.epochs,
+        lr=task.lr, lora_rank=task.lora_rank, seed=conf.seed)[0], data, s.test)}
+    if task.baseline:
         methods["ridge_trf"] = lambda s: ridge_trf(data, s.train, s.test)
     seg = data.segments[0]
     names_out = seg.meta.get("ch_names") or seg.meta.get("parcel_labels") or list(range(seg.n_sensors))
@@ -334,13 +314,13 @@ def _encoding(conf: dict, model, run_dir: Path) -> dict:
                      f"{int((r > 0.1).sum())}/{len(r)} |")
         plot_sensor_r(seg, r, run_dir / f"pearson_r_{method}.png", title=method)
         logger.info("encoding %s -> %d sensors by %s (%s): Pearson r mean %.3f, median %.3f, max %.3f",
-                    data.feature_names, len(r), method, task["protocol"], r.mean(), np.median(r), r.max())
+                    data.feature_names, len(r), method, task.protocol, r.mean(), np.median(r), r.max())
     (run_dir / "results.md").write_text("\n".join(lines) + "\n")
     return out
 
 
-def _inputs(conf: dict) -> list[str]:
-    inputs = conf["inputs"] if isinstance(conf["inputs"], list) else [conf["inputs"]]
+def _inputs(conf: FinetuneConfig) -> list[str]:
+    inputs = conf.inputs if isinstance(conf.inputs, list) else [conf.inputs]
     return [os.fspath(p) for p in inputs]
 
 
@@ -349,20 +329,15 @@ TASKS = {"decoding": _decoding, "disorder": _disorder, "encoding": _encoding}
 
 def run_finetune(cfg) -> int:
     """The Hydra entry point of ``neurofm finetune``."""
-    from omegaconf import OmegaConf
-
+    from neurofm.configs.schema import typed
     from neurofm.embedding import load
 
-    conf = OmegaConf.to_container(cfg, resolve=True)
-    task = conf["task"]
-    if task["name"] not in TASKS:
-        raise ConfigError(f"task must be one of {sorted(TASKS)}, got {task['name']!r}")
-    if task["mode"] not in MODES:
-        raise ConfigError(f"task.mode must be one of {MODES}, got {task['mode']!r}")
-    model = load(conf["ckpt"]).model
-    run_dir = Path(conf["run_dir"])
+    conf: FinetuneConfig = typed(cfg)
+    task = conf.task
+    model = load(conf.ckpt).model
+    run_dir = Path(conf.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = {"task": task, **TASKS[task["name"]](conf, model, run_dir)}
+    result = {"task": asdict(task), **TASKS[task.name](conf, model, run_dir)}
     tmp = run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(run_dir / "metrics.json")

@@ -234,8 +234,10 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 def run_export(cfg) -> int:
     """``neurofm export ckpt=... out=...``."""
+    from neurofm.configs.schema import typed
     from neurofm.console import logger
 
-    out = export_checkpoint(cfg.ckpt, cfg.out)
-    logger.info("exported %s -> %s (%s, %s)", cfg.ckpt, out, CONFIG, WEIGHTS)
+    conf = typed(cfg)  # an ExportConfig
+    out = export_checkpoint(conf.ckpt, conf.out)
+    logger.info("exported %s -> %s (%s, %s)", conf.ckpt, out, CONFIG, WEIGHTS)
     return 0

@@ -25,6 +25,10 @@ from neurofm.models.config import ModelConfig
 from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding, patchify
 from neurofm.models.encoder import Encoder, attention
 
+# the modules of the light decoder (the rest is tokenizer + encoder)
+DECODER_PARTS = ("decoder_in", "decoder", "decoder_sensor", "decoder_time", "decoder_modality",
+                 "mask_token", "head", "interp_gate", "interp_log_width")
+
 
 @dataclass
 class Tokens:
@@ -214,9 +218,7 @@ class MaskedAutoencoder(nn.Module):
                 1, visible_idx[..., None].expand(-1, -1, width), src)  # [B, L, Dd]
             decoded = self.decoder(full + tokens.query, tokens.valid)  # [B, L, Dd]
         else:  # latent [B, N * latents, D]
-            queries = self.mask_token.expand(b, length, width) + tokens.query  # [B, L, Dd]
-            x = torch.cat([self.decoder_in(latent), queries], dim=1)
-            decoded = self.decoder(x, torch.cat([latent_mask, tokens.valid], dim=1))[:, -length:]
+            decoded = self.decode(self.decoder_in(latent), latent_mask, tokens)
         pred = self.head(decoded)  # [B, L, P]
         if cfg.interpolation_prior:
             c, n = tokens.shape
@@ -231,6 +233,25 @@ class MaskedAutoencoder(nn.Module):
             loss = loss + cfg.spectral_weight * (spec * hidden).sum() / hidden.sum().clamp(min=1)
         return {"loss": loss, "pred": pred, "target": tokens.patches, "hidden": hidden,
                 "visible_idx": visible_idx, "visible_mask": visible_mask}
+
+    def decode(self, context: torch.Tensor, context_mask: torch.Tensor, tokens: Tokens) -> torch.Tensor:
+        """The light decoder over ``context`` ``[B, K, Dd]`` (``context_mask`` ``[B, K]``, True =
+        real) followed by a query at every token place (the mask token + that token's sensor,
+        time and modality): the decoded queries ``[B, L, Dd]``. Pretraining's context is the
+        compressed latents; the encoding head's is the stimulus (:meth:`decoder_place`)."""
+        b, length, width = tokens.query.shape
+        queries = self.mask_token.expand(b, length, width) + tokens.query
+        x = torch.cat([context, queries], dim=1)
+        return self.decoder(x, torch.cat([context_mask, tokens.valid], dim=1))[:, -length:]
+
+    def decoder_place(self, seconds: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        """Where a decoder context token sits: time ``seconds`` ``[B, N]`` and ``modality``
+        ``[B]`` -> ``[B, N, Dd]`` (add it to context tokens given to :meth:`decode`)."""
+        return self.decoder_time(seconds) + self.decoder_modality(modality)[:, None]
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The decoder's own parameters (what an encoding head finetunes)."""
+        return [p for name, p in self.named_parameters() if name.split(".")[0] in DECODER_PARTS]
 
     @torch.no_grad()
     def embed_tokens(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:

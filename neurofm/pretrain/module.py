@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
 from neurofm.batch import Batch
+from neurofm.configs.schema import OptimConfig
 from neurofm.errors import TrainingError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
@@ -19,23 +21,24 @@ class PretrainModule(pl.LightningModule):
 
     Parameters
     ----------
-    model : dict
-        :class:`ModelConfig` fields.
-    lr : float
-        Peak learning rate.
-    weight_decay : float
-        AdamW weight decay of matrices (:func:`make_optimizer`).
-    warmup_steps : int
-        Linear warmup, then cosine decay to ``min_lr_ratio * lr`` at ``max_steps``.
+    model : ModelConfig | dict
+        The architecture (a dict: :class:`ModelConfig` fields, as checkpoints store it).
+    optim : OptimConfig | dict | None
+        AdamW and the warmup + cosine schedule (:func:`make_optimizer`, :func:`warmup_cosine`);
+        default ``OptimConfig()``.
     max_steps : int
-    min_lr_ratio : float
+        The step the cosine schedule ends at.
     """
 
-    def __init__(self, model: dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.05,
-                 warmup_steps: int = 100, max_steps: int = 1000, min_lr_ratio: float = 0.01):
+    def __init__(self, model: ModelConfig | dict[str, Any], optim: OptimConfig | dict[str, Any] | None = None,
+                 max_steps: int = 1000):
         super().__init__()
-        self.save_hyperparameters()
-        self.model = MaskedAutoencoder(ModelConfig(**model))
+        model = model if isinstance(model, ModelConfig) else ModelConfig(**model)
+        optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
+        # plain dicts in the checkpoint: readable with torch.load(weights_only=True)
+        self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim), "max_steps": max_steps})
+        self.optim, self.max_steps = optim, max_steps
+        self.model = MaskedAutoencoder(model)
         # constant buffers (sinusoid periods): DDP need not broadcast them before every forward,
         # which would also tie validation to equal batch counts on every rank
         torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
@@ -78,12 +81,17 @@ class PretrainModule(pl.LightningModule):
             self.log("val/r2", (1 - sums[2] / sums[3].clamp(min=1e-12)).float(), sync_dist=False)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = make_optimizer(self.model, hp.lr, hp.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, functools.partial(warmup_cosine, warmup_steps=hp.warmup_steps,
-                                         max_steps=hp.max_steps, min_lr_ratio=hp.min_lr_ratio))
+        optimizer, scheduler = self.optimizer_and_schedule()
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_and_schedule(self) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+        """The recipe's optimizer and per-step LR schedule (also for loops outside Lightning)."""
+        o = self.optim
+        optimizer = make_optimizer(self.model, o.lr, o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(warmup_cosine, warmup_steps=o.warmup_steps,
+                                         max_steps=self.max_steps, min_lr_ratio=o.min_lr_ratio))
+        return optimizer, scheduler
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:

@@ -13,8 +13,9 @@ import os
 import signal
 import time
 import warnings
+from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -24,11 +25,15 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neurofm.console import say
-from neurofm.datasets.shards import PrepareOptions, load_manifest, write_shards
+from neurofm.datasets.manifest import load_manifest
+from neurofm.datasets.shards import PrepareOptions, write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.module import PretrainModule
 from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, plot_loss_curve
+
+if TYPE_CHECKING:
+    from neurofm.configs.schema import TrainerConfig
 
 logger = logging.getLogger("neurofm.pretrain")
 LAST = "last.ckpt"
@@ -74,6 +79,12 @@ class SampleKeyLog(Callback):
             fh.writelines(f"{m.get('key')}\n" for m in batch.meta)
 
 
+# how the demo corpus is prepared: 4 s EEG and 60 s fMRI windows, two thirds of the
+# (synthetic) subjects for training and a third for validation
+DEMO_PREPARE = PrepareOptions(window_s=4.0, fmri_window_s=60.0, roi_tr_s=2.0, shard_size_mb=8,
+                              split_fractions=(0.66, 0.34, 0.0))
+
+
 def prepare_demo(root: Path, seed: int) -> Path:
     """Build the synthetic demo corpus and its shards (once)."""
     from neurofm.pretrain.demo import build_demo_corpus
@@ -82,17 +93,17 @@ def prepare_demo(root: Path, seed: int) -> Path:
     if (shards / "manifest.json").exists():
         return shards
     corpus = build_demo_corpus(root / "corpus", seed=seed)
-    options = PrepareOptions(window_s=4.0, fmri_window_s=60.0, roi_tr_s=2.0,
-                             roi_coords=str(corpus / "fmri" / "power264_coords.csv"),
-                             shard_size_mb=8, split_fractions=(0.66, 0.34, 0.0), seed=seed)
+    options = replace(DEMO_PREPARE, roi_coords=str(corpus / "fmri" / "power264_coords.csv"), seed=seed)
     write_shards([corpus / "eeg", corpus / "fmri"], shards, options)
     return shards
 
 
-def _trainer_kwargs(trainer_cfg: dict[str, Any]) -> dict[str, Any]:
+def _trainer_kwargs(trainer: TrainerConfig) -> dict[str, Any]:
+    """Keyword arguments of :class:`lightning.pytorch.Trainer` (a ``_target_`` strategy built)."""
     from hydra.utils import instantiate
 
-    kwargs = dict(trainer_cfg)
+    kwargs = {f.name: getattr(trainer, f.name) for f in fields(trainer) if f.name != "extra"}
+    kwargs.update(trainer.extra)
     if isinstance(kwargs.get("strategy"), dict):
         kwargs["strategy"] = instantiate(kwargs["strategy"])
     return kwargs
@@ -192,8 +203,8 @@ def _check_shards(shards, manifest: dict) -> None:
                            len(missing), len(named), split, missing[0])
 
 
-def _check_strategy(trainer_cfg: dict[str, Any], chosen: str) -> None:
-    strategy = trainer_cfg.get("strategy")
+def _check_strategy(trainer: TrainerConfig, chosen: str) -> None:
+    strategy = trainer.strategy
     target = strategy.get("_target_", "") if isinstance(strategy, dict) else str(strategy)
     if "deepspeed" in target.lower() and not torch.cuda.is_available():
         raise ConfigError(f"trainer={chosen} needs CUDA GPUs (Lightning's DeepSpeed strategy runs "
@@ -227,32 +238,30 @@ def _val_r2(metrics_csv: Path) -> tuple[float, float, float] | None:
 def run_pretrain(cfg) -> int:
     """``neurofm pretrain``: the Hydra entry point."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+
+    from neurofm.configs.schema import PretrainConfig, typed
 
     _quiet_lightning()
-    conf = OmegaConf.to_container(cfg, resolve=True)
+    conf: PretrainConfig = typed(cfg)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    _check_strategy(conf["trainer"], choices.get("trainer", "?"))
-    trainer_cfg = _trainer_kwargs(conf["trainer"])
-    run_dir = Path(conf["run_dir"])
+    _check_strategy(conf.trainer, choices.get("trainer", "?"))
+    trainer_cfg = _trainer_kwargs(conf.trainer)
+    run_dir = Path(conf.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(conf["seed"], workers=True, verbose=False)
-    data = conf["data"]
-    if data["kind"] == "demo":
-        shards = prepare_demo(Path(data["root"]), conf["seed"])
-    elif data["kind"] == "shards":
-        shards = data["shards"]
-    else:
-        raise ConfigError(f"data.kind must be 'demo' or 'shards', got {data['kind']!r}")
+    pl.seed_everything(conf.seed, workers=True, verbose=False)
+    data = conf.data
+    if data.kind == "shards" and not data.shards:
+        raise ConfigError("data.kind=shards needs data.shards=<directory written by neurofm prepare>")
+    shards = prepare_demo(Path(data.root), conf.seed) if data.kind == "demo" else data.shards
     manifest = load_manifest(shards)
     splits = {s["split"] for s in manifest["shards"]}
 
     _check_shards(shards, manifest)
-    resume, start_step = _resume_path(conf.get("resume"), run_dir, conf["model"])
+    resume, start_step = _resume_path(conf.resume, run_dir, asdict(conf.model))
     # the same seeded stream, past the batches already trained on: the exact data position
-    consumed = start_step * int(trainer_cfg.get("accumulate_grad_batches", 1))
-    resampled = data.get("resampled", True)
-    if start_step >= trainer_cfg["max_steps"] > 0:
+    consumed = start_step * conf.trainer.accumulate_grad_batches
+    resampled = data.resampled
+    if start_step >= conf.trainer.max_steps > 0:
         consumed = 0  # nothing left to train: no stream to replay
         logger.info("%s is already at step %d = trainer.max_steps; raise trainer.max_steps to train "
                     "further, or pass a new run_dir", resume, start_step)
@@ -262,36 +271,36 @@ def run_pretrain(cfg) -> int:
     elif consumed:
         logger.warning("resuming a finite (data.resampled=false) stream: the epoch starts again")
     datamodule = ShardDataModule(
-        shards, batch_size=data["batch_size"], num_workers=data["num_workers"],
-        shuffle_buffer=data.get("shuffle_buffer", 1000), resampled=resampled,
-        modality_weights=data.get("modality_weights"), max_tokens=data.get("max_tokens"),
-        patch_s=conf["model"]["patch_s"], seed=conf["seed"], skip_batches=consumed)
-    max_steps = trainer_cfg["max_steps"]
-    module = PretrainModule(conf["model"], max_steps=max_steps, **conf["optim"])
-    if conf["model"].get("compile"):
+        shards, batch_size=data.batch_size, num_workers=data.num_workers,
+        shuffle_buffer=data.shuffle_buffer, resampled=resampled,
+        modality_weights=data.modality_weights, max_tokens=data.max_tokens,
+        patch_s=conf.model.patch_s, seed=conf.seed, skip_batches=consumed)
+    max_steps = conf.trainer.max_steps
+    module = PretrainModule(conf.model, conf.optim, max_steps=max_steps)
+    if conf.model.compile:
         module.model = torch.compile(module.model)
 
     checkpoints = run_dir / "checkpoints"
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="step-{step}", every_n_train_steps=conf["checkpoint"]["every_n_steps"],
+        ModelCheckpoint(dirpath=checkpoints, filename="step-{step}", every_n_train_steps=conf.checkpoint.every_n_steps,
                         save_last=True, save_top_k=-1, auto_insert_metric_name=False),
         on_sigterm := CheckpointOnSigterm(checkpoints / LAST),
         LearningRateMonitor(logging_interval="step"),
         StepProgress(max_steps),
     ]
-    if conf.get("log_sample_keys"):
+    if conf.log_sample_keys:
         callbacks.append(SampleKeyLog(run_dir))
     loggers = [ResumableCSVLogger(run_dir, resume_step=start_step if resume else None,
-                                  flush_logs_every_n_steps=trainer_cfg.get("log_every_n_steps", 50)),
+                                  flush_logs_every_n_steps=conf.trainer.log_every_n_steps),
                TensorBoardLogger(run_dir, name="tensorboard", version="")]
     has_val = "val" in splits
     trainer = pl.Trainer(
         **trainer_cfg, default_root_dir=run_dir, callbacks=callbacks, logger=loggers,
-        limit_val_batches=conf.get("val_batches", 20) if has_val else 0,
-        val_check_interval=conf.get("val_every_n_steps", 100) if has_val else None,
+        limit_val_batches=conf.val_batches if has_val else 0,
+        val_check_interval=conf.val_every_n_steps if has_val else None,
         check_val_every_n_epoch=None, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0,
-        plugins=None if "deepspeed" in str(trainer_cfg.get("strategy")).lower() else [AtomicCheckpointIO()],
+        plugins=None if "deepspeed" in str(conf.trainer.strategy).lower() else [AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:
         n_params = sum(p.numel() for p in module.model.parameters())

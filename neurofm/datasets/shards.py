@@ -21,6 +21,7 @@ How a run goes (``write_shards`` / ``neurofm prepare``):
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
@@ -34,14 +35,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
 from neurofm import __version__
+from neurofm.console import logger as root_logger
 from neurofm.console import make_progress, setup_logging
 from neurofm.datasets.codec import FIELDS, encode_segment, json_default
 from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
 from neurofm.datasets.manifest import sha256_of
+from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.options import check_keywords, keyword_names, respell
 from neurofm.tokenizers import tokenize_bold, tokenize_raw, tokenize_roi_table
@@ -143,7 +147,6 @@ class PrepareOptions:
 
 def roi_tr_for(path: str, entities: dict, roi_tr_s: float | dict | None) -> float:
     """The TR of one ROI table: ``roi_tr_s`` itself, or its entry for the file's site or name."""
-    import fnmatch
 
     if roi_tr_s is None:
         raise ConfigError("ROI tables do not carry a TR: pass roi_tr_s=<seconds> or a mapping "
@@ -164,7 +167,6 @@ def roi_tr_for(path: str, entities: dict, roi_tr_s: float | dict | None) -> floa
 
 def split_of(dataset: str | None, subject: str | None, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> str:
     """Deterministic subject-level split: every window of a subject lands in the same split."""
-    from neurofm.datasets.phenotype import subject_key
 
     digest = hashlib.sha256(f"{seed}:{dataset}:{subject_key(subject)}".encode()).hexdigest()
     u = int(digest[:12], 16) / 16**12
@@ -260,7 +262,6 @@ def tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None
 
 
 def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None) -> list[Segment]:
-    from neurofm.datasets.phenotype import join_phenotype
 
     entities = src.entities or entities_from_name(src.path, options.subject_pattern)
     if src.kind == "meeg":
@@ -290,7 +291,6 @@ def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | Non
 
 def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str, Any]:
     """Tokenize ``src`` into ``workdir/<part>.tar`` + ``.json`` (atomic); return the summary."""
-    from neurofm.datasets.phenotype import read_phenotype
 
     name = _part_name(src)
     (Path(workdir) / f"{name}.started").touch()  # tells a broken pool which files were running
@@ -589,10 +589,8 @@ def _pool_run(todo: list[Source], options: PrepareOptions, workdir: Path, worker
 
 def run_prepare(cfg) -> int:
     """``neurofm prepare``: the Hydra entry point over :func:`write_shards`."""
-    from dataclasses import fields as dataclass_fields
 
     from neurofm.configs.schema import typed
-    from neurofm.console import logger as root_logger
 
     conf = typed(cfg)  # a PrepareConfig: PrepareOptions + inputs, out, workers
     options = PrepareOptions(**{f.name: getattr(conf, f.name) for f in dataclass_fields(PrepareOptions)})

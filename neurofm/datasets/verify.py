@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from neurofm.configs.schema import typed
+from neurofm.console import logger as root_logger
+from neurofm.console import make_progress, say
 from neurofm.datasets.codec import decode_sample
 from neurofm.datasets.manifest import load_manifest, sha256_of
 from neurofm.datasets.shards import _read_part
@@ -33,7 +36,6 @@ def verify_shards(shards: str | os.PathLike, decode: bool = True) -> list[dict[s
     problems : list of dict
         ``{"shard": name, "problem": text}``, empty when everything matches.
     """
-    from neurofm.console import make_progress
 
     root = Path(shards)
     manifest = load_manifest(root)
@@ -66,9 +68,6 @@ def verify_shards(shards: str | os.PathLike, decode: bool = True) -> list[dict[s
 
 def run_verify(cfg) -> int:
     """``neurofm verify shards=DIR``: exit 0 when every shard matches, 1 otherwise."""
-    from neurofm.configs.schema import typed
-    from neurofm.console import logger as root_logger
-    from neurofm.console import say
 
     cfg = typed(cfg)  # a VerifyConfig
 

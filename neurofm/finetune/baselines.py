@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import mne
 import numpy as np
-from mne.decoding import CSP, Vectorizer
+from mne.decoding import CSP, ReceptiveField, Vectorizer
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neurofm.errors import NeurofmError
+from neurofm.finetune.metrics import pearson_per_output
 from neurofm.tokenizers.segment import Segment
 
 if TYPE_CHECKING:
@@ -78,9 +80,7 @@ def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,
     stimulus before it as the neural model does. The ridge penalty is chosen on the last
     fifth of the training windows (by mean Pearson r), then refit on all of them.
     """
-    from mne.decoding import ReceptiveField
 
-    from neurofm.finetune.metrics import pearson_per_output
 
     tmin, tmax = data.lags_s
     x = data.stimulus.transpose(1, 0, 2).astype(np.float64)  # [X, n, F]
@@ -98,7 +98,6 @@ def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,
         return float(np.mean(pearson_per_output(y[window][:, idx].reshape(-1, y.shape[2]),
                                                 pred.reshape(-1, y.shape[2]))))
 
-    import mne
 
     n_val = max(1, len(train) // 5)
     inner, val = train[:-n_val], train[-n_val:]

@@ -24,11 +24,14 @@ from fractions import Fraction
 
 import numpy as np
 import torch
+from scipy.signal import resample_poly
 from torch import nn
 
 from neurofm.batch import collate_segments, patch_samples
 from neurofm.errors import ConfigError, NeurofmError
+from neurofm.finetune.tasks import add_lora, backbone_of
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.tokenizers import read_recording, tokenize_raw
 from neurofm.tokenizers.segment import Segment
 
 
@@ -114,7 +117,6 @@ def encoding_data(
     **tokenizer_options
         Passed to ``tokenize_raw`` (``sfreq``, ``montage``, ``l_freq`` ...).
     """
-    from neurofm.tokenizers import read_recording, tokenize_raw
 
     if "tmin_s" in tokenizer_options or "tmax_s" in tokenizer_options:
         raise ConfigError("crop the recording and its features together instead of passing tmin_s/tmax_s")
@@ -140,7 +142,6 @@ def encoding_data(
     sfreq = segments[0].sfreq
     if not np.isclose(rate, sfreq):  # to the tokenizer's rate, anti-aliased
         ratio = Fraction(sfreq / rate).limit_denominator(1000)
-        from scipy.signal import resample_poly
 
         features = resample_poly(features, ratio.numerator, ratio.denominator, axis=0)
     before = int(np.ceil(max(lags_s[1], 0.0) * sfreq - 1e-9))
@@ -236,7 +237,6 @@ def fit_encoding(
     baseline chooses its penalty on the same windows). ``val_fraction=0``: train on all
     windows for ``epochs``.
     """
-    from neurofm.finetune.tasks import add_lora, backbone_of
 
     backbone = backbone_of(backbone)
     if mode not in ("linear_probe", "finetune", "lora", "scratch"):

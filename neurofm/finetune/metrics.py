@@ -60,7 +60,6 @@ def pearson_per_output(y_true, y_pred) -> np.ndarray:
 
 def per_sensor_r(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Pearson r per sensor over all held-out samples: ``[n, C, T]`` arrays -> ``[C]``."""
-    from neurofm.finetune.metrics import pearson_per_output
 
     t = min(truth.shape[2], pred.shape[2])
     flat = lambda a: a[:, :, :t].transpose(0, 2, 1).reshape(-1, a.shape[1])  # noqa: E731

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import mne
 import numpy as np
 from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix
 
 from neurofm.tokenizers.segment import Segment
 
@@ -34,7 +36,6 @@ def plot_sensor_r(segment: Segment, r: np.ndarray, out: str | os.PathLike, title
     ax = fig.add_subplot()
     limit = float(np.abs(r).max()) or 1.0
     if kinds == {"eeg"}:
-        import mne
 
         names = segment.meta.get("ch_names") or [f"s{k}" for k in range(segment.n_sensors)]
         info = mne.create_info(list(names), segment.sfreq, "eeg")
@@ -56,7 +57,6 @@ def plot_sensor_r(segment: Segment, r: np.ndarray, out: str | os.PathLike, title
 
 def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], out: Path) -> Path:
     """Row-normalised confusion matrix (true class per row) as a PNG at ``out``."""
-    from sklearn.metrics import confusion_matrix
 
     matrix = confusion_matrix(y, pred, labels=range(len(classes)), normalize="true")
     fig = Figure(figsize=(3.2 + 0.3 * len(classes), 3 + 0.3 * len(classes)))

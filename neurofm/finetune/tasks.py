@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from neurofm.batch import collate_segments
+from neurofm.embedding import NeuroFM
 from neurofm.errors import ConfigError, NotAvailableError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers.segment import Segment
@@ -19,7 +20,6 @@ from neurofm.tokenizers.segment import Segment
 
 def backbone_of(model) -> MaskedAutoencoder | None:
     """The :class:`MaskedAutoencoder` of what :func:`neurofm.load` returns (or the model itself)."""
-    from neurofm.embedding import NeuroFM
 
     if isinstance(model, NeuroFM):
         return model.model
@@ -33,7 +33,6 @@ def window_embeddings(model, segments: list[Segment], batch_size: int = 64) -> n
 
     ``model``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`.
     """
-    from neurofm.embedding import NeuroFM
 
     return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size).windows
 

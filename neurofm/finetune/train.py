@@ -8,10 +8,13 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
+from neurofm.configs.schema import FinetuneConfig, typed
+from neurofm.console import make_progress
+from neurofm.datasets import discover, join_phenotype, read_phenotype
 from neurofm.datasets.shards import (
     FMRI_OPTIONS,
     MEEG_OPTIONS,
@@ -19,14 +22,26 @@ from neurofm.datasets.shards import (
     check_needs,
     tokenize_source,
 )
+from neurofm.embedding import load
 from neurofm.errors import ConfigError, NeurofmError
-from neurofm.finetune.plots import plot_confusion
+from neurofm.finetune import protocols
+from neurofm.finetune.baselines import (
+    DECODING_BASELINES,
+    connectivity_features,
+    fc_logistic,
+    ridge_trf,
+    shared_sensor_array,
+)
+from neurofm.finetune.disorder import aggregate_subjects, subject_labels
+from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
+from neurofm.finetune.metrics import classification_metrics, per_sensor_r
+from neurofm.finetune.plots import plot_confusion, plot_sensor_r
+from neurofm.finetune.protocols import time_splits
+from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_embeddings
 from neurofm.options import check_keywords
+from neurofm.tokenizers import read_recording, tokenize_events
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.options import MeegOptions
-
-if TYPE_CHECKING:
-    from neurofm.configs.schema import FinetuneConfig
 
 logger = logging.getLogger("neurofm.finetune")
 
@@ -34,7 +49,6 @@ logger = logging.getLogger("neurofm.finetune")
 
 def _splits(task, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, seed: int,
             group_values: np.ndarray | None = None):
-    from neurofm.finetune import protocols
 
     name = task.protocol
     if name == "kfold":
@@ -58,7 +72,6 @@ def _splits(task, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, 
 
 def _classifier_probs(task, model, segments, labels, embeddings, split, seed: int) -> np.ndarray:
     """Test probabilities of one split, per window, in the task's mode."""
-    from neurofm.finetune.tasks import finetune_classifier, linear_probe
 
     if task.mode == "linear_probe":
         return linear_probe(embeddings[split.train], labels[split.train], embeddings[split.test], seed)
@@ -77,10 +90,6 @@ def _metric_rows(per_split: list[dict]) -> list[str]:
 
 
 def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
-    from neurofm.finetune.baselines import DECODING_BASELINES, shared_sensor_array
-    from neurofm.finetune.metrics import classification_metrics
-    from neurofm.finetune.tasks import window_embeddings
-    from neurofm.tokenizers import tokenize_events
 
     task = conf.task
     options = MeegOptions.of(conf.tokenizer, "+tokenizer.{}=")
@@ -146,8 +155,6 @@ def _prepare_options(conf: FinetuneConfig, window_s: float) -> PrepareOptions:
 
 def _cohort(conf: FinetuneConfig) -> list:
     """Windows of every recording under ``inputs``, with each subject's phenotype row."""
-    from neurofm.console import make_progress
-    from neurofm.datasets import discover, join_phenotype, read_phenotype
 
     task = conf.task
     inputs = _inputs(conf)
@@ -189,10 +196,6 @@ def _cohort(conf: FinetuneConfig) -> list:
 
 
 def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
-    from neurofm.finetune.baselines import connectivity_features, fc_logistic
-    from neurofm.finetune.disorder import aggregate_subjects, subject_labels
-    from neurofm.finetune.metrics import classification_metrics
-    from neurofm.finetune.tasks import window_embeddings
 
     task = conf.task
     if task.protocol not in ("kfold_subject", "loso", "logo"):
@@ -259,7 +262,6 @@ def _read_features(path: str, source: str) -> tuple[np.ndarray, list[str] | None
     if path.endswith(".npy"):
         return np.load(path, allow_pickle=False), None
     if path.endswith((".csv", ".tsv", ".txt")):
-        import pandas as pd
 
         table = pd.read_csv(path, sep=None, engine="python")
         return table.to_numpy(dtype=np.float64), [str(c) for c in table.columns]
@@ -267,17 +269,6 @@ def _read_features(path: str, source: str) -> tuple[np.ndarray, list[str] | None
 
 
 def _encoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
-    from neurofm.finetune.baselines import ridge_trf
-    from neurofm.finetune.encoding import (
-        encoding_data,
-        event_features,
-        fit_encoding,
-        predict_encoding,
-    )
-    from neurofm.finetune.metrics import per_sensor_r
-    from neurofm.finetune.plots import plot_sensor_r
-    from neurofm.finetune.protocols import time_splits
-    from neurofm.tokenizers import read_recording
 
     task = conf.task
     inputs = _inputs(conf)
@@ -329,8 +320,6 @@ TASKS = {"decoding": _decoding, "disorder": _disorder, "encoding": _encoding}
 
 def run_finetune(cfg) -> int:
     """The Hydra entry point of ``neurofm finetune``."""
-    from neurofm.configs.schema import typed
-    from neurofm.embedding import load
 
     conf: FinetuneConfig = typed(cfg)
     task = conf.task

@@ -7,16 +7,21 @@ Loading never unpickles arbitrary objects: safetensors for exported weights, and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib
 import json
 import os
 import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from neurofm import __version__
+from neurofm.console import logger
 from neurofm.errors import CheckpointError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
@@ -26,7 +31,6 @@ WEIGHTS = "model.safetensors"
 
 def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``out`` (atomically, file by file)."""
-    from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +83,6 @@ MAX_PARAMETERS = 20e9  # far above any size neurofm ships; a larger config is co
 def model_config(config: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
     """A checked :class:`ModelConfig` from a checkpoint's config: unknown keys and sizes that
     would allocate more than :data:`MAX_PARAMETERS` are errors, before any memory is taken."""
-    import dataclasses
 
     if not isinstance(config, dict):
         raise CheckpointError(f"model config is a {type(config).__name__}, not a mapping", path)
@@ -111,7 +114,6 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.exists():
         raise CheckpointError("checkpoint not found", path)
     if path.is_dir() and (path / WEIGHTS).exists():
-        from safetensors.torch import load_file
 
         try:
             config = json.loads((path / CONFIG).read_text())["model"]
@@ -182,7 +184,6 @@ def _read_deepspeed(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 def _refused(err: Exception) -> str:
     """The object ``torch.load(weights_only=True)`` refused, without torch's advice to allow it."""
-    import re
 
     found = re.search(r"GLOBAL ([\w.]+)", str(err))
     return f"a pickled object ({found.group(1)})" if found else "pickled objects"
@@ -204,7 +205,6 @@ def _only_allow_listed_pickles():
     """DeepSpeed's ``zero_to_fp32`` reads its files with ``weights_only=False``, which runs any
     code a pickle names. Within this block every ``torch.load`` is ``weights_only=True`` with
     only :data:`DEEPSPEED_SAFE_GLOBALS` allowed."""
-    import importlib
 
     allowed = []
     for module, name in DEEPSPEED_SAFE_GLOBALS:
@@ -235,7 +235,6 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
 def run_export(cfg) -> int:
     """``neurofm export ckpt=... out=...``."""
     from neurofm.configs.schema import typed
-    from neurofm.console import logger
 
     conf = typed(cfg)  # an ExportConfig
     out = export_checkpoint(conf.ckpt, conf.out)

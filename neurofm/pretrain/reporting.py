@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pandas as pd
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from matplotlib.figure import Figure
 
 from neurofm.console import make_progress, progress_enabled
 
@@ -130,8 +132,6 @@ class StepProgress(Callback):
 def plot_loss_curve(metrics_csv: Path, out: Path, smoothing_steps: int = 50) -> Path | None:
     """Training loss (raw, faint, and smoothed) and validation loss against step, with the
     validation R² of masked reconstruction on a second axis, from ``metrics.csv``."""
-    import pandas as pd
-    from matplotlib.figure import Figure
 
     if not metrics_csv.exists():
         return None

@@ -9,31 +9,34 @@ SLURM requeue); ``resume=auto`` continues from ``<run_dir>/checkpoints/last.ckpt
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import time
 import warnings
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
+import pandas as pd
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from neurofm.configs.schema import PretrainConfig, TrainerConfig, typed
 from neurofm.console import say
 from neurofm.datasets.manifest import load_manifest
 from neurofm.datasets.shards import PrepareOptions, write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.pretrain.data import ShardDataModule
+from neurofm.pretrain.demo import build_demo_corpus
 from neurofm.pretrain.module import PretrainModule
 from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, plot_loss_curve
-
-if TYPE_CHECKING:
-    from neurofm.configs.schema import TrainerConfig
 
 logger = logging.getLogger("neurofm.pretrain")
 LAST = "last.ckpt"
@@ -87,7 +90,6 @@ DEMO_PREPARE = PrepareOptions(window_s=4.0, fmri_window_s=60.0, roi_tr_s=2.0, sh
 
 def prepare_demo(root: Path, seed: int) -> Path:
     """Build the synthetic demo corpus and its shards (once)."""
-    from neurofm.pretrain.demo import build_demo_corpus
 
     shards = root / "shards"
     if (shards / "manifest.json").exists():
@@ -100,7 +102,6 @@ def prepare_demo(root: Path, seed: int) -> Path:
 
 def _trainer_kwargs(trainer: TrainerConfig) -> dict[str, Any]:
     """Keyword arguments of :class:`lightning.pytorch.Trainer` (a ``_target_`` strategy built)."""
-    from hydra.utils import instantiate
 
     kwargs = {f.name: getattr(trainer, f.name) for f in fields(trainer) if f.name != "extra"}
     kwargs.update(trainer.extra)
@@ -224,7 +225,6 @@ def _quiet_lightning() -> None:
 
 def _val_r2(metrics_csv: Path) -> tuple[float, float, float] | None:
     """Validation R² of masked tokens: (first, last, best), from ``metrics.csv``."""
-    import pandas as pd
 
     if not metrics_csv.exists():
         return None
@@ -237,9 +237,7 @@ def _val_r2(metrics_csv: Path) -> tuple[float, float, float] | None:
 
 def run_pretrain(cfg) -> int:
     """``neurofm pretrain``: the Hydra entry point."""
-    from hydra.core.hydra_config import HydraConfig
 
-    from neurofm.configs.schema import PretrainConfig, typed
 
     _quiet_lightning()
     conf: PretrainConfig = typed(cfg)
@@ -332,7 +330,6 @@ def run_pretrain(cfg) -> int:
 def _end_loader_workers() -> None:
     """Loader workers ignore SIGTERM (see ``make_loader``); once training is over they are
     ended here, so the interpreter's exit does not wait on them."""
-    import multiprocessing
 
     for child in multiprocessing.active_children():
         child.kill()

@@ -7,6 +7,7 @@ import warnings
 
 import mne
 import numpy as np
+from scipy.signal import welch
 
 from neurofm.errors import RecordingError
 
@@ -57,7 +58,6 @@ def detect_line_freq(data: np.ndarray, sfreq: float) -> float | None:
     Uses the median log-spectrum across channels of the data given; a peak
     counts when its power is at least 5x the median of its 2-5 Hz neighbourhood.
     """
-    from scipy.signal import welch
 
     candidates = [f for f in (50.0, 60.0) if f < sfreq / 2 - 5]
     if not candidates or data.shape[1] < 2 * sfreq:

@@ -23,6 +23,7 @@ from typing import Any
 
 import mne
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from neurofm.errors import RecordingError, RecordingTooShortError
 from neurofm.tokenizers.channels import select_channels
@@ -298,7 +299,6 @@ def _window_reject(
     cont: _Continuous, starts: np.ndarray, length: int, reject_scaled: float | None
 ) -> np.ndarray:
     """Reason per window ('' = keep): NaN/BAD samples or extreme scaled amplitude."""
-    from numpy.lib.stride_tricks import sliding_window_view
 
     reasons = np.full(len(starts), "", dtype=object)
     if len(starts) == 0:

@@ -22,6 +22,9 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy.interpolate import CubicSpline
+from scipy.signal import butter, sosfiltfilt
+from scipy.sparse import csr_matrix
 
 from neurofm.errors import AtlasError, BoldError, BoldTooShortError
 from neurofm.tokenizers.atlas import (
@@ -139,8 +142,6 @@ def resample_series(signals: np.ndarray, tr_s: float, new_tr_s: float) -> np.nda
     original sample); when downsampling, a zero-phase 5th-order Butterworth
     low-pass at 0.9x the new Nyquist frequency first prevents aliasing.
     """
-    from scipy.interpolate import CubicSpline
-    from scipy.signal import butter, sosfiltfilt
 
     n = signals.shape[0]
     if new_tr_s > tr_s and n > 18:
@@ -184,7 +185,7 @@ def series_windows(
 
 
 def clean_series(series, tr_s, confounds, detrend, standardize, low_pass, high_pass):
-    from nilearn.signal import clean
+    from nilearn.signal import clean  # nilearn costs ~1 s to import: only fMRI work pays it
 
     if not (detrend or standardize or confounds is not None or low_pass or high_pass):
         return series
@@ -260,7 +261,7 @@ def tokenize_bold(
         centroids in metres (MNI); ``meta['tr_s']``, ``parcel_labels``,
         ``parcel_names``, ``parcel_volumes_mm3``, ``dropped_parcels``.
     """
-    from nilearn.image import resample_to_img
+    from nilearn.image import resample_to_img  # (see clean_series)
     from nilearn.image.resampling import BoundingBoxError
 
     if empty_parcels not in ("drop", "keep", "raise"):
@@ -377,7 +378,6 @@ def parcel_means(img: nib.Nifti1Image, labels: np.ndarray, parcels: np.ndarray) 
     parcels : ndarray of int
         Labels to extract, ascending; each must have at least one voxel.
     """
-    from scipy.sparse import csr_matrix
 
     data = np.asanyarray(img.dataobj)  # [X, Y, Z, T], scaled, no float64 copy of the volume
     order = "F" if data.flags.f_contiguous else "C"

@@ -50,6 +50,10 @@ class PrepareConfig(PrepareOptions):
     workers: int = 1        # parallel tokenizer processes
 
 
+PrepareConfig.__doc__ += "\n\n    ``inputs`` (files, globs, BIDS roots), ``out`` (directory), ``workers``; and\n" + (
+    PrepareOptions.__doc__.split("\n", 1)[1])
+
+
 # --------------------------------------------------------------------------- pretrain
 
 

@@ -107,6 +107,8 @@ class Encoder(nn.Module):
         self.activation_checkpointing = activation_checkpointing
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if key_mask is not None and not torch.compiler.is_compiling() and bool(key_mask.all()):
+            key_mask = None  # nothing padded: attention takes its unmasked (fused) kernels
         for block in self.blocks:
             if self.activation_checkpointing and self.training:
                 x = checkpoint(block, x, key_mask, use_reentrant=False)

@@ -40,17 +40,19 @@ def eeglab_tutorial():
 
 
 def pretrain_steps(config, batches, steps: int, lr: float, on_step: Callable | None = None,
-                   model=None):
+                   model=None, warmup_steps: int | None = None):
     """``neurofm pretrain``'s recipe in a plain loop: :class:`PretrainModule`'s model, optimizer
     (AdamW decaying matrices only) and warmup + cosine schedule, gradient norm clipped at 1.0
     (``trainer.gradient_clip_val``). ``model``: train this one instead of a new one of
-    ``config``. ``on_step(step, loss, model)`` after each step. Returns the model."""
+    ``config``. ``warmup_steps``: the schedule's warmup (default: ``OptimConfig``'s).
+    ``on_step(step, loss, model)`` after each step. Returns the model."""
     import torch
 
     from neurofm.configs.schema import OptimConfig, TrainerConfig
     from neurofm.pretrain.module import PretrainModule
 
-    module = PretrainModule(config, OptimConfig(lr=lr), max_steps=steps)
+    optim = OptimConfig(lr=lr) if warmup_steps is None else OptimConfig(lr=lr, warmup_steps=warmup_steps)
+    module = PretrainModule(config, optim, max_steps=steps)
     if model is not None:
         module.model = model
     optimizer, schedule = module.optimizer_and_schedule()

@@ -64,7 +64,7 @@ def pretrain(raw_path: Path, bdf: Path, steps: int, tmp: Path) -> MaskedAutoenco
     torch.manual_seed(0)
     config = model_config("tiny", mask_strategy="channels", mask_ratio=0.5)
     batches = iter(batched_stream(tmp / "shards", 16, "train", resampled=True, shuffle_buffer=500))
-    return pretrain_steps(config, batches, steps, lr=3e-3).eval()
+    return pretrain_steps(config, batches, steps, lr=3e-3, warmup_steps=steps // 20).eval()
 
 
 def _classification_table(protocols: dict, methods: dict, labels, subject_level=None) -> dict:

@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--out", default="docs")
     parser.add_argument("--mask", default="channels", help="random | channels | time | mixed")
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--warmup", type=float, default=0.05,
+                        help="warmup steps as a fraction of --steps (optim.warmup_steps)")
     parser.add_argument("--interpolation-prior", action="store_true",
                         help="add the gated neighbour-interpolation prior to the prediction")
     args = parser.parse_args()
@@ -115,7 +117,8 @@ def main() -> None:
                       + "  ".join(f"{k} {v:.3f}" for k, v in r2.items()), flush=True)
 
         start = time.perf_counter()
-        pretrain_steps(config, batches, args.steps, lr, on_step, model=model)  # neurofm pretrain's recipe
+        pretrain_steps(config, batches, args.steps, lr, on_step, model=model,   # neurofm pretrain's recipe
+                       warmup_steps=max(1, round(args.warmup * args.steps)))
         minutes = (time.perf_counter() - start) / 60
     after = evals[-1][1]
     print(f"\n{args.model}: {args.steps} steps in {minutes:.1f} min on CPU")

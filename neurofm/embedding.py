@@ -138,14 +138,7 @@ class NeuroFM:
         if not segments:
             raise NeurofmError("nothing to embed: every window was rejected (see the tokenizer report)")
         # batches of one shape: no padding, and the same numbers whatever the batch size
-        order = sorted(range(len(segments)), key=lambda i: (segments[i].modality, segments[i].n_sensors,
-                                                            segments[i].n_times, i))
-        groups: list[list[int]] = []
-        for i in order:
-            if groups and len(groups[-1]) < batch_size and _same_shape(segments[groups[-1][0]], segments[i]):
-                groups[-1].append(i)
-            else:
-                groups.append([i])
+        groups = shape_batches(segments, batch_size)
         out = np.zeros((len(segments), self.model.config.dim), np.float32)
         with make_progress(transient=True) as progress:
             task = progress.add_task("embedding", total=len(segments))
@@ -157,6 +150,20 @@ class NeuroFM:
         times = np.array([s.meta.get("onset_s", 0.0) for s in segments], dtype=np.float64)
         return Embeddings(windows=out, pooled=out.mean(axis=0), times=times,
                           meta=[{k: v for k, v in s.meta.items() if not isinstance(v, list)} for s in segments])
+
+
+def shape_batches(segments: list[Segment], batch_size: int) -> list[list[int]]:
+    """Indices of ``segments`` in batches of one shape (modality, sensors, samples, rate), at
+    most ``batch_size`` each: no padding, so a window's output does not depend on its batch."""
+    order = sorted(range(len(segments)), key=lambda i: (segments[i].modality, segments[i].n_sensors,
+                                                        segments[i].n_times, i))
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and len(groups[-1]) < batch_size and _same_shape(segments[groups[-1][0]], segments[i]):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def _is_shard(x: str | os.PathLike) -> bool:

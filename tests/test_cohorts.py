@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import neurofm
+from neurofm.batch import collate_segments
 from neurofm.datasets import PrepareOptions, read_phenotype, stream, write_shards
 from neurofm.datasets.shards import roi_tr_for
 from neurofm.errors import BoldError, ConfigError
-from neurofm.finetune.protocols import subject_kfold
-from neurofm.finetune.tasks import finetune_classifier, window_embeddings
+from neurofm.finetune.baselines import riemann_lr, shared_sensor_array, tangent_space
+from neurofm.finetune.protocols import leave_one_group_out, subject_kfold
+from neurofm.finetune.tasks import finetune_classifier, window_embeddings, window_features
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_events, tokenize_roi_table
@@ -115,9 +118,16 @@ def test_cli_finetune_disorder_on_roi_tables(abide, tiny_export, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_subjects"] == 12 and metrics["classes"] == ["1", "2"]
-    assert set(metrics["methods"]) == {"linear_probe", "fc_logistic"}
+    assert set(metrics["methods"]) == {"linear_probe", "fc_logistic", "fc_tangent"}
     for method in metrics["methods"].values():
         assert sum(s["n_test"] for s in method["splits"]) == 12
+    # one row per subject and method, labels from the phenotype table, probabilities summing to 1
+    predictions = pd.read_csv(run / "predictions.csv", dtype={"subject": str})
+    assert len(predictions) == 36 and set(predictions["method"]) == set(metrics["methods"])
+    rows = read_phenotype(abide / "Phenotypic_V1_0b_preprocessed1.csv", label_columns=["DX_GROUP"])
+    assert all(str(rows[str(int(s))]["DX_GROUP"]) == str(label)
+               for s, label in zip(predictions["subject"], predictions["label"], strict=True))
+    assert np.allclose(predictions["prob_1"] + predictions["prob_2"], 1.0)
 
 
 def test_python_api_takes_what_load_returns(eegmmidb, tiny_export):
@@ -164,9 +174,71 @@ def test_cli_finetune_disorder_leave_one_site_out(abide, tiny_export, tmp_path):
 
 
 def test_leave_one_group_out_never_splits_a_subject():
-    from neurofm.finetune.protocols import leave_one_group_out
-
-    splits = leave_one_group_out(["a", "a", "b", "b", "c"], ["1", "1", "2", "3", "4"])
+    splits = leave_one_group_out(list("aaabbcc"), ["1", "1", "6", "2", "3", "4", "5"])
     assert [s.name for s in splits] == ["logo-a", "logo-b", "logo-c"]
     with pytest.raises(ValueError, match="subject '1' is in groups 'a' and 'b'"):
         leave_one_group_out(["a", "b"], ["1", "1"])
+    with pytest.raises(ValueError, match=r"groups \{'c': '4'\} hold one subject each"):
+        leave_one_group_out(["a", "a", "b", "b", "c"], ["1", "5", "2", "3", "4"])
+
+
+def test_readouts_keep_the_parcel_axis_over_the_parcels_every_table_shares(abide, tiny_export):
+    model = neurofm.load(tiny_export)
+    segments = []
+    for name in CALTECH[:4]:  # 0051461 and 0051462 have all-zero parcels, dropped per table
+        segments += tokenize_roi_table(table(abide, name), coords=abide / "CC200.nii.gz", tr_s=2.0, window_s=60.0)
+    labels = [tuple(s.meta["parcel_labels"]) for s in segments]
+    shared = [p for p in labels[0] if all(p in other for other in labels)]
+    assert len({len(x) for x in labels}) > 1 and 150 < len(shared) < 200
+    sensors = window_features(model, segments, "sensors")
+    connectivity = window_features(model, segments, "connectivity")
+    assert sensors.shape == (len(segments), len(shared) * 64)
+    assert connectivity.shape == (len(segments), len(shared) * (len(shared) - 1) // 2)
+    assert np.isfinite(connectivity).all() and np.abs(connectivity).max() < 8
+    # against the encoder's tokens of the last window, computed by hand
+    seg = segments[-1]
+    with torch.no_grad():
+        tokens = model.model.embed_tokens(collate_segments([seg]))[0][0].double()
+    tokens = tokens.reshape(seg.n_sensors, -1, 64)
+    rows = [seg.meta["parcel_labels"].index(p) for p in shared]
+    np.testing.assert_allclose(sensors[-1], tokens[rows].mean(1).flatten().numpy(), rtol=1e-4, atol=1e-5)
+    flat = (tokens[rows] - tokens[rows].mean(1, keepdim=True)).flatten(1).numpy()
+    expected = np.arctanh(np.corrcoef(flat - flat.mean(1, keepdims=True))[np.triu_indices(len(rows), 1)])
+    np.testing.assert_allclose(connectivity[-1], expected, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ConfigError, match="readout must be one of"):
+        window_features(model, segments, "mena")
+
+
+def test_tangent_space_fc_is_fitted_on_training_subjects_only(abide):
+    series = [np.loadtxt(table(abide, name), comments="#")[:, :40] for name in CALTECH[:6]]
+    train, test = tangent_space(series[:4], series[4:], standardize=True)
+    assert train.shape == (4, 40 * 41 // 2) and test.shape == (2, 40 * 41 // 2)
+    # tangent vectors are centred on the training subjects' geometric mean
+    assert np.abs(train.mean(0)).mean() < np.abs(test.mean(0)).mean()
+    again = tangent_space(series[:4], series[5:], standardize=True)[1]
+    np.testing.assert_allclose(again[0], test[1], rtol=1e-6, atol=1e-8)
+
+
+def test_riemannian_baseline_decodes_imagined_fist_movements(eegmmidb):
+    segments = []
+    for run in ("R04", "R08", "R12"):  # motor imagery, left vs right fist
+        segments += tokenize_events(eegmmidb / "S002" / f"S002{run}.edf", event_id=["T1", "T2"], tmin=0.5, tmax=2.5)
+    x = shared_sensor_array(segments)
+    y = np.array([s.meta["label"] == "T2" for s in segments], dtype=int)
+    correct = 0
+    for split in subject_kfold(np.arange(len(y)), k=5, labels=y):
+        prob = riemann_lr(x[split.train], y[split.train], x[split.test], segments[0].sfreq)
+        assert prob.shape == (len(split.test), 2) and np.allclose(prob.sum(1), 1)
+        correct += int((prob.argmax(1) == y[split.test]).sum())
+    assert correct / len(y) > 0.7  # chance is 0.5; S002 is this cohort's clearest imager (~0.84)
+
+
+def test_decoding_by_subject_names_files_whose_subject_is_unknown(eegmmidb, tiny_export, tmp_path):
+    files = [tmp_path / "run_a.edf", tmp_path / "run_b.edf"]
+    for f, run in zip(files, ("R04", "R08"), strict=True):
+        f.symlink_to(eegmmidb / "S001" / f"S001{run}.edf")
+    result = run_cli("finetune", f"ckpt={tiny_export}", f"inputs=[{files[0]},{files[1]}]",
+                     "task.event_id=[T1,T2]", "task.tmin_s=0", "task.tmax_s=2", "task.protocol=loso",
+                     f"run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "run_a.edf" in result.stderr and "task.subject_pattern" in result.stderr

@@ -1,9 +1,11 @@
 """The classical methods a researcher would run without neurofm, on the same windows and splits:
 
-- decoding: CSP + LDA (band power, the motor-imagery standard) and shrinkage LDA on the
+- decoding: CSP + LDA on 8-30 Hz (band power, the motor-imagery standard), the Riemannian
+  tangent space of 8-30 Hz covariances + logistic regression, and shrinkage LDA on the
   evoked waveform (the ERP standard);
 - encoding: the ridge temporal response function (``mne.decoding.ReceptiveField``);
-- subject level: functional connectivity + logistic regression.
+- subject level: functional connectivity (correlation, or the tangent space of the
+  covariances, nilearn's ``ConnectivityMeasure``) + logistic regression.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import TYPE_CHECKING
 import mne
 import numpy as np
 from mne.decoding import CSP, ReceptiveField, Vectorizer
+from nilearn.connectome import ConnectivityMeasure
+from sklearn.covariance import LedoitWolf
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -53,15 +57,48 @@ def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
                     ).astype(np.float64)
 
 
-def csp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-            n_components: int = 4) -> np.ndarray:
-    """CSP (``mne.decoding.CSP``, log-variance of ``n_components`` filters) + LDA; test
-    probabilities. ``x``: ``[N, C, T]``, band-passed as the task needs (e.g. 8-30 Hz)."""
+MU_BETA = (8.0, 30.0)
+
+
+def band_pass(x: np.ndarray, sfreq: float, band: tuple[float, float] = MU_BETA) -> np.ndarray:
+    """``x`` (``[..., T]``) band-passed with MNE's default FIR (zero phase)."""
+    return mne.filter.filter_data(x, sfreq, band[0], band[1], verbose="error")
+
+
+def csp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
+            n_components: int = 4, band: tuple[float, float] = MU_BETA) -> np.ndarray:
+    """CSP (``mne.decoding.CSP``, log-variance of ``n_components`` filters, Ledoit-Wolf) + LDA
+    on ``band``-passed windows; test probabilities. ``x``: ``[N, C, T]`` at ``sfreq``."""
     model = make_pipeline(CSP(n_components=n_components, reg="ledoit_wolf"), LinearDiscriminantAnalysis())
-    return model.fit(x_train, y_train).predict_proba(x_test)
+    return model.fit(band_pass(x_train, sfreq, band), y_train).predict_proba(band_pass(x_test, sfreq, band))
 
 
-def erp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, decimate: int = 10) -> np.ndarray:
+def tangent_space(train: Sequence[np.ndarray], test: Sequence[np.ndarray], standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Ledoit-Wolf covariances (``[T, C]`` series each) mapped to the tangent space at the
+    training set's geometric mean (nilearn ``ConnectivityMeasure(kind="tangent")``), fitted
+    on ``train`` only; vectorised upper triangles. ``standardize``: z-score each series
+    first (correlations, for fMRI) or keep its power (EEG band power)."""
+    measure = ConnectivityMeasure(cov_estimator=LedoitWolf(store_precision=False), kind="tangent",
+                                  vectorize=True, standardize="zscore_sample" if standardize else False)
+    fitted = measure.fit_transform(list(train))
+    # each subject's vector depends on the training mean only; nilearn refuses a group of one
+    mapped = measure.transform(list(test) + list(train[:1]))[: len(test)]
+    return fitted, mapped
+
+
+def riemann_lr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
+               band: tuple[float, float] = MU_BETA, seed: int = 0) -> np.ndarray:
+    """Riemannian tangent-space classifier: covariance of each ``band``-passed window, tangent
+    space at the training windows' mean, standardised logistic regression; test probabilities."""
+    scale = np.sqrt(np.mean(x_train ** 2))  # one factor for every window: keeps relative power
+    train, test = (band_pass(x / scale, sfreq, band).transpose(0, 2, 1) for x in (x_train, x_test))
+    f_train, f_test = tangent_space(train, test, standardize=False)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
+    return model.fit(f_train, y_train).predict_proba(f_test)
+
+
+def erp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
+            decimate: int = 10) -> np.ndarray:
     """The waveform (every ``decimate``-th sample of every sensor), standardised, with
     shrinkage LDA (Ledoit-Wolf); test probabilities. ``x``: ``[N, C, T]``."""
     model = make_pipeline(Vectorizer(), StandardScaler(),
@@ -69,7 +106,7 @@ def erp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, decima
     return model.fit(x_train[..., ::decimate], y_train).predict_proba(x_test[..., ::decimate])
 
 
-DECODING_BASELINES = {"csp_lda": csp_lda, "erp_lda": erp_lda}
+DECODING_BASELINES = {"csp_lda": csp_lda, "riemann_lr": riemann_lr, "erp_lda": erp_lda}
 
 
 def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,
@@ -107,6 +144,17 @@ def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,
     return pred.transpose(1, 2, 0)
 
 
+def subject_series(segments: Sequence[Segment], subjects: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per subject (sorted IDs), its windows concatenated in time over the sensors every
+    segment shares: ``[T, C]`` each, the layout nilearn's connectome tools take."""
+    rows = shared_sensors(segments)
+    ids, inverse = np.unique(np.asarray(subjects).astype(str), return_inverse=True)
+    parts: list[list[np.ndarray]] = [[] for _ in ids]
+    for seg, seg_rows, k in zip(segments, rows, inverse, strict=True):
+        parts[k].append(seg.signal[seg_rows])
+    return ids, [np.concatenate(p, axis=1).T.astype(np.float64) for p in parts]
+
+
 def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Functional connectivity per subject (``subjects``: one ID per segment): Fisher-z Pearson correlation between every pair
     of sensors over all of the subject's windows, upper triangle ``[S, C(C-1)/2]``.
@@ -114,15 +162,10 @@ def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> 
     Every subject must have the same sensors (names) in the same order; sensors are
     matched by ``meta['ch_names']`` (or parcel labels) and reduced to those all share.
     """
-    rows = shared_sensors(segments)
-    ids, inverse = np.unique(np.asarray(subjects).astype(str), return_inverse=True)
-    parts: list[list[np.ndarray]] = [[] for _ in ids]
-    for seg, seg_rows, k in zip(segments, rows, inverse, strict=True):
-        parts[k].append(seg.signal[seg_rows])
-    iu = np.triu_indices(len(rows[0]), k=1)
-    corr = np.stack([np.corrcoef(np.concatenate(p, axis=1))[iu] for p in parts])
+    ids, series = subject_series(segments, subjects)
+    iu = np.triu_indices(series[0].shape[1], k=1)
+    corr = np.stack([np.corrcoef(x.T)[iu] for x in series])
     return ids, np.arctanh(np.clip(corr, -0.999999, 0.999999))
-
 
 
 def fc_logistic(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -64,6 +64,13 @@ def leave_one_group_out(groups, subjects) -> list[Split]:
                              "group would put it in train and test")
     if len(np.unique(groups)) < 2:
         raise ValueError(f"leave-one-group-out needs 2 or more groups; found {np.unique(groups).tolist()}")
+    members: dict[str, set] = {}
+    for s, g in per_subject.items():
+        members.setdefault(g, set()).add(s)
+    lonely = {g: sorted(m)[0] for g, m in sorted(members.items()) if len(m) < 2}
+    if lonely:
+        raise ValueError(f"groups {lonely} hold one subject each: a test fold of one subject has no "
+                         "balanced accuracy or AUROC; merge such groups or leave them out of inputs")
     folds = LeaveOneGroupOut().split(groups, groups=groups)
     return _check(_check([Split(f"logo-{groups[te[0]]}", tr, te) for tr, te in folds], groups), subjects)
 

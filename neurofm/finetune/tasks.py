@@ -12,9 +12,12 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from neurofm.batch import collate_segments
-from neurofm.embedding import NeuroFM
+from neurofm.console import make_progress
+from neurofm.embedding import NeuroFM, shape_batches
 from neurofm.errors import ConfigError, NotAvailableError
+from neurofm.finetune.baselines import shared_sensors
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.options import check_option
 from neurofm.tokenizers.segment import Segment
 
 
@@ -35,6 +38,60 @@ def window_embeddings(model, segments: list[Segment], batch_size: int = 64) -> n
     """
 
     return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size).windows
+
+
+READOUTS = ("mean", "sensors", "connectivity")
+
+
+def window_features(model, segments: list[Segment], readout: str = "mean",
+                    batch_size: int = 32) -> np.ndarray:
+    """Frozen-encoder features per window for a linear probe, ``[N, F]``.
+
+    ``readout``:
+
+    - ``mean``: the mean of every token (``F = dim``), as :meth:`NeuroFM.embed`;
+    - ``sensors``: each sensor's tokens averaged over time, concatenated over the sensors
+      every window shares (``F = sensors * dim``): keeps the spatial axis (lateralised
+      rhythms, regional effects);
+    - ``connectivity``: the Fisher-z correlation between every pair of shared sensors of
+      their token sequences, centred over time (``F = sensors * (sensors - 1) / 2``):
+      functional connectivity in the model's feature space.
+
+    Sensors are matched by channel name or parcel label (a file that lost a parcel keeps
+    the others). ``sensors`` and ``connectivity`` need a model without ``spatial_latents``.
+    """
+    check_option("readout", readout, READOUTS)
+    if readout == "mean":
+        return window_embeddings(model, segments, batch_size)
+    backbone = backbone_of(model)
+    if backbone.config.spatial_latents is not None:
+        raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
+                          f"{backbone.config.spatial_latents} compresses away; use readout=mean")
+    rows = shared_sensors(segments)
+    iu = np.triu_indices(len(rows[0]), k=1)
+    out = None
+    backbone.eval()
+    with torch.no_grad(), make_progress(transient=True) as progress:
+        bar = progress.add_task(f"embedding ({readout} readout)", total=len(segments))
+        for group in shape_batches(segments, batch_size):
+            batch = collate_segments([segments[i] for i in group])
+            tokens, _ = backbone.embed_tokens(batch)
+            b, c = batch.signal.shape[:2]
+            tokens = tokens.reshape(b, c, -1, tokens.shape[-1]).double()  # [B, C, N, D]
+            take = torch.as_tensor(np.stack([rows[i] for i in group]))   # [B, C_shared]
+            tokens = tokens[torch.arange(b)[:, None], take]
+            if readout == "sensors":
+                feats = tokens.mean(2).flatten(1)
+            else:
+                centred = (tokens - tokens.mean(2, keepdim=True)).flatten(2)  # [B, C, N * D]
+                centred = centred / centred.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+                corr = (centred @ centred.transpose(1, 2)).clamp(-0.999999, 0.999999)
+                feats = torch.atanh(corr[:, iu[0], iu[1]])
+            if out is None:
+                out = np.zeros((len(segments), feats.shape[1]), np.float32)
+            out[group] = feats.float().numpy()
+            progress.advance(bar, len(group))
+    return out
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:

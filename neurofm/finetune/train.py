@@ -31,13 +31,15 @@ from neurofm.finetune.baselines import (
     fc_logistic,
     ridge_trf,
     shared_sensor_array,
+    subject_series,
+    tangent_space,
 )
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
 from neurofm.finetune.metrics import classification_metrics, per_sensor_r
 from neurofm.finetune.plots import plot_confusion, plot_sensor_r
 from neurofm.finetune.protocols import time_splits
-from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_embeddings
+from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.options import check_keywords
 from neurofm.tokenizers import read_recording, tokenize_events
 from neurofm.tokenizers.naming import entities_from_name
@@ -64,7 +66,7 @@ def _splits(task, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, 
         try:
             return protocols.leave_one_group_out(group_values, subjects)
         except ValueError as err:
-            raise ConfigError(f"task.group_by={task.get('group_by')}: {err}") from err
+            raise ConfigError(f"task.group_by={task.group_by}: {err}") from err
     if name == "few_shot":
         return protocols.few_shot(labels, groups, shots=task.shots, repeats=task.repeats, seed=seed)
     raise ConfigError(f"task.protocol must be kfold, kfold_subject, loso, logo or few_shot, got {name!r}")
@@ -93,9 +95,16 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
 
     task = conf.task
     options = MeegOptions.of(conf.tokenizer, "+tokenizer.{}=")
+    by_subject = task.protocol in ("kfold_subject", "loso")
     segments = []
     for path in _inputs(conf):
         entities = entities_from_name(path, task.subject_pattern)
+        if by_subject and entities == {"subject": Path(path).name.split(".")[0]}:
+            raise ConfigError(f"task.protocol={task.protocol} splits by subject, but no subject can be read "
+                              "from this file name (its whole stem would count as one subject, so two runs "
+                              "of one person would leak across folds): name files with BIDS entities "
+                              "(sub-01_task-x_eeg.edf) or give task.subject_pattern (a regex whose first "
+                              "group is the subject)", path)
         segments += list(tokenize_events(path, event_id=task.event_id, tmin=task.tmin_s,
                                          tmax=task.tmax_s, entities=entities, options=options))
     if not segments:
@@ -106,14 +115,20 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     labels = np.array([classes.index(s.meta["label"]) for s in segments])
     groups = np.array([f"{s.meta['source']}@{s.meta['event_onset_s']:.3f}" for s in segments])
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
+    if by_subject and len(set(subjects)) < 2:
+        raise ConfigError(f"task.protocol={task.protocol} splits by subject, but every file reads as "
+                          f"subject {subjects[0]!r}: name files with BIDS entities (sub-01_...) or "
+                          "give task.subject_pattern (a regex whose first group is the subject)",
+                          _inputs(conf)[0])
     splits = _splits(task, labels, groups, subjects, conf.seed)
-    embeddings = window_embeddings(model, segments) if task.mode == "linear_probe" else None
+    embeddings = window_features(model, segments, task.readout) if task.mode == "linear_probe" else None
     methods = {task.mode: lambda split: _classifier_probs(task, model, segments, labels, embeddings,
                                                               split, conf.seed)}
     if task.baseline:
         x = shared_sensor_array(segments)
+        sfreq = segments[0].sfreq
         for name, fit in DECODING_BASELINES.items():
-            methods[name] = lambda split, fit=fit: fit(x[split.train], labels[split.train], x[split.test])
+            methods[name] = lambda split, fit=fit: fit(x[split.train], labels[split.train], x[split.test], sfreq)
     out = {"classes": classes, "n_windows": len(segments), "methods": {}}
     lines = []
     for method, predict in methods.items():
@@ -198,19 +213,18 @@ def _cohort(conf: FinetuneConfig) -> list:
 def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
 
     task = conf.task
-    if task.protocol not in ("kfold_subject", "loso", "logo"):
-        raise ConfigError(f"subject-level classification splits by subject: task.protocol must be "
-                          f"kfold_subject, loso or logo, got {task['protocol']!r}")
     segments, labels, classes = subject_labels(_cohort(conf), task.label)
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
     groups = _group_values(segments, task.group_by) if task.protocol == "logo" else None
     splits = _splits(task, labels, subjects, subjects, conf.seed, groups)
-    embeddings = window_embeddings(model, segments) if task.mode == "linear_probe" else None
+    embeddings = window_features(model, segments, task.readout) if task.mode == "linear_probe" else None
     ids = np.unique(subjects)
     y_subject = np.array([labels[subjects == s][0] for s in ids])
     fc = connectivity_features(segments, subjects)[1] if task.baseline else None
-    methods = [task.mode] + (["fc_logistic"] if fc is not None else [])
+    series = subject_series(segments, subjects)[1] if task.baseline else None
+    methods = [task.mode] + (["fc_logistic", "fc_tangent"] if fc is not None else [])
     results = {method: ([], [], []) for method in methods}  # subject labels, probabilities, split rows
+    predictions: list[dict] = []
     for split in splits:
         prob = _classifier_probs(task, model, segments, labels, embeddings, split, conf.seed)
         test_ids, subject_prob = aggregate_subjects(prob, subjects[split.test])
@@ -218,8 +232,14 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         runs = {task.mode: subject_prob}
         if fc is not None:
             runs["fc_logistic"] = fc_logistic(fc[train_mask], y_subject[train_mask], fc[test_mask], conf.seed)
+            tangent = tangent_space([series[i] for i in np.flatnonzero(train_mask)],
+                                    [series[i] for i in np.flatnonzero(test_mask)], standardize=True)
+            runs["fc_tangent"] = fc_logistic(tangent[0], y_subject[train_mask], tangent[1], conf.seed)
         for method, p in runs.items():
             y = y_subject[test_mask]
+            predictions += [{"method": method, "split": split.name, "subject": sid, "label": classes[t],
+                             **{f"prob_{c}": float(q) for c, q in zip(classes, row, strict=True)}}
+                            for sid, t, row in zip(ids[test_mask], y, p, strict=True)]
             results[method][0].append(y)
             results[method][1].append(p)
             results[method][2].append({
@@ -239,6 +259,9 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
                     task.label, method, len(ids), task.protocol, classes, ba["value"],
                     ba["ci_low"], ba["ci_high"])
     (run_dir / "results.md").write_text("\n".join(lines))
+    tmp = run_dir / "predictions.csv.tmp"
+    pd.DataFrame(predictions).to_csv(tmp, index=False)
+    tmp.replace(run_dir / "predictions.csv")
     return out
 
 

@@ -1,0 +1,204 @@
+"""ABIDE-I autism vs control, leave-one-site-out, with pretraining that never sees the test sites.
+
+The 8 sites in ``../shared/data/abide`` are split in two halves. For each half, as a user
+would from the shell:
+
+1. ``neurofm prepare`` the half's CC200 tables (each site with its TR; no phenotype, so no
+   label reaches pretraining);
+2. ``neurofm pretrain`` ``tiny`` on them, then ``neurofm export``;
+3. ``neurofm finetune task=disorder task.protocol=logo task.group_by=SITE_ID`` on the *other*
+   half: each of its 4 sites is tested in turn by a model trained on the other 3.
+
+Methods (same splits, same windows): the pretrained encoder with a linear probe on mean-pooled
+tokens and on the ``connectivity`` readout (correlation between parcels of their token
+sequences), the same architecture untrained (random weights) with the same probes, and the
+classical baselines, correlation FC + logistic regression and tangent-space FC (nilearn
+``ConnectivityMeasure``) + logistic regression. ``--modes finetune lora scratch`` adds the
+trained modes (slow on CPU: hours with 2 cores).
+
+Subject-level predictions of both halves are pooled: accuracy, balanced accuracy and AUROC
+with 95 % bootstrap CIs, pooled over the 8 test sites and per site. Writes
+``docs/abide.json`` and ``docs/abide.png``. Deterministic: a rerun gives the same numbers.
+
+usage: python benchmarks/abide.py [--steps 300] [--window 60] [--modes ...] [--work DIR] [--out docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from _common import data_dir
+from matplotlib.figure import Figure
+from sklearn.metrics import accuracy_score
+
+from neurofm.configs.schema import model_config
+from neurofm.finetune.metrics import classification_metrics
+from neurofm.models.io import save_pretrained
+from neurofm.models.mae import MaskedAutoencoder
+
+TR_S = {"Caltech": 2.0, "KKI": 2.5, "Leuven_1": 1.66, "Leuven_2": 1.66, "Olin": 1.5, "Pitt": 1.5,
+        "SDSU": 2.0, "Trinity": 2.0}
+HALVES = (("Caltech", "KKI", "Leuven_1", "Olin"), ("Leuven_2", "Pitt", "SDSU", "Trinity"))
+LABELS = {"pretrained_probe_mean": "pretrained + probe (mean tokens)",
+          "pretrained_probe_connectivity": "pretrained + probe (token connectivity)",
+          "untrained_probe_mean": "untrained + probe (mean tokens)",
+          "untrained_probe_connectivity": "untrained + probe (token connectivity)",
+          "pretrained_finetune": "pretrained + finetune", "pretrained_lora": "pretrained + LoRA (r = 8)",
+          "scratch": "same architecture, scratch",
+          "fc_logistic": "FC (correlation) + logistic regression",
+          "fc_tangent": "FC (tangent space) + logistic regression"}
+
+
+def neurofm(*args: str, log: Path) -> None:
+    """Run ``neurofm <args>`` as a user would; stop with its error output if it fails."""
+    start = time.perf_counter()
+    with log.open("a") as out:
+        out.write(f"\n$ neurofm {' '.join(args)}\n")
+        out.flush()
+        result = subprocess.run([sys.executable, "-m", "neurofm.cli", *args], stdout=out, stderr=out)
+    print(f"  neurofm {args[0]} {' '.join(a for a in args[1:] if a.startswith(('task.mode', 'task.readout')))}"
+          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    if result.returncode != 0:
+        sys.exit(f"neurofm {args[0]} failed (exit {result.returncode}); see {log}")
+
+
+def tables(abide: Path, sites: tuple[str, ...]) -> str:
+    files = [p for site in sites for p in sorted((abide / "rois_cc200").glob(f"{site}_0*_rois_cc200.1D"))]
+    return "[" + ",".join(map(str, files)) + "]"
+
+
+def tr_mapping(sites: tuple[str, ...]) -> str:
+    return "{" + ", ".join(f"{site}: {TR_S[site]}" for site in sites) + "}"
+
+
+def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) -> dict[str, pd.DataFrame]:
+    name = "+".join(train_sites)
+    print(f"pretrain on {name}; leave-one-site-out on {'+'.join(test_sites)}", flush=True)
+    shards, run = work / f"shards_{name}", work / f"pretrain_{name}"
+    neurofm("prepare", f"inputs={tables(abide, train_sites)}", f"out={shards}",
+            f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(train_sites)}",
+            f"fmri_window_s={args.window}", "workers=1", log=log)
+    neurofm("pretrain", f"data.shards={shards}", "model=tiny", f"trainer.max_steps={args.steps}",
+            f"data.batch_size={args.batch}", "data.num_workers=1", "data.shuffle_buffer=200",
+            f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
+            f"checkpoint.every_n_steps={args.steps}", f"val_every_n_steps={args.steps}",
+            "val_batches=5", f"run_dir={run}", "resume=null", log=log)
+    neurofm("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
+    torch.manual_seed(0)
+    untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / "untrained")
+    common = ["task=disorder", f"inputs={tables(abide, test_sites)}", f"task.roi_coords={abide / 'CC200.nii.gz'}",
+              f"task.roi_tr_s={tr_mapping(test_sites)}",
+              f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
+              f"task.window_s={args.window}", "task.protocol=logo", "task.group_by=SITE_ID"]
+    runs = {"pretrained_probe_mean": (run / "export", ["task.readout=mean"]),
+            "pretrained_probe_connectivity": (run / "export", ["task.readout=connectivity"]),
+            "untrained_probe_mean": (untrained, ["task.readout=mean"]),
+            "untrained_probe_connectivity": (untrained, ["task.readout=connectivity"])}
+    for mode in args.modes:
+        ckpt = untrained if mode == "scratch" else run / "export"
+        runs[mode if mode == "scratch" else f"pretrained_{mode}"] = (
+            ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}"])
+    out = {}
+    for method, (ckpt, extra) in runs.items():
+        run_dir = work / f"finetune_{name}_{method}"
+        baseline = method == "pretrained_probe_mean"  # the FC baselines once: same splits for all
+        neurofm("finetune", *common, f"ckpt={ckpt}", *extra, f"task.baseline={str(baseline).lower()}",
+                f"run_dir={run_dir}", log=log)
+        predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+        for inner, rows in predictions.groupby("method"):
+            out[method if inner not in ("fc_logistic", "fc_tangent") else inner] = rows
+    return out
+
+
+def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
+    result = {}
+    for method in frames[0]:
+        rows = pd.concat([f[method] for f in frames], ignore_index=True)
+        rows["site"] = rows["split"].str.removeprefix("logo-")
+        prob = rows[["prob_1", "prob_2"]].to_numpy()
+        y = (rows["label"].astype(str) == "2").to_numpy().astype(int)
+        pooled = classification_metrics(y, prob)
+        boot = np.random.default_rng(0).integers(0, len(y), size=(1000, len(y)))
+        acc = [accuracy_score(y[b], prob[b].argmax(1)) for b in boot]
+        pooled["accuracy"] = {"value": float(accuracy_score(y, prob.argmax(1))),
+                              "ci_low": float(np.percentile(acc, 2.5)), "ci_high": float(np.percentile(acc, 97.5))}
+        per_site = {}
+        for site, part in rows.groupby("site"):
+            yp = (part["label"].astype(str) == "2").to_numpy().astype(int)
+            pp = part[["prob_1", "prob_2"]].to_numpy()
+            per_site[site] = {"n": len(part), **{k: v["value"] for k, v in classification_metrics(yp, pp, n_boot=1).items()}}
+        result[method] = {"pooled": pooled, "per_site": per_site, "n_subjects": len(rows)}
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    methods = list(result)
+    for i, method in enumerate(methods):
+        ba = result[method]["pooled"]["balanced_accuracy"]
+        ax.errorbar(ba["value"], i, xerr=[[ba["value"] - ba["ci_low"]], [ba["ci_high"] - ba["value"]]],
+                    fmt="o", color="k", capsize=3)
+        sites = [v["balanced_accuracy"] for v in result[method]["per_site"].values()]
+        ax.scatter(sites, np.full(len(sites), i) + 0.2, s=10, color="tab:blue", alpha=0.6)
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(range(len(methods)), [LABELS.get(m, m) for m in methods])
+    ax.invert_yaxis()
+    ax.set_xlabel("balanced accuracy (pooled over 8 held-out sites, 95 % CI; dots: per site)")
+    ax.set_title("ABIDE-I autism vs control, leave-one-site-out, pretraining on the other half of the sites")
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="pretraining steps per half")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--window", type=float, default=60.0, help="window length, s")
+    parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora", "scratch"])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the trained modes")
+    parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here")
+    parser.add_argument("--out", default="docs")
+    args = parser.parse_args()
+    abide = data_dir() / "abide"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "commands.log"
+        frames = [run_half(abide, HALVES[0], HALVES[1], args, work, log),
+                  run_half(abide, HALVES[1], HALVES[0], args, work, log)]
+    result = summarise(frames)
+    minutes = (time.perf_counter() - start) / 60
+    (out / "abide.json").write_text(json.dumps({"settings": vars(args), "minutes": minutes,
+                                                "methods": result}, indent=1))
+    plot(result, out / "abide.png")
+    print(f"\nABIDE-I, {result['fc_logistic']['n_subjects']} subjects, leave-one-site-out over 8 sites, "
+          f"{minutes:.1f} min")
+    print(f"{'method':42s} {'accuracy':>20s} {'balanced accuracy':>20s} {'AUROC':>20s}")
+    for method, r in result.items():
+        cells = [f"{r['pooled'][k]['value']:.3f} [{r['pooled'][k]['ci_low']:.2f}, {r['pooled'][k]['ci_high']:.2f}]"
+                 for k in ("accuracy", "balanced_accuracy", "auroc")]
+        print(f"{LABELS.get(method, method):42s} " + " ".join(f"{c:>20s}" for c in cells))
+    sites = sorted(next(iter(result.values()))["per_site"])
+    print("\nbalanced accuracy per held-out site")
+    print(f"{'method':42s} " + " ".join(f"{s:>9s}" for s in sites))
+    for method, r in result.items():
+        print(f"{LABELS.get(method, method):42s} "
+              + " ".join(f"{r['per_site'][s]['balanced_accuracy']:9.3f}" for s in sites))
+    print(f"metrics: {out / 'abide.json'}; figure: {out / 'abide.png'}")
+
+
+if __name__ == "__main__":
+    main()

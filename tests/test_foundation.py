@@ -172,3 +172,11 @@ def test_log_level_in_any_case():
     assert ok.returncode == 2 and ok.stderr.strip() == "neurofm: error: missing.ckpt: checkpoint not found"
     bad = run_cli("export", "ckpt=missing.ckpt", "out=x", env={**os.environ, "NEUROFM_LOG_LEVEL": "loud"})
     assert bad.returncode == 2 and "NEUROFM_LOG_LEVEL='loud' is not a log level" in bad.stderr
+
+
+def test_pretrain_refuses_shards_given_to_the_demo_corpus(tmp_path):
+    # data.shards without data=shards would otherwise train on the synthetic demo corpus
+    result = run_cli("pretrain", f"data.shards={tmp_path}", f"run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "add data=shards" in result.stderr and str(tmp_path) in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -250,6 +250,10 @@ def run_pretrain(cfg) -> int:
     data = conf.data
     if data.kind == "shards" and not data.shards:
         raise ConfigError("data.kind=shards needs data.shards=<directory written by neurofm prepare>")
+    if data.kind == "demo" and data.shards:
+        raise ConfigError(f"data.shards={data.shards} is set, but the data group is the offline demo "
+                          "corpus (data=demo, the default), which would train on synthetic data and "
+                          "its recipe: add data=shards to train on these shards")
     shards = prepare_demo(Path(data.root), conf.seed) if data.kind == "demo" else data.shards
     manifest = load_manifest(shards)
     splits = {s["split"] for s in manifest["shards"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from neurofm.finetune.metrics import classification_metrics, pearson_per_output
@@ -112,3 +113,11 @@ def test_cli_finetune_decoding_writes_metrics_and_plot(eeglab_tutorial, tmp_path
         s["n_test"] for s in metrics["splits"]]
     assert (run / "confusion_matrix.png").stat().st_size > 5000
     assert (run / "results.md").read_text().count("| fold") == 12
+    # one row per test event and method, each event tested once per method, probabilities summing to 1
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert len(predictions) == 4 * 154
+    assert (predictions.groupby("method")["onset_s"].nunique() == 154).all()
+    assert np.allclose(predictions[["prob_rt", "prob_square"]].sum(1), 1)
+    erp = predictions[predictions["method"] == "erp_lda"]
+    recomputed = (erp[["prob_rt", "prob_square"]].to_numpy().argmax(1) == (erp["label"] == "square")).mean()
+    assert recomputed > 0.8

@@ -130,11 +130,16 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         for name, fit in DECODING_BASELINES.items():
             methods[name] = lambda split, fit=fit: fit(x[split.train], labels[split.train], x[split.test], sfreq)
     out = {"classes": classes, "n_windows": len(segments), "methods": {}}
-    lines = []
+    lines, predictions = [], []
     for method, predict in methods.items():
         y_all, p_all, per_split = [], [], []
         for split in splits:
             prob = predict(split)
+            predictions += [{"method": method, "split": split.name, "subject": subjects[i],
+                             "source": Path(segments[i].meta["source"]).name,
+                             "onset_s": segments[i].meta["event_onset_s"], "label": classes[labels[i]],
+                             **{f"prob_{c}": float(q) for c, q in zip(classes, row, strict=True)}}
+                            for i, row in zip(split.test, prob, strict=True)]
             y_all.append(labels[split.test])
             p_all.append(prob)
             per_split.append({"split": split.name, "n_train": int(len(split.train)),
@@ -152,6 +157,7 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         logger.info("decoding %s by %s (%s): balanced accuracy %.3f [%.3f, %.3f]", classes, method,
                     task.protocol, ba["value"], ba["ci_low"], ba["ci_high"])
     (run_dir / "results.md").write_text("\n".join(lines))
+    _write_predictions(predictions, run_dir)
     return out
 
 
@@ -259,10 +265,15 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
                     task.label, method, len(ids), task.protocol, classes, ba["value"],
                     ba["ci_low"], ba["ci_high"])
     (run_dir / "results.md").write_text("\n".join(lines))
-    tmp = run_dir / "predictions.csv.tmp"
-    pd.DataFrame(predictions).to_csv(tmp, index=False)
-    tmp.replace(run_dir / "predictions.csv")
+    _write_predictions(predictions, run_dir)
     return out
+
+
+def _write_predictions(rows: list[dict], run_dir: Path) -> None:
+    """``predictions.csv``: one row per test item and method (temp file + rename)."""
+    tmp = run_dir / "predictions.csv.tmp"
+    pd.DataFrame(rows).to_csv(tmp, index=False)
+    tmp.replace(run_dir / "predictions.csv")
 
 
 def _group_values(segments: list, column: str | None) -> np.ndarray | None:

@@ -155,8 +155,8 @@ class NeuroFM:
 def shape_batches(segments: list[Segment], batch_size: int) -> list[list[int]]:
     """Indices of ``segments`` in batches of one shape (modality, sensors, samples, rate), at
     most ``batch_size`` each: no padding, so a window's output does not depend on its batch."""
-    order = sorted(range(len(segments)), key=lambda i: (segments[i].modality, segments[i].n_sensors,
-                                                        segments[i].n_times, i))
+    order = sorted(range(len(segments)), key=lambda i: (segments[i].modality, segments[i].sfreq,
+                                                        segments[i].n_sensors, segments[i].n_times, i))
     groups: list[list[int]] = []
     for i in order:
         if groups and len(groups[-1]) < batch_size and _same_shape(segments[groups[-1][0]], segments[i]):

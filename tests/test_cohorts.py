@@ -242,3 +242,21 @@ def test_decoding_by_subject_names_files_whose_subject_is_unknown(eegmmidb, tiny
                      f"run_dir={tmp_path / 'run'}")
     assert result.returncode == 2
     assert "run_a.edf" in result.stderr and "task.subject_pattern" in result.stderr
+
+
+def test_finetuning_mixes_sites_with_different_trs(abide, tiny_export):
+    # ABIDE sites differ in TR, so their windows differ in sampling rate: batches hold one rate
+    model = neurofm.load(tiny_export)
+    segments = []
+    for name, tr in (("Caltech_0051456", 2.0), ("Caltech_0051457", 2.0), ("Pitt_0050003", 1.5),
+                     ("Pitt_0050004", 1.5)):
+        segments += tokenize_roi_table(table(abide, name), coords=abide / "CC200.nii.gz", tr_s=tr, window_s=60.0)
+    assert len({s.sfreq for s in segments}) == 2
+    labels = np.array([s.meta["subject"].startswith("00500") for s in segments], dtype=int)
+    test = np.array([0, len(segments) - 1])  # one window of each rate
+    train = np.setdiff1d(np.arange(len(segments)), test)
+    probs, losses = finetune_classifier(model, segments, labels, train, test, epochs=1, batch_size=4)
+    assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1) and len(losses) >= 2
+    # each test window gets its own prediction, whatever the order it is asked in
+    again, _ = finetune_classifier(model, segments, labels, train, test[::-1], epochs=1, batch_size=4)
+    np.testing.assert_allclose(again, probs[::-1], atol=1e-5)

@@ -190,9 +190,7 @@ def finetune_classifier(
     y = torch.as_tensor(labels, dtype=torch.long)
     losses = []
     for _ in range(epochs):
-        order = rng.permutation(train)
-        for k in range(0, len(order), batch_size):
-            idx = order[k : k + batch_size]
+        for idx in rate_batches(segments, rng.permutation(train), batch_size, rng):
             logits = model(collate_segments([segments[i] for i in idx]))
             loss = nn.functional.cross_entropy(logits, y[idx])
             optimizer.zero_grad()
@@ -200,7 +198,28 @@ def finetune_classifier(
             optimizer.step()
             losses.append(loss.item())
     model.eval()
+    test = np.asarray(test)
+    probs = np.zeros((len(test), n_classes), dtype=np.float32)
+    position = {i: k for k, i in enumerate(test)}
     with torch.no_grad():
-        probs = [model(collate_segments([segments[i] for i in test[k : k + 64]])).softmax(-1)
-                 for k in range(0, len(test), 64)]
-    return torch.cat(probs).numpy(), losses
+        for idx in rate_batches(segments, test, 64):
+            out = model(collate_segments([segments[i] for i in idx])).softmax(-1).numpy()
+            probs[[position[i] for i in idx]] = out
+    return probs, losses
+
+
+def rate_batches(segments: list[Segment], order: np.ndarray, batch_size: int,
+                 rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """``order`` cut into batches of at most ``batch_size`` that each hold one modality at one
+    sampling rate (what the model takes; ROI tables of sites with different TRs differ in
+    rate). Within a rate, batches keep ``order``; with several rates, ``rng`` shuffles the
+    batches so that training interleaves them."""
+    order = np.asarray(order)
+    keys = [(segments[i].modality, segments[i].sfreq) for i in order]
+    batches = []
+    for key in sorted(set(keys)):
+        members = order[np.array([k == key for k in keys])]
+        batches += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
+    if rng is not None and len(set(keys)) > 1:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches

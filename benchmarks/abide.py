@@ -5,7 +5,7 @@ would from the shell:
 
 1. ``neurofm prepare`` the half's CC200 tables (each site with its TR; no phenotype, so no
    label reaches pretraining);
-2. ``neurofm pretrain`` ``tiny`` on them, then ``neurofm export``;
+2. ``neurofm pretrain`` ``tiny`` on them (whole parcels masked, half of them), then ``neurofm export``;
 3. ``neurofm finetune task=disorder task.protocol=logo task.group_by=SITE_ID`` on the *other*
    half: each of its 4 sites is tested in turn by a model trained on the other 3.
 
@@ -20,7 +20,7 @@ Subject-level predictions of both halves are pooled: accuracy, balanced accuracy
 with 95 % bootstrap CIs, pooled over the 8 test sites and per site. Writes
 ``docs/abide.json`` and ``docs/abide.png``. Deterministic: a rerun gives the same numbers.
 
-usage: python benchmarks/abide.py [--steps 300] [--window 60] [--modes ...] [--work DIR] [--out docs]
+usage: python benchmarks/abide.py [--steps 400] [--window 60] [--modes ...] [--work DIR] [--out docs]
 """
 
 from __future__ import annotations
@@ -84,15 +84,9 @@ def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) 
     name = "+".join(train_sites)
     print(f"pretrain on {name}; leave-one-site-out on {'+'.join(test_sites)}", flush=True)
     shards, run = work / f"shards_{name}", work / f"pretrain_{name}"
-    neurofm("prepare", f"inputs={tables(abide, train_sites)}", f"out={shards}",
-            f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(train_sites)}",
-            f"fmri_window_s={args.window}", "workers=1", log=log)
-    neurofm("pretrain", f"data.shards={shards}", "model=tiny", f"trainer.max_steps={args.steps}",
-            f"data.batch_size={args.batch}", "data.num_workers=1", "data.shuffle_buffer=200",
-            f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
-            f"checkpoint.every_n_steps={args.steps}", f"val_every_n_steps={args.steps}",
-            "val_batches=5", f"run_dir={run}", "resume=null", log=log)
-    neurofm("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
+    done = (run / "export" / "model.safetensors").exists()  # --work DIR of an earlier run: reuse it
+    if not done:
+        pretrain_half(abide, train_sites, args, shards, run, log)
     torch.manual_seed(0)
     untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / "untrained")
     common = ["task=disorder", f"inputs={tables(abide, test_sites)}", f"task.roi_coords={abide / 'CC200.nii.gz'}",
@@ -111,12 +105,26 @@ def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) 
     for method, (ckpt, extra) in runs.items():
         run_dir = work / f"finetune_{name}_{method}"
         baseline = method == "pretrained_probe_mean"  # the FC baselines once: same splits for all
-        neurofm("finetune", *common, f"ckpt={ckpt}", *extra, f"task.baseline={str(baseline).lower()}",
-                f"run_dir={run_dir}", log=log)
+        if not (done and (run_dir / "predictions.csv").exists()):
+            neurofm("finetune", *common, f"ckpt={ckpt}", *extra, f"task.baseline={str(baseline).lower()}",
+                    f"run_dir={run_dir}", log=log)
         predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
         for inner, rows in predictions.groupby("method"):
             out[method if inner not in ("fc_logistic", "fc_tangent") else inner] = rows
     return out
+
+
+def pretrain_half(abide: Path, train_sites, args, shards: Path, run: Path, log: Path) -> None:
+    """``neurofm prepare`` (no phenotype: no label reaches pretraining), ``pretrain``, ``export``."""
+    neurofm("prepare", f"inputs={tables(abide, train_sites)}", f"out={shards}",
+            f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(train_sites)}",
+            f"fmri_window_s={args.window}", "workers=1", log=log)
+    neurofm("pretrain", "data=shards", f"data.shards={shards}", "model=tiny", f"trainer.max_steps={args.steps}",
+            f"data.batch_size={args.batch}", "data.num_workers=1", "data.shuffle_buffer=200",
+            f"model.mask_strategy={args.mask}", f"model.mask_ratio={args.mask_ratio}", f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
+            f"checkpoint.every_n_steps={args.steps}", f"val_every_n_steps={args.steps}",
+            "val_batches=5", f"run_dir={run}", "resume=null", log=log)
+    neurofm("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
 
 
 def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
@@ -160,13 +168,16 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="pretraining steps per half")
+    parser.add_argument("--steps", type=int, default=400, help="pretraining steps per half")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--window", type=float, default=60.0, help="window length, s")
+    parser.add_argument("--mask", default="channels", help="random | channels | time | mixed")
+    parser.add_argument("--mask-ratio", type=float, default=0.5)
     parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora", "scratch"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the trained modes")
-    parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here")
+    parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here; "
+                        "a rerun with the same --work reuses what is already there")
     parser.add_argument("--out", default="docs")
     args = parser.parse_args()
     abide = data_dir() / "abide"

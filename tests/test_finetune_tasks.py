@@ -250,10 +250,12 @@ def test_cli_finetune_disorder_on_a_planted_cohort(tutorial, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_subjects"] == 12 and metrics["n_windows"] == 48
-    assert set(metrics["methods"]) == {"linear_probe", "fc_logistic"}
+    assert set(metrics["methods"]) == {"linear_probe", "fc_logistic", "fc_tangent"}
     fc = metrics["methods"]["fc_logistic"]
     assert fc["metrics"]["balanced_accuracy"]["value"] >= 0.9
     assert sum(s["n_test"] for s in fc["splits"]) == 12
+    tangent = metrics["methods"]["fc_tangent"]
+    assert [s["n_test"] for s in tangent["splits"]] == [s["n_test"] for s in fc["splits"]]
     assert (run / "confusion_matrix.png").stat().st_size > 5000
 
 

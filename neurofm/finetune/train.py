@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,10 +78,14 @@ def _classifier_probs(task, model, segments, labels, embeddings, split, seed: in
 
     if task.mode == "linear_probe":
         return linear_probe(embeddings[split.train], labels[split.train], embeddings[split.test], seed)
-    return finetune_classifier(
+    start = time.perf_counter()
+    probs, losses = finetune_classifier(
         model if task.mode != "scratch" else None, segments, labels, split.train, split.test,
         config=model.config, epochs=task.epochs, lr=task.lr, layer_decay=task.layer_decay,
-        lora_rank=task.lora_rank if task.mode == "lora" else None, seed=seed)[0]
+        lora_rank=task.lora_rank if task.mode == "lora" else None, seed=seed)
+    logger.info("%s, split %s: %d epochs on %d windows, loss %.3f -> %.3f (%.0f s)", task.mode, split.name,
+                task.epochs, len(split.train), losses[0], np.mean(losses[-10:]), time.perf_counter() - start)
+    return probs
 
 
 def _metric_rows(per_split: list[dict]) -> list[str]:

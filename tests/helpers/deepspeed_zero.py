@@ -45,6 +45,9 @@ def main() -> None:
     engine.save_checkpoint(out, tag="step4", client_state={"hyper_parameters": {"model": asdict(config)}})
     if rank == 0:
         print("losses", " ".join(f"{x:.4f}" for x in losses), flush=True)
+    # a clean teardown: a process group left alive at exit can abort in its threads' destructors
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_yticks(range(len(methods)), [LABELS.get(m, m) for m in methods])
     ax.invert_yaxis()
     ax.set_xlabel("balanced accuracy (pooled over 8 held-out sites, 95 % CI; dots: per site)")
-    ax.set_title("ABIDE-I autism vs control, leave-one-site-out, pretraining on the other half of the sites")
+    ax.set_title("ABIDE-I autism vs control, leave one site out\n(pretraining on the other half of the sites)", fontsize=10)
     fig.savefig(path, dpi=120)
 
 

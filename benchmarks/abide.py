@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,12 +34,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _common import data_dir
+from _common import (
+    add_pretrain_arguments,
+    binary_metrics,
+    data_dir,
+    method_panel,
+    neurofm_cli,
+    pretrain_and_export,
+)
 from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score
 
 from neurofm.configs.schema import model_config
-from neurofm.finetune.metrics import classification_metrics
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -56,19 +60,6 @@ LABELS = {"pretrained_probe_mean": "pretrained + probe (mean tokens)",
           "scratch": "same architecture, scratch",
           "fc_logistic": "FC (correlation) + logistic regression",
           "fc_tangent": "FC (tangent space) + logistic regression"}
-
-
-def neurofm(*args: str, log: Path) -> None:
-    """Run ``neurofm <args>`` as a user would; stop with its error output if it fails."""
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"\n$ neurofm {' '.join(args)}\n")
-        out.flush()
-        result = subprocess.run([sys.executable, "-m", "neurofm.cli", *args], stdout=out, stderr=out)
-    print(f"  neurofm {args[0]} {' '.join(a for a in args[1:] if a.startswith(('task.mode', 'task.readout')))}"
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
-    if result.returncode != 0:
-        sys.exit(f"neurofm {args[0]} failed (exit {result.returncode}); see {log}")
 
 
 def tables(abide: Path, sites: tuple[str, ...]) -> str:
@@ -106,7 +97,7 @@ def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) 
         run_dir = work / f"finetune_{name}_{method}"
         baseline = method == "pretrained_probe_mean"  # the FC baselines once: same splits for all
         if not (done and (run_dir / "predictions.csv").exists()):
-            neurofm("finetune", *common, f"ckpt={ckpt}", *extra, f"task.baseline={str(baseline).lower()}",
+            neurofm_cli("finetune", *common, f"ckpt={ckpt}", *extra, f"task.baseline={str(baseline).lower()}",
                     f"run_dir={run_dir}", log=log)
         predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
         for inner, rows in predictions.groupby("method"):
@@ -116,15 +107,10 @@ def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) 
 
 def pretrain_half(abide: Path, train_sites, args, shards: Path, run: Path, log: Path) -> None:
     """``neurofm prepare`` (no phenotype: no label reaches pretraining), ``pretrain``, ``export``."""
-    neurofm("prepare", f"inputs={tables(abide, train_sites)}", f"out={shards}",
-            f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(train_sites)}",
-            f"fmri_window_s={args.window}", "workers=1", log=log)
-    neurofm("pretrain", "data=shards", f"data.shards={shards}", "model=tiny", f"trainer.max_steps={args.steps}",
-            f"data.batch_size={args.batch}", "data.num_workers=1", "data.shuffle_buffer=200",
-            f"model.mask_strategy={args.mask}", f"model.mask_ratio={args.mask_ratio}", f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
-            f"checkpoint.every_n_steps={args.steps}", f"val_every_n_steps={args.steps}",
-            "val_batches=5", f"run_dir={run}", "resume=null", log=log)
-    neurofm("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
+    neurofm_cli("prepare", f"inputs={tables(abide, train_sites)}", f"out={shards}",
+                f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(train_sites)}",
+                f"fmri_window_s={args.window}", "workers=1", log=log)
+    pretrain_and_export(shards, run, args, log, shuffle_buffer=200)
 
 
 def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
@@ -132,18 +118,13 @@ def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
     for method in frames[0]:
         rows = pd.concat([f[method] for f in frames], ignore_index=True)
         rows["site"] = rows["split"].str.removeprefix("logo-")
-        prob = rows[["prob_1", "prob_2"]].to_numpy()
+        pooled, per_site = binary_metrics(rows, positive="2", group="site")
         y = (rows["label"].astype(str) == "2").to_numpy().astype(int)
-        pooled = classification_metrics(y, prob)
+        predicted = rows[["prob_1", "prob_2"]].to_numpy().argmax(1)
         boot = np.random.default_rng(0).integers(0, len(y), size=(1000, len(y)))
-        acc = [accuracy_score(y[b], prob[b].argmax(1)) for b in boot]
-        pooled["accuracy"] = {"value": float(accuracy_score(y, prob.argmax(1))),
+        acc = [accuracy_score(y[b], predicted[b]) for b in boot]
+        pooled["accuracy"] = {"value": float(accuracy_score(y, predicted)),
                               "ci_low": float(np.percentile(acc, 2.5)), "ci_high": float(np.percentile(acc, 97.5))}
-        per_site = {}
-        for site, part in rows.groupby("site"):
-            yp = (part["label"].astype(str) == "2").to_numpy().astype(int)
-            pp = part[["prob_1", "prob_2"]].to_numpy()
-            per_site[site] = {"n": len(part), **{k: v["value"] for k, v in classification_metrics(yp, pp, n_boot=1).items()}}
         result[method] = {"pooled": pooled, "per_site": per_site, "n_subjects": len(rows)}
     return result
 
@@ -151,16 +132,7 @@ def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
 def plot(result: dict, path: Path) -> None:
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
-    methods = list(result)
-    for i, method in enumerate(methods):
-        ba = result[method]["pooled"]["balanced_accuracy"]
-        ax.errorbar(ba["value"], i, xerr=[[ba["value"] - ba["ci_low"]], [ba["ci_high"] - ba["value"]]],
-                    fmt="o", color="k", capsize=3)
-        sites = [v["balanced_accuracy"] for v in result[method]["per_site"].values()]
-        ax.scatter(sites, np.full(len(sites), i) + 0.2, s=10, color="tab:blue", alpha=0.6)
-    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_yticks(range(len(methods)), [LABELS.get(m, m) for m in methods])
-    ax.invert_yaxis()
+    method_panel(ax, result, LABELS, "per_site")
     ax.set_xlabel("balanced accuracy (pooled over 8 held-out sites, 95 % CI; dots: per site)")
     ax.set_title("ABIDE-I autism vs control, leave one site out\n(pretraining on the other half of the sites)", fontsize=10)
     fig.savefig(path, dpi=120)
@@ -168,12 +140,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="pretraining steps per half")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--window", type=float, default=60.0, help="window length, s")
-    parser.add_argument("--mask", default="channels", help="random | channels | time | mixed")
-    parser.add_argument("--mask-ratio", type=float, default=0.5)
+    add_pretrain_arguments(parser, steps=400, batch=8, window=60.0, per="half")
     parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora", "scratch"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the trained modes")
     parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here; "

@@ -28,20 +28,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
-from _common import data_dir
+from _common import (
+    add_pretrain_arguments,
+    binary_metrics,
+    data_dir,
+    method_panel,
+    neurofm_cli,
+    pretrain_and_export,
+)
 from matplotlib.figure import Figure
 
 from neurofm.configs.schema import model_config
-from neurofm.finetune.metrics import classification_metrics
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -58,19 +61,6 @@ LABELS = {"pretrained_probe_mean": "pretrained + probe (mean tokens)",
 BASELINES = ("csp_lda", "riemann_lr", "erp_lda")
 
 
-def neurofm(*args: str, log: Path) -> None:
-    """Run ``neurofm <args>`` as a user would; stop with its error output if it fails."""
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"\n$ neurofm {' '.join(args)}\n")
-        out.flush()
-        result = subprocess.run([sys.executable, "-m", "neurofm.cli", *args], stdout=out, stderr=out)
-    shown = " ".join(a for a in args[1:] if a.startswith(("task.mode", "task.readout", "task.protocol")))
-    print(f"  neurofm {args[0]} {shown} ({time.perf_counter() - start:.0f} s)", flush=True)
-    if result.returncode != 0:
-        sys.exit(f"neurofm {args[0]} failed (exit {result.returncode}); see {log}")
-
-
 def files(root: Path, subjects, runs) -> str:
     return "[" + ",".join(str(root / s / f"{s}{r}.edf") for s in subjects for r in runs) + "]"
 
@@ -79,22 +69,15 @@ def pretrain(root: Path, held_out: str, args, work: Path, log: Path) -> Path:
     """A ``tiny`` checkpoint pretrained on every run of the other subjects; its export folder."""
     others = [s for s in SUBJECTS if s != held_out]
     shards, run = work / f"shards_no{held_out}", work / f"pretrain_no{held_out}"
-    neurofm("prepare", f"inputs={files(root, others, sorted(RUNS['imagery'] + RUNS['execution']))}",
-            f"out={shards}", f"window_s={args.window}", "workers=1", log=log)
-    neurofm("pretrain", "data=shards", f"data.shards={shards}", "model=tiny", f"trainer.max_steps={args.steps}",
-            f"data.batch_size={args.batch}", "data.num_workers=1", "data.shuffle_buffer=500",
-            f"model.mask_strategy={args.mask}", f"model.mask_ratio={args.mask_ratio}",
-            f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 20)}",
-            f"checkpoint.every_n_steps={args.steps}", f"val_every_n_steps={args.steps}",
-            "val_batches=5", f"run_dir={run}", "resume=null", log=log)
-    neurofm("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
-    return run / "export"
+    neurofm_cli("prepare", f"inputs={files(root, others, sorted(RUNS['imagery'] + RUNS['execution']))}",
+                f"out={shards}", f"window_s={args.window}", "workers=1", log=log)
+    return pretrain_and_export(shards, run, args, log, shuffle_buffer=500)
 
 
 def decode(inputs: str, ckpt: Path, extra: list[str], baseline: bool, run_dir: Path, log: Path) -> pd.DataFrame:
-    neurofm("finetune", "task=decoding", f"ckpt={ckpt}", f"inputs={inputs}", "task.event_id=[T1,T2]",
-            "task.tmin_s=0.5", "task.tmax_s=2.5", *extra, f"task.baseline={str(baseline).lower()}",
-            f"run_dir={run_dir}", log=log)
+    neurofm_cli("finetune", "task=decoding", f"ckpt={ckpt}", f"inputs={inputs}", "task.event_id=[T1,T2]",
+                "task.tmin_s=0.5", "task.tmax_s=2.5", *extra, f"task.baseline={str(baseline).lower()}",
+                f"run_dir={run_dir}", log=log)
     return pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
 
 
@@ -136,16 +119,9 @@ def run_subject(root: Path, held_out: str, ckpt: Path, untrained: Path, args, wo
 def summarise(rows: pd.DataFrame) -> dict:
     out = {}
     for (task, protocol, method), part in rows.groupby(["task", "protocol", "method"], sort=False):
-        prob = part[["prob_T1", "prob_T2"]].to_numpy()
-        y = (part["label"] == "T2").to_numpy().astype(int)
-        per_subject = {}
-        for subject, sub in part.groupby("subject"):
-            ys = (sub["label"] == "T2").to_numpy().astype(int)
-            ps = sub[["prob_T1", "prob_T2"]].to_numpy()
-            per_subject[subject] = {"n": len(sub), **{k: v["value"] for k, v in
-                                                      classification_metrics(ys, ps, n_boot=1).items()}}
+        pooled, per_subject = binary_metrics(part, positive="T2", group="subject")
         out.setdefault(task, {}).setdefault(protocol, {})[method] = {
-            "pooled": classification_metrics(y, prob), "per_subject": per_subject, "n_events": len(part)}
+            "pooled": pooled, "per_subject": per_subject, "n_events": len(part)}
     return out
 
 
@@ -154,16 +130,7 @@ def plot(result: dict, path: Path) -> None:
     fig = Figure(figsize=(6 * len(panels) / 2, 9), layout="constrained")
     axes = fig.subplots(2, len(panels) // 2, sharex=True, squeeze=False).ravel()
     for ax, (task, protocol) in zip(axes, panels, strict=True):
-        methods = list(result[task][protocol])
-        for i, method in enumerate(methods):
-            ba = result[task][protocol][method]["pooled"]["balanced_accuracy"]
-            ax.errorbar(ba["value"], i, xerr=[[ba["value"] - ba["ci_low"]], [ba["ci_high"] - ba["value"]]],
-                        fmt="o", color="k", capsize=3)
-            subjects = [v["balanced_accuracy"] for v in result[task][protocol][method]["per_subject"].values()]
-            ax.scatter(subjects, np.full(len(subjects), i) + 0.2, s=10, color="tab:blue", alpha=0.6)
-        ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-        ax.set_yticks(range(len(methods)), [LABELS.get(m, m) for m in methods], fontsize=8)
-        ax.invert_yaxis()
+        method_panel(ax, result[task][protocol], LABELS, "per_subject", fontsize=8)
         ax.set_title(f"{task}, {'within subject (5-fold)' if protocol == 'within' else 'leave one subject out'}")
         ax.set_xlabel("balanced accuracy (pooled, 95 % CI; dots: subjects)")
     fig.suptitle("EEGMMI left vs right fist, 5 subjects; pretraining never saw the test subject")
@@ -172,12 +139,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400, help="pretraining steps per held-out subject")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--window", type=float, default=4.0, help="pretraining window length, s")
-    parser.add_argument("--mask", default="channels", help="random | channels | time | mixed")
-    parser.add_argument("--mask-ratio", type=float, default=0.5)
+    add_pretrain_arguments(parser, steps=400, batch=16, window=4.0, per="held-out subject")
     parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora"])
     parser.add_argument("--within-scratch", action="store_true", help="also train scratch within subject")
     parser.add_argument("--epochs", type=int, default=15, help="epochs of the trained modes")

@@ -46,6 +46,8 @@ def test_subject_and_site_come_from_pcp_and_physionet_names():
     assert entities_from_name("sub-07_task-rest_eeg.edf")["subject"] == "07"
     assert entities_from_name("lab_p12_day3.edf", r"_p(?P<subject>\d+)_") == {"subject": "12"}
     assert entities_from_name("recording.edf") == {"subject": "recording"}
+    assert entities_from_name("recording.edf", stem_fallback=False) == {}
+    assert entities_from_name("S003R04.edf", stem_fallback=False) == {"subject": "S003", "run": "04"}
     with pytest.raises(ConfigError, match="does not match"):
         entities_from_name("x.edf", r"_p(\d+)_")
     with pytest.raises(ConfigError, match="needs a"):

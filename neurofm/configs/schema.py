@@ -36,6 +36,7 @@ from neurofm.models.config import ModelConfig
 from neurofm.options import check_option
 
 MODES = ("linear_probe", "finetune", "lora", "scratch")
+READOUTS = ("mean", "sensors", "connectivity")   # linear-probe features, neurofm.finetune.tasks.window_features
 
 
 # --------------------------------------------------------------------------- prepare
@@ -147,7 +148,7 @@ class FinetuneMode:
 
     def __post_init__(self) -> None:
         check_option("task.mode", self.mode, MODES)
-        check_option("task.readout", self.readout, ("mean", "sensors", "connectivity"))
+        check_option("task.readout", self.readout, READOUTS)
 
 
 @dataclass

@@ -163,9 +163,15 @@ def connectivity_features(segments: Sequence[Segment], subjects: np.ndarray) -> 
     matched by ``meta['ch_names']`` (or parcel labels) and reduced to those all share.
     """
     ids, series = subject_series(segments, subjects)
+    return ids, correlation_features(series)
+
+
+def correlation_features(series: Sequence[np.ndarray]) -> np.ndarray:
+    """Fisher-z Pearson correlation between every pair of sensors of each ``[T, C]`` series,
+    upper triangle ``[S, C(C-1)/2]`` (:func:`subject_series` gives the series)."""
     iu = np.triu_indices(series[0].shape[1], k=1)
     corr = np.stack([np.corrcoef(x.T)[iu] for x in series])
-    return ids, np.arctanh(np.clip(corr, -0.999999, 0.999999))
+    return np.arctanh(np.clip(corr, -0.999999, 0.999999))
 
 
 def fc_logistic(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:

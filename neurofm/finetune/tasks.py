@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from neurofm.batch import collate_segments
+from neurofm.configs.schema import READOUTS
 from neurofm.console import make_progress
 from neurofm.embedding import NeuroFM, shape_batches
 from neurofm.errors import ConfigError, NotAvailableError
@@ -38,9 +39,6 @@ def window_embeddings(model, segments: list[Segment], batch_size: int = 64) -> n
     """
 
     return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size).windows
-
-
-READOUTS = ("mean", "sensors", "connectivity")
 
 
 def window_features(model, segments: list[Segment], readout: str = "mean",

@@ -28,7 +28,7 @@ from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune import protocols
 from neurofm.finetune.baselines import (
     DECODING_BASELINES,
-    connectivity_features,
+    correlation_features,
     fc_logistic,
     ridge_trf,
     shared_sensor_array,
@@ -103,8 +103,8 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     by_subject = task.protocol in ("kfold_subject", "loso")
     segments = []
     for path in _inputs(conf):
-        entities = entities_from_name(path, task.subject_pattern)
-        if by_subject and entities == {"subject": Path(path).name.split(".")[0]}:
+        entities = entities_from_name(path, task.subject_pattern, stem_fallback=not by_subject)
+        if "subject" not in entities:
             raise ConfigError(f"task.protocol={task.protocol} splits by subject, but no subject can be read "
                               "from this file name (its whole stem would count as one subject, so two runs "
                               "of one person would leak across folds): name files with BIDS entities "
@@ -231,8 +231,8 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     embeddings = window_features(model, segments, task.readout) if task.mode == "linear_probe" else None
     ids = np.unique(subjects)
     y_subject = np.array([labels[subjects == s][0] for s in ids])
-    fc = connectivity_features(segments, subjects)[1] if task.baseline else None
     series = subject_series(segments, subjects)[1] if task.baseline else None
+    fc = correlation_features(series) if series is not None else None
     methods = [task.mode] + (["fc_logistic", "fc_tangent"] if fc is not None else [])
     results = {method: ([], [], []) for method in methods}  # subject labels, probabilities, split rows
     predictions: list[dict] = []

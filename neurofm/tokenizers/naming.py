@@ -29,7 +29,8 @@ def check_subject_pattern(pattern: str | None) -> re.Pattern | None:
     return compiled
 
 
-def entities_from_name(source: str, subject_pattern: str | None = None) -> dict[str, str]:
+def entities_from_name(source: str, subject_pattern: str | None = None,
+                       stem_fallback: bool = True) -> dict[str, str]:
     """Subject/session/task/run (and site) of a recording, from its file name.
 
     In order: ``subject_pattern`` (a regular expression searched in the file name, with
@@ -44,11 +45,15 @@ def entities_from_name(source: str, subject_pattern: str | None = None) -> dict[
         Path or file name.
     subject_pattern : str | None
         Regular expression for the subject (see above).
+    stem_fallback : bool
+        Whether a name in none of these layouts gives its stem as the subject; if not, such a
+        name gives no ``subject``.
 
     Returns
     -------
     dict
-        At least ``subject``.
+        ``subject`` (unless ``stem_fallback`` is false and no layout matched) and any
+        other entity found.
     """
     name = Path(source).name
     stem = name.split(".")[0]
@@ -75,4 +80,4 @@ def entities_from_name(source: str, subject_pattern: str | None = None) -> dict[
         match = known.match(stem)
         if match:
             return {k: v for k, v in match.groupdict().items() if v is not None}
-    return {"subject": stem}
+    return {"subject": stem} if stem_fallback else {}

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# ABIDE-I repetition time per site, s (the PCP tables do not carry it)
+ABIDE_TR_S = {"Caltech": 2.0, "KKI": 2.5, "Leuven_1": 1.66, "Leuven_2": 1.66, "Olin": 1.5, "Pitt": 1.5,
+              "SDSU": 2.0, "Trinity": 2.0}
 if str(ROOT) not in sys.path:  # tests.helpers: what tests and benchmarks share
     sys.path.append(str(ROOT))
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 from _common import (
+    ABIDE_TR_S,
     add_pretrain_arguments,
     binary_metrics,
     data_dir,
@@ -49,8 +50,6 @@ from neurofm.configs.schema import model_config
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
-TR_S = {"Caltech": 2.0, "KKI": 2.5, "Leuven_1": 1.66, "Leuven_2": 1.66, "Olin": 1.5, "Pitt": 1.5,
-        "SDSU": 2.0, "Trinity": 2.0}
 HALVES = (("Caltech", "KKI", "Leuven_1", "Olin"), ("Leuven_2", "Pitt", "SDSU", "Trinity"))
 LABELS = {"pretrained_probe_mean": "pretrained + probe (mean tokens)",
           "pretrained_probe_connectivity": "pretrained + probe (token connectivity)",
@@ -68,7 +67,7 @@ def tables(abide: Path, sites: tuple[str, ...]) -> str:
 
 
 def tr_mapping(sites: tuple[str, ...]) -> str:
-    return "{" + ", ".join(f"{site}: {TR_S[site]}" for site in sites) + "}"
+    return "{" + ", ".join(f"{site}: {ABIDE_TR_S[site]}" for site in sites) + "}"
 
 
 def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) -> dict[str, pd.DataFrame]:

@@ -15,8 +15,10 @@ recording, 30 channels x 4 patches per window):
   implementation.
 Tokens/s counts every token of the batch (visible and masked) for all three.
 
-Also: the loader's segments/s (1 worker) on shards of the same recording, divided by the
-training step's segments/s (target >= 3: the loader is not the bottleneck).
+Then the loader on shards of the same recording: its segments/s alone (1 and 2 workers)
+divided by the training step's segments/s (target >= 3: the loader is not the bottleneck),
+and the step fed by the 2-worker loader against the same step on a batch held in memory
+(ratio 1.00: the loader costs training nothing).
 
 usage: python benchmarks/train_step.py [--model small] [--batch 8] [--steps 5] [--device cpu]
 """
@@ -174,23 +176,53 @@ def main() -> None:
         print(f"  {name:24s} {secs * 1000:8.1f} ms/step  {n_tokens / secs:10.0f} tokens/s  "
               f"ratio {base / secs:5.2f}{note}")
     print(f"neurofm vs the plain MAE step: {base / results['neurofm MAE step']:.2f}x (target >= 0.95)")
-    train_segments_s = args.batch / results["neurofm MAE step"]
+    loader_under_training(raw, args, ours, batch, results["neurofm MAE step"])
 
+
+def loader_under_training(raw, args, model, batch, step_s: float) -> None:
+    """The loader alone (segments/s, 1 and 2 workers) against what the step consumes, then
+    the step fed by the 2-worker loader against the same step on a batch held in memory."""
     with tempfile.TemporaryDirectory() as tmp:
         raw.save(Path(tmp) / "eeglab_raw.fif")
         write_shards([Path(tmp) / "eeglab_raw.fif"], Path(tmp) / "shards",
                      PrepareOptions(window_s=4.0, stride_s=0.5, shard_size_mb=1, split_fractions=(1.0, 0.0, 0.0)))
-        loader = make_loader(batched_stream(Path(tmp) / "shards", args.batch, "train", resampled=True,
-                                            shuffle_buffer=200), num_workers=1)
-        it = iter(loader)
-        next(it)
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < 3.0:
-            n += len(next(it))
-        loader_segments_s = n / (time.perf_counter() - start)
-    print(f"loader (1 worker) {loader_segments_s:.0f} segments/s vs training {train_segments_s:.1f} "
-          f"segments/s: ratio {loader_segments_s / train_segments_s:.0f}")
 
+        def loader(workers: int):
+            return iter(make_loader(batched_stream(Path(tmp) / "shards", args.batch, "train", resampled=True,
+                                                   shuffle_buffer=200), num_workers=workers))
+
+        train_segments_s = args.batch / step_s
+        for workers in (1, 2):
+            it = loader(workers)
+            next(it)
+            start, n = time.perf_counter(), 0
+            while time.perf_counter() - start < 3.0:
+                n += len(next(it))
+            rate = n / (time.perf_counter() - start)
+            print(f"loader alone ({workers} worker{'s' * (workers > 1)}) {rate:.0f} segments/s vs training "
+                  f"{train_segments_s:.1f} segments/s: headroom {rate / train_segments_s:.0f}x (target >= 3)")
+        it = loader(2)
+        next(it)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        fed = {"in memory": lambda: batch, "from the loader (2 workers)": lambda: next(it).to(args.device)}
+        times = {name: float("inf") for name in fed}
+        for _ in range(3):  # interleaved, best of 3
+            for name, get in fed.items():
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    b = get()
+                    with torch.autocast(device_type=args.device, dtype=getattr(torch, args.dtype),
+                                        enabled=args.dtype != "float32"):
+                        loss = model(b)["loss"]
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                times[name] = min(times[name], (time.perf_counter() - start) / args.steps)
+        base = times["in memory"]
+        for name, secs in times.items():
+            print(f"  training step, batch {name:28s} {secs * 1000:7.1f} ms  ratio {base / secs:.2f}")
 
 if __name__ == "__main__":
     main()

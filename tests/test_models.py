@@ -174,6 +174,28 @@ def test_spatial_compression_costs_the_same_for_any_sensor_count(eeg_segments, m
     assert torch.isfinite(loss) and model.compressor.queries.grad.abs().sum() > 0
 
 
+def test_compressed_decoder_queries_read_the_latents_only(meg_segments):
+    """With spatial_latents the decoder's queries attend to the latents, not to each other:
+    a sensor's reconstruction does not depend on which other sensors are decoded (so a step
+    costs latents x sensors, not sensors^2), and padding latents are ignored."""
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(tiny(spatial_latents=8)).eval()
+    tokens = model.tokenize(collate_segments(meg_segments[:1]))  # 366 sensors x 1 patch
+    b, length, width = tokens.query.shape
+    context = torch.randn(b, 8, width)
+    mask = torch.ones(b, 8, dtype=torch.bool)
+    with torch.no_grad():
+        every = model.decode(context, mask, tokens)
+        queries = model.mask_token + tokens.query
+        some = model.decoder.read(context, queries[:, :40], mask)
+        padded = model.decoder.read(torch.cat([context, torch.randn(b, 3, width)], dim=1), queries,
+                                    torch.cat([mask, torch.zeros(b, 3, dtype=torch.bool)], dim=1))
+    assert every.shape == (b, length, width) and torch.isfinite(every).all()
+    torch.testing.assert_close(some, every[:, :40], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded, every, atol=1e-5, rtol=1e-5)
+    assert every.std(dim=1).mean() > 1e-3  # queries differ by their geometry
+
+
 def test_interpolation_prior_on_real_eeg(eeg_segments):
     from neurofm.models.mae import spatial_interpolation
 

@@ -76,6 +76,18 @@ class SelfAttention(nn.Module):
         out = attention(q, k, v, key_mask, self.backend)  # [B, H, L, Dh]
         return self.drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))
 
+    def read(self, context: torch.Tensor, queries: torch.Tensor, key_mask: torch.Tensor | None
+             ) -> torch.Tensor:
+        """Context and queries both attend to the context only, with this layer's weights:
+        ``[B, K, D]``, ``[B, L, D]`` -> ``[B, K + L, D]``. Cost ``(K + L) * K``, not ``(K + L)^2``."""
+        b, k, d = context.shape
+        h = self.heads
+        q_ctx, keys, values = self.qkv(context).view(b, k, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q_read = F.linear(queries, self.qkv.weight[:d], self.qkv.bias[:d])  # query projection only
+        q = torch.cat([q_ctx, q_read.view(b, -1, h, d // h).transpose(1, 2)], dim=2)  # [B, H, K + L, Dh]
+        out = attention(q, keys, values, key_mask, self.backend)
+        return self.drop(self.proj(out.transpose(1, 2).reshape(b, -1, d)))
+
 
 class Block(nn.Module):
     """x + attn(norm(x)); x + mlp(norm(x))."""
@@ -92,6 +104,14 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), key_mask)
+        return x + self.mlp(self.norm2(x))
+
+    def read(self, context: torch.Tensor, queries: torch.Tensor, key_mask: torch.Tensor | None
+             ) -> torch.Tensor:
+        """The block with attention to ``context`` only (:meth:`SelfAttention.read`); returns
+        the updated ``[context, queries]`` ``[B, K + L, D]``."""
+        x = torch.cat([context, queries], dim=1)
+        x = x + self.attn.read(self.norm1(context), self.norm1(queries), key_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -115,3 +135,17 @@ class Encoder(nn.Module):
             else:
                 x = block(x, key_mask)
         return self.norm(x)
+
+    def read(self, context: torch.Tensor, queries: torch.Tensor, context_mask: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """Perceiver-style pass: the context tokens ``[B, K, D]`` attend to each other, each query
+        ``[B, L, D]`` attends to the context only (not to other queries), in every block.
+        Returns the queries ``[B, L, D]``. Memory and time grow as ``L * K``: linear in the
+        number of queries, where :meth:`forward` over ``[context, queries]`` grows as ``(K + L)^2``."""
+        if context_mask is not None and not torch.compiler.is_compiling() and bool(context_mask.all()):
+            context_mask = None
+        k = context.shape[1]
+        for block in self.blocks:
+            x = block.read(context, queries, context_mask)
+            context, queries = x[:, :k], x[:, k:]
+        return self.norm(queries)

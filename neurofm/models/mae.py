@@ -238,9 +238,15 @@ class MaskedAutoencoder(nn.Module):
         """The light decoder over ``context`` ``[B, K, Dd]`` (``context_mask`` ``[B, K]``, True =
         real) followed by a query at every token place (the mask token + that token's sensor,
         time and modality): the decoded queries ``[B, L, Dd]``. Pretraining's context is the
-        compressed latents; the encoding head's is the stimulus (:meth:`decoder_place`)."""
+        compressed latents; the encoding head's is the stimulus (:meth:`decoder_place`).
+
+        With ``spatial_latents`` the queries read the context only (:meth:`Encoder.read`), so
+        the step grows linearly with the sensor count; without, context and queries attend to
+        each other."""
         b, length, width = tokens.query.shape
         queries = self.mask_token.expand(b, length, width) + tokens.query
+        if self.compressor is not None:
+            return self.decoder.read(context, queries, context_mask)
         x = torch.cat([context, queries], dim=1)
         return self.decoder(x, torch.cat([context_mask, tokens.valid], dim=1))[:, -length:]
 

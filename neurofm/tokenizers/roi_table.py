@@ -46,11 +46,11 @@ def read_roi_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | Non
         if first.startswith("#"):
             columns = re.split(r"\s+|,|\t", first.lstrip("#").strip())
             columns = [c.lstrip("#") for c in columns if c]
-            table = pd.read_csv(path, sep=sep, header=None, comment="#", engine="python")
+            table = pd.read_csv(path, sep=sep, header=None, comment="#")
         else:
             tokens = [t for t in re.split(sep if sep != r"\s+" else r"\s+", first) if t]
             numeric = all(_is_number(t) for t in tokens)
-            table = pd.read_csv(path, sep=sep, header=None if numeric else 0, engine="python")
+            table = pd.read_csv(path, sep=sep, header=None if numeric else 0)
             if not numeric:
                 columns = [str(c) for c in table.columns]
     except (pd.errors.ParserError, ValueError) as err:

@@ -24,7 +24,7 @@ import numpy as np
 from _common import data_dir
 
 from neurofm.datasets import PrepareOptions, batched_stream, load_manifest, write_shards
-from neurofm.datasets.stream import make_loader
+from neurofm.datasets.streaming import make_loader
 
 warnings.simplefilter("ignore")
 PASSES = 20  # the real recordings are short: each measurement reads the shard list 20 times

@@ -2,8 +2,8 @@
 
 Real cohorts in ../shared/data, in one run, 1 and 2 worker processes each:
 - EEGMMI: the 30 EDF+ runs (5 subjects, 64 channels, 160 Hz, about 125 s each).
-  bare: `mne.io.read_raw_edf(preload=True)` + notch at the line frequency + resample to
-  200 Hz + band-pass 0.5-72 Hz (the calls `prepare` makes) per file;
+  bare: `mne.io.read_raw_edf(preload=True)` + resample to 200 Hz + band-pass 0.5-72 Hz
+  per file (the MNE calls `prepare` makes: these runs show no mains peak, so no notch);
   neurofm: `write_shards` (those calls plus channel checks, 10-05 geometry, scaling,
   10 s windows, float16 encoding, shards with checksums and the manifest).
 - ABIDE: the 321 CC200 tables (200 parcels, 78-316 TRs; each site with its TR).
@@ -39,7 +39,7 @@ from pathlib import Path  # noqa: E402
 from _common import ABIDE_TR_S, ROOT, data_dir  # noqa: E402
 
 warnings.simplefilter("ignore")
-SFREQ, LINE, WINDOW_S = 200.0, 60.0, 10.0
+SFREQ, WINDOW_S = 200.0, 10.0
 
 
 def bare_edf(path: str) -> float:
@@ -49,7 +49,6 @@ def bare_edf(path: str) -> float:
     mne.set_log_level("ERROR")
     raw = mne.io.read_raw_edf(path, preload=True)
     raw.pick("eeg")
-    raw.notch_filter([LINE], picks="all")
     raw.resample(SFREQ, npad="auto")
     raw.filter(0.5, 0.45 * 160.0, picks="all")
     return raw.times[-1]

@@ -39,7 +39,7 @@ from torch import nn
 
 from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, collate_segments, write_shards
-from neurofm.datasets.stream import make_loader
+from neurofm.datasets.streaming import make_loader
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_raw
 

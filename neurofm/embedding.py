@@ -75,7 +75,7 @@ class NeuroFM:
                 raise TypeError("a list passed to embed() must hold Segment objects")
             return list(x)
         if isinstance(x, str | os.PathLike) and _is_shard(x):
-            from neurofm.datasets.stream import stream
+            from neurofm.datasets.streaming import stream
 
             segments = list(stream(x, split=None, shuffle_shards=False, shuffle_buffer=0,
                                    rank=0, world_size=1, on_error="raise"))

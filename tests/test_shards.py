@@ -27,7 +27,7 @@ from neurofm.datasets import (
     write_shards,
 )
 from neurofm.datasets.manifest import sha256_of
-from neurofm.datasets.stream import ErrorCounter, crop_to_budget
+from neurofm.datasets.streaming import ErrorCounter, crop_to_budget
 from neurofm.errors import ShardError
 from neurofm.tokenizers import tokenize_bold, tokenize_raw
 from tests.helpers.cli import run_cli
@@ -282,7 +282,7 @@ def test_batches_are_one_modality_and_mixed_by_weight(prepared):
 
 
 def test_mixed_resampled_stream_is_reproducible_and_resumable(prepared):
-    from neurofm.datasets.stream import make_loader
+    from neurofm.datasets.streaming import make_loader
 
     def keys(pipeline, n, workers=0, skip=0):
         loader = make_loader(pipeline, num_workers=workers, skip_batches=skip)

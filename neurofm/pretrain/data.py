@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import webdataset as wds
 
-from neurofm.datasets.stream import batched_stream, make_loader
+from neurofm.datasets.streaming import batched_stream, make_loader
 
 
 class ShardDataModule(pl.LightningDataModule):

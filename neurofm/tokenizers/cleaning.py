@@ -7,9 +7,11 @@ import warnings
 
 import mne
 import numpy as np
-from scipy.signal import welch
+from scipy.signal import oaconvolve, welch
 
 from neurofm.errors import RecordingError
+
+ONE_PASS_MIN_S = 60.0  # recordings at least this long are notched and band-passed in one pass
 
 
 def subsample(data: np.ndarray, max_samples: int = 20_000) -> np.ndarray:
@@ -101,19 +103,53 @@ def filter_raw(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # filter longer than a short recording: MNE pads
+            notches = np.array([])
             if line_freq:
                 notches = np.arange(line_freq, min(h_freq + line_freq, native / 2), line_freq)
                 notches = notches[notches < native / 2 - 1]
-                if len(notches):
-                    raw.notch_filter(notches, picks="all", **quiet)
+            # one pass (notch folded into the band-pass, after resampling) where the recording
+            # is long against the kernels (13 s); short ones take MNE's three calls
+            one_pass = len(notches) and raw.n_times / native >= ONE_PASS_MIN_S
+            if one_pass:
+                notches = notches[notches < min(native, sfreq) / 2 - 1]
+            elif len(notches):
+                raw.notch_filter(notches, picks="all", **quiet)
             if not np.isclose(native, sfreq):
                 raw.resample(sfreq, npad="auto", **quiet)
-            raw.filter(l_freq, h_freq, picks="all", **quiet)
+            if one_pass and len(notches):
+                notch_and_band_pass(raw, notches, l_freq, h_freq)
+            else:
+                raw.filter(l_freq, h_freq, picks="all", **quiet)
     except ValueError as err:  # MNE's filter design refuses bands it cannot build at this rate
         raise RecordingError(f"cannot filter {l_freq}-{h_freq:g} Hz at {native:g} Hz ({err}); "
                              "check the sampling rate, or pass l_freq / h_freq", source) from err
     return (float(line_freq) if line_freq else None), float(h_freq)
 
+
+
+def notch_and_band_pass(raw: mne.io.BaseRaw, notches: np.ndarray, l_freq: float | None, h_freq: float) -> None:
+    """MNE's notch filter at ``notches`` and its band-pass ``l_freq``-``h_freq`` (the FIR
+    kernels ``raw.notch_filter`` and ``raw.filter`` design, zero phase), applied to ``raw``
+    in place as one kernel in one pass: half the cost of two filtering passes, the same
+    samples away from the edges (the edges are padded as MNE does: odd reflection of the
+    signal, limited to its length, then zeros)."""
+    sfreq = raw.info["sfreq"]
+    quiet = {"verbose": "error"}
+    band = mne.filter.create_filter(None, sfreq, l_freq, h_freq, **quiet)
+    # raw.notch_filter's defaults: width freq / 200, transition bands 0.5 Hz either side
+    widths = notches / 200.0
+    stop = mne.filter.create_filter(None, sfreq, notches + widths / 2 + 0.5, notches - widths / 2 - 0.5,
+                                    l_trans_bandwidth=0.5, h_trans_bandwidth=0.5, **quiet)
+    kernel = np.convolve(band, stop)  # symmetric, odd length: zero phase with mode="same"
+    data = raw._data  # [C, T]
+    n, pad = data.shape[1], len(kernel)
+    reflect = min(pad, n - 1)
+    padded = np.pad(data, ((0, 0), (reflect, reflect)), mode="reflect", reflect_type="odd")
+    padded = np.pad(padded, ((0, 0), (pad - reflect, pad - reflect)))
+    data[:] = oaconvolve(padded, kernel[None], mode="same", axes=-1)[:, pad : pad + n]
+    with raw.info._unlock():
+        raw.info["highpass"] = float(l_freq) if l_freq is not None else raw.info["highpass"]
+        raw.info["lowpass"] = float(h_freq)
 
 
 def is_bad_label(labels: np.ndarray) -> np.ndarray:

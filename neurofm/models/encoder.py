@@ -76,17 +76,16 @@ class SelfAttention(nn.Module):
         out = attention(q, k, v, key_mask, self.backend)  # [B, H, L, Dh]
         return self.drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))
 
-    def read(self, context: torch.Tensor, queries: torch.Tensor, key_mask: torch.Tensor | None
-             ) -> torch.Tensor:
-        """Context and queries both attend to the context only, with this layer's weights:
-        ``[B, K, D]``, ``[B, L, D]`` -> ``[B, K + L, D]``. Cost ``(K + L) * K``, not ``(K + L)^2``."""
-        b, k, d = context.shape
+    def read(self, x: torch.Tensor, k: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """Every token of ``x`` ``[B, K + L, D]`` attends to the first ``k`` (the context) only,
+        with this layer's weights; keys and values are projected for the context alone.
+        Cost ``(K + L) * K``, not ``(K + L)^2``. ``key_mask`` ``[B, K]``."""
+        b, n, d = x.shape
         h = self.heads
-        q_ctx, keys, values = self.qkv(context).view(b, k, 3, h, d // h).permute(2, 0, 3, 1, 4)
-        q_read = F.linear(queries, self.qkv.weight[:d], self.qkv.bias[:d])  # query projection only
-        q = torch.cat([q_ctx, q_read.view(b, -1, h, d // h).transpose(1, 2)], dim=2)  # [B, H, K + L, Dh]
-        out = attention(q, keys, values, key_mask, self.backend)
-        return self.drop(self.proj(out.transpose(1, 2).reshape(b, -1, d)))
+        _, keys, values = self.qkv(x[:, :k]).view(b, k, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        q = F.linear(x, self.qkv.weight[:d], self.qkv.bias[:d]).view(b, n, h, d // h).transpose(1, 2)
+        out = attention(q, keys, values, key_mask, self.backend)  # [B, H, K + L, Dh]
+        return self.drop(self.proj(out.transpose(1, 2).reshape(b, n, d)))
 
 
 class Block(nn.Module):
@@ -106,12 +105,9 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x), key_mask)
         return x + self.mlp(self.norm2(x))
 
-    def read(self, context: torch.Tensor, queries: torch.Tensor, key_mask: torch.Tensor | None
-             ) -> torch.Tensor:
-        """The block with attention to ``context`` only (:meth:`SelfAttention.read`); returns
-        the updated ``[context, queries]`` ``[B, K + L, D]``."""
-        x = torch.cat([context, queries], dim=1)
-        x = x + self.attn.read(self.norm1(context), self.norm1(queries), key_mask)
+    def read(self, x: torch.Tensor, k: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """The block with attention to the first ``k`` tokens only (:meth:`SelfAttention.read`)."""
+        x = x + self.attn.read(self.norm1(x), k, key_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -145,7 +141,7 @@ class Encoder(nn.Module):
         if context_mask is not None and not torch.compiler.is_compiling() and bool(context_mask.all()):
             context_mask = None
         k = context.shape[1]
+        x = torch.cat([context, queries], dim=1)
         for block in self.blocks:
-            x = block.read(context, queries, context_mask)
-            context, queries = x[:, :k], x[:, k:]
-        return self.norm(queries)
+            x = block.read(x, k, context_mask)
+        return self.norm(x[:, k:])

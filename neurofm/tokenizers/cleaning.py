@@ -103,20 +103,17 @@ def filter_raw(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # filter longer than a short recording: MNE pads
-            notches = np.array([])
-            if line_freq:
-                notches = np.arange(line_freq, min(h_freq + line_freq, native / 2), line_freq)
-                notches = notches[notches < native / 2 - 1]
             # one pass (notch folded into the band-pass, after resampling) where the recording
             # is long against the kernels (13 s); short ones take MNE's three calls
-            one_pass = len(notches) and raw.n_times / native >= ONE_PASS_MIN_S
-            if one_pass:
-                notches = notches[notches < min(native, sfreq) / 2 - 1]
-            elif len(notches):
+            one_pass = raw.n_times / native >= ONE_PASS_MIN_S
+            nyquist = (min(native, sfreq) if one_pass else native) / 2  # where the notch runs
+            notches = np.arange(line_freq, min(h_freq + line_freq, nyquist), line_freq) if line_freq else []
+            notches = np.asarray([f for f in notches if f < nyquist - 1])
+            if len(notches) and not one_pass:
                 raw.notch_filter(notches, picks="all", **quiet)
             if not np.isclose(native, sfreq):
                 raw.resample(sfreq, npad="auto", **quiet)
-            if one_pass and len(notches):
+            if len(notches) and one_pass:
                 notch_and_band_pass(raw, notches, l_freq, h_freq)
             else:
                 raw.filter(l_freq, h_freq, picks="all", **quiet)
@@ -147,9 +144,6 @@ def notch_and_band_pass(raw: mne.io.BaseRaw, notches: np.ndarray, l_freq: float 
     padded = np.pad(data, ((0, 0), (reflect, reflect)), mode="reflect", reflect_type="odd")
     padded = np.pad(padded, ((0, 0), (pad - reflect, pad - reflect)))
     data[:] = oaconvolve(padded, kernel[None], mode="same", axes=-1)[:, pad : pad + n]
-    with raw.info._unlock():
-        raw.info["highpass"] = float(l_freq) if l_freq is not None else raw.info["highpass"]
-        raw.info["lowpass"] = float(h_freq)
 
 
 def is_bad_label(labels: np.ndarray) -> np.ndarray:

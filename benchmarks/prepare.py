@@ -102,7 +102,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from neurofm.datasets import PrepareOptions
-    from neurofm.tokenizers.naming import entities_from_name  # noqa: F401  (import cost outside timing)
 
     data = data_dir()
     edfs = sorted(str(p) for p in (data / "meeg" / "eegmmidb").glob("S*/S*R*.edf"))

@@ -77,6 +77,17 @@ def geometry(modality: str, sensors: int) -> tuple[np.ndarray, np.ndarray, tuple
     return seg.positions[:sensors], seg.orientations[:sensors], seg.kinds[:sensors]
 
 
+def window_tokens(window: int, model: str, batch: int) -> tuple[int, int]:
+    """(samples per sensor, tokens in the batch) of ``WINDOWS[window]`` for ``model``'s patches."""
+    from neurofm.batch import patch_samples
+    from neurofm.configs.schema import model_config
+
+    _, modality, sensors, seconds = WINDOWS[window]
+    n_times = int(round(seconds * SFREQ[modality]))
+    patch = patch_samples(model_config(model).patch_s[modality], SFREQ[modality])
+    return n_times, sensors * (n_times // patch) * batch
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
@@ -104,9 +115,9 @@ def measure_one(args: argparse.Namespace) -> dict:
     from neurofm.tokenizers import Segment
 
     torch.manual_seed(0)
-    label, modality, sensors, seconds = WINDOWS[args.window]
+    label, modality, sensors, _ = WINDOWS[args.window]
     pos, ori, kinds = geometry(modality, sensors)
-    n_times = int(round(seconds * SFREQ[modality]))
+    n_times, tokens = window_tokens(args.window, args.model, args.batch)
     rng = np.random.default_rng(0)
     segments = [Segment(rng.standard_normal((sensors, n_times), dtype=np.float32), pos, ori, kinds,
                         {"modality": modality, "sfreq": SFREQ[modality]}) for _ in range(args.batch)]
@@ -137,8 +148,7 @@ def measure_one(args: argparse.Namespace) -> dict:
         step()
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()) - base
-    tokens = sensors * (n_times // max(1, int(round(cfg.patch_s[modality] * SFREQ[modality]))))
-    return {"window": label, "tokens": tokens * args.batch, "latents": args.latents, "backend": args.backend,
+    return {"window": label, "tokens": tokens, "latents": args.latents, "backend": args.backend,
             "step_s": min(times), "peak_bytes": int(peak), "measured": True}
 
 
@@ -168,14 +178,9 @@ def backends(device: str) -> list[str]:
 
 
 def series(args: argparse.Namespace, latents: int, backend: str) -> list[dict]:
-    from neurofm.batch import patch_samples
-    from neurofm.configs.schema import model_config
-
-    patch_s = model_config(args.model).patch_s
     points: list[dict] = []
-    for i, (label, modality, sensors, seconds) in enumerate(WINDOWS):
-        n = int(round(seconds * SFREQ[modality])) // patch_samples(patch_s[modality], SFREQ[modality])
-        tokens = sensors * n * args.batch
+    for i, (label, *_) in enumerate(WINDOWS):
+        tokens = window_tokens(i, args.model, args.batch)[1]
         t_fit, m_fit = fit(points, "step_s"), fit(points, "peak_bytes")
         predicted_s = t_fit[0] * tokens ** t_fit[1] if t_fit else 0.0
         predicted_b = m_fit[0] * tokens ** m_fit[1] if m_fit else 0.0

@@ -117,6 +117,29 @@ class Reference(nn.Module):
         return nn.functional.mse_loss(self.head(self.encoder(self.embed(patches))), patches)
 
 
+def training_step(model: nn.Module, loss_fn, device: str, dtype: torch.dtype):
+    """A closure running one step: ``loss_fn()`` under autocast, backward, AdamW."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
+            loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def interleaved(steps: dict, n: int, device: str) -> dict[str, float]:
+    """Seconds per step of each closure: interleaved rounds, best of 3, so drift in machine
+    load hits all of them alike."""
+    results = {name: float("inf") for name in steps}
+    for _ in range(3):
+        for name, step in steps.items():
+            results[name] = min(results[name], timed_steps(step, n, device))
+    return results
+
+
 def timed_steps(step, steps: int, device: str) -> float:
     step()  # warm-up
     if device == "cuda":
@@ -149,24 +172,11 @@ def main() -> None:
     patches = batch.signal.reshape(batch.signal.shape[0], -1, 200)  # [B, C * N, P], same tokens
     plain = PlainMAE(cfg, patches.shape[1]).to(device)
     ref = Reference(cfg).to(device)
-    steps = {}
-    for name, model, loss_fn in (("neurofm MAE step", ours, lambda: ours(batch)["loss"]),
-                                 ("plain PyTorch MAE step", plain, lambda: plain(patches)),
-                                 ("nn.TransformerEncoder", ref, lambda: ref(patches))):
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step(loss_fn=loss_fn, opt=opt):
-            with torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
-                loss = loss_fn()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        steps[name] = step
-    # interleaved rounds, best of 3 per model: drift in machine load hits all three alike
-    results = {name: float("inf") for name in steps}
-    for _ in range(3):
-        for name, step in steps.items():
-            results[name] = min(results[name], timed_steps(step, args.steps, device))
+    steps = {name: training_step(model, loss_fn, device, dtype)
+             for name, model, loss_fn in (("neurofm MAE step", ours, lambda: ours(batch)["loss"]),
+                                          ("plain PyTorch MAE step", plain, lambda: plain(patches)),
+                                          ("nn.TransformerEncoder", ref, lambda: ref(patches)))}
+    results = interleaved(steps, args.steps, device)
     print(f"{args.model} ({sum(p.numel() for p in ours.parameters()) / 1e6:.1f} M params), batch "
           f"{args.batch} x {batch.signal.shape[1]} ch x {batch.signal.shape[2] // 200} patches = "
           f"{n_tokens} tokens, {device}, {args.dtype}")
@@ -201,28 +211,16 @@ def loader_under_training(raw, args, model, batch, step_s: float) -> None:
             rate = n / (time.perf_counter() - start)
             print(f"loader alone ({workers} worker{'s' * (workers > 1)}) {rate:.0f} segments/s vs training "
                   f"{train_segments_s:.1f} segments/s: headroom {rate / train_segments_s:.0f}x (target >= 3)")
-        it = loader(2)
-        next(it)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        fed = {"in memory": lambda: batch, "from the loader (2 workers)": lambda: next(it).to(args.device)}
-        times = {name: float("inf") for name in fed}
-        for _ in range(3):  # interleaved, best of 3
-            for name, get in fed.items():
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    b = get()
-                    with torch.autocast(device_type=args.device, dtype=getattr(torch, args.dtype),
-                                        enabled=args.dtype != "float32"):
-                        loss = model(b)["loss"]
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                if args.device == "cuda":
-                    torch.cuda.synchronize()
-                times[name] = min(times[name], (time.perf_counter() - start) / args.steps)
+        # `it` is the 2-worker loader of the last round
+        dtype = getattr(torch, args.dtype)
+        times = interleaved({"in memory": training_step(model, lambda: model(batch)["loss"], args.device, dtype),
+                             "from the loader (2 workers)": training_step(
+                                 model, lambda: model(next(it).to(args.device))["loss"], args.device, dtype)},
+                            args.steps, args.device)
         base = times["in memory"]
         for name, secs in times.items():
             print(f"  training step, batch {name:28s} {secs * 1000:7.1f} ms  ratio {base / secs:.2f}")
+
 
 if __name__ == "__main__":
     main()

@@ -230,18 +230,77 @@ def test_sigkill_then_rerun_gives_identical_shards(prepared, inputs, options, tm
               f"write_shards({inputs!r}, {str(out)!r}, PrepareOptions(**{options.__dict__!r}))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "NEUROFM_PROGRESS": "0"})
     deadline = time.time() + 120
-    while time.time() < deadline and not list((out / ".work").glob("*.json")):
+    while time.time() < deadline and not _finished(out):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
-    parts_before = {p.name for p in (out / ".work").glob("*.json")}
-    assert 1 <= len(parts_before) < len(inputs)
+    assert 1 <= len(_finished(out)) < len(inputs)
     assert not list(out.glob("shard-*.tar"))
     manifest = write_shards(inputs, out, options)
     reference = load_manifest(prepared)
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in reference["shards"]]
     assert (out / "manifest.json").read_bytes() == (prepared / "manifest.json").read_bytes()
+
+
+def _finished(out: Path) -> list[dict]:
+    """Summaries of the files a run has finished, from its journals."""
+    from neurofm.datasets.shards import _read_journals
+
+    return _read_journals(out / ".work")[0] if (out / ".work").exists() else []
+
+
+def test_torn_journal_and_lost_samples_are_tokenized_again(prepared, inputs, options, tmp_path, monkeypatch):
+    import neurofm.datasets.shards as shards_module
+
+    out = tmp_path / "torn"
+    broken = tmp_path / "broken_eeg.edf"
+    broken.write_bytes(b"0" * 4000)
+    assert write_shards([*inputs, str(broken)], out, options)["failures"] == 1  # keeps .work
+    [journal] = (out / ".work").glob("*.jsonl")
+    lines = journal.read_text().splitlines(keepends=True)
+    done = [json.loads(line) for line in lines if '"status": "ok"' in line]
+    assert sorted(d["path"] for d in done) == sorted(inputs)
+    # samples that never reached the disk (a power cut: the file is there, zeroed)
+    lost = done[0]
+    data = bytearray((out / ".work" / lost["data"]).read_bytes())
+    data[lost["offset"] : lost["offset"] + lost["length"]] = bytes(lost["length"])
+    (out / ".work" / lost["data"]).write_bytes(bytes(data))
+    # a crash in the middle of the summary line of the third file: it and all after are lost
+    cut = next(k for k, line in enumerate(lines) if done[2]["path"] in line and '"status"' in line)
+    journal.write_text("".join(lines[:cut]) + lines[cut][:60])
+    tokenized = []
+
+    def counting(src, *args, **kwargs):
+        tokenized.append(src.path)
+        return tokenize_source(src, *args, **kwargs)
+    tokenize_source = shards_module.tokenize_source
+    monkeypatch.setattr(shards_module, "tokenize_source", counting)
+    manifest = write_shards(inputs, out, options)
+    assert sorted(tokenized) == sorted([lost["path"]] + [d["path"] for d in done[2:]])
+    assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in load_manifest(prepared)["shards"]]
+    assert not (out / ".work").exists()
+
+
+def test_float16_overflow_is_refused_naming_the_segment(prepared):
+    from neurofm.datasets.codec import encode_segment
+
+    seg = _all(prepared)[0]
+    big = type(seg)(seg.signal * 1e6, seg.positions, seg.orientations, seg.kinds, seg.meta)
+    assert np.isfinite(load_npy_signal(encode_segment(big, "float32"))).all()
+    with pytest.raises(ShardError, match=rf"segment at {seg.meta['onset_s']} s of .* overflows float16 "
+                                         r"\(\|x\| > 65504\); use dtype='float32'"):
+        encode_segment(big, "float16")
+    nan = seg.signal.copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(ShardError, match="is not finite"):
+        encode_segment(type(seg)(nan, seg.positions, seg.orientations, seg.kinds, seg.meta), "float32")
+
+
+def load_npy_signal(files: dict) -> np.ndarray:
+    from neurofm.datasets.codec import load_npy
+
+    return load_npy(files["signal.npy"])
 
 
 def test_collate_pads_and_masks_mixed_segments(prepared):

@@ -45,10 +45,13 @@ def _npy(array: np.ndarray) -> bytes:
 
 def encode_segment(seg: Segment, dtype: str = "float16") -> dict[str, bytes]:
     """The four files of one sample (without ``__key__``)."""
-    signal = seg.signal.astype(dtype)
-    if not np.isfinite(signal).all():
+    # checked on the source values (two reductions, 3x cheaper than isfinite on float16);
+    # NaN fails the comparison too
+    if not max(seg.signal.max(), -seg.signal.min()) <= np.finfo(dtype).max:
         raise ShardError(f"segment at {seg.meta.get('onset_s')} s of {seg.meta.get('source')} "
-                         f"overflows {dtype} (|x| > {np.finfo(dtype).max:g}); use dtype='float32'")
+                         f"is not finite or overflows {dtype} (|x| > {np.finfo(dtype).max:g})"
+                         + ("; use dtype='float32'" if dtype == "float16" else ""))
+    signal = seg.signal.astype(dtype)
     meta = dict(seg.meta, kinds=list(seg.kinds))
     return {
         "signal.npy": _npy(signal),

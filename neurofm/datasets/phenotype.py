@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from neurofm.errors import NeurofmError
 
@@ -53,6 +52,8 @@ def read_phenotype(
     path = os.fspath(path)
     if not os.path.exists(path):
         raise NeurofmError("phenotype file not found", path)
+    import pandas as pd  # on first use: prepare workers without a phenotype never need it
+
     table = pd.read_csv(path, sep=None, engine="python", dtype=str,
                         na_values=["n/a", "N/A", "NaN", "nan", "", "-9999", "#"])
     if id_column is None:
@@ -76,6 +77,8 @@ def read_phenotype(
 
 
 def _scalar(value: Any) -> Any:
+    import pandas as pd
+
     if value is None or (isinstance(value, float) and np.isnan(value)) or pd.isna(value):
         return None
     try:

@@ -10,12 +10,15 @@ One sample is one :class:`~neurofm.tokenizers.Segment`::
 How a run goes (``write_shards`` / ``neurofm prepare``):
 
 1. ``discover`` the inputs (BIDS roots, directories, globs), sorted by path.
-2. Tokenize each file in a worker process into a *part* under ``out/.work/`` (a tar of
-   its samples plus a JSON summary, both written atomically). The parts are the journal:
-   a re-run after a crash or Ctrl-C skips files whose part is complete.
-3. Pack the parts, in path order, into shards that each hold one split and one modality
-   (so the loader can select splits and mix modalities by weight), written as temp file +
-   rename, with fixed tar metadata: same inputs and seed give byte-identical shards.
+2. Tokenize each file in a worker process, appending its samples to that process's journal
+   under ``out/.work/`` (``<id>.samples`` + ``<id>.jsonl``: a line when a file starts, its
+   summary once its samples are written, with their place and sha256). The journals are the
+   record of work done: a re-run after a crash or Ctrl-C skips files whose samples are there
+   and match their checksum.
+3. Pack the samples, in path order, into shards that each hold one split and one modality
+   (so the loader can select splits and mix modalities by weight): bytes copied from the
+   journals, hashed on the way, written as temp file + fsync + rename, with fixed tar
+   metadata: same inputs and seed give byte-identical shards.
 4. Write ``manifest.json``: per-shard counts and sha256, totals, splits, tokenizer config.
 """
 
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -31,11 +33,13 @@ import os
 import shutil
 import tarfile
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +48,10 @@ from neurofm.console import logger as root_logger
 from neurofm.console import make_progress, setup_logging
 from neurofm.datasets.codec import FIELDS, encode_segment, json_default
 from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
-from neurofm.datasets.manifest import sha256_of
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.options import check_keywords, keyword_names, respell
-from neurofm.tokenizers import tokenize_bold, tokenize_raw, tokenize_roi_table
+from neurofm.tokenizers.eeg_meg import tokenize_raw
 from neurofm.tokenizers.naming import check_subject_pattern, entities_from_name
 from neurofm.tokenizers.options import MEEG_OPTION_NAMES, MeegOptions
 from neurofm.tokenizers.segment import MODALITIES, Segment
@@ -57,9 +60,26 @@ logger = logging.getLogger("neurofm.datasets")
 
 # tokenizer options a prepare run sets itself are not extra options
 MEEG_OPTIONS = tuple(name for name in MEEG_OPTION_NAMES if name != "sfreq")  # sfreq: top level
-FMRI_OPTIONS = keyword_names(tokenize_bold, exclude=("img", "atlas", "window_s", "dataset", "entities"))
-ROI_OPTIONS = keyword_names(tokenize_roi_table, exclude=("table", "coords", "tr_s", "window_s",
-                                                         "dataset", "entities"))
+
+
+@cache
+def _fmri_options() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The extra options of ``tokenize_bold`` and of ``tokenize_roi_table``, read from their
+    signatures on first use: a worker that tokenizes EEG only never imports the fMRI stack."""
+    from neurofm.tokenizers.fmri import tokenize_bold
+    from neurofm.tokenizers.roi_table import tokenize_roi_table
+
+    return (keyword_names(tokenize_bold, exclude=("img", "atlas", "window_s", "dataset", "entities")),
+            keyword_names(tokenize_roi_table, exclude=("table", "coords", "tr_s", "window_s",
+                                                       "dataset", "entities")))
+
+
+def __getattr__(name: str):  # FMRI_OPTIONS and ROI_OPTIONS, for the modules that import them
+    if name in ("FMRI_OPTIONS", "ROI_OPTIONS"):
+        return _fmri_options()[name == "ROI_OPTIONS"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 SPLITS = ("train", "val", "test")
 
 
@@ -139,7 +159,7 @@ class PrepareOptions:
         self.split_fractions = fractions
         self.meeg = check_keywords(self.meeg or {}, MEEG_OPTIONS, "+meeg.{}=")
         self.meeg_options()  # bad values fail here, before any file is read
-        self.fmri = check_keywords(self.fmri or {}, FMRI_OPTIONS, "+fmri.{}=")
+        self.fmri = check_keywords(self.fmri or {}, _fmri_options()[0], "+fmri.{}=")
         check_subject_pattern(self.subject_pattern)
         if isinstance(self.roi_tr_s, dict):
             self.roi_tr_s = {str(k): float(v) for k, v in self.roi_tr_s.items()}
@@ -184,41 +204,128 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def _sample_bytes(key: str, files: dict[str, bytes]) -> bytes:
+    """One sample as the tar members ``tarfile`` would write: header, data, NUL padding."""
+    chunks = []
+    for suffix in FIELDS:
+        data = files[suffix]
+        chunks += [_tarinfo(f"{key}.{suffix}", len(data)).tobuf(tarfile.USTAR_FORMAT, "utf-8",
+                                                                 "surrogateescape"),
+                   data, bytes(-len(data) % tarfile.BLOCKSIZE)]
+    return b"".join(chunks)
+
+
 class _AtomicTar:
-    """A tar written to ``path.tmp-<pid>`` and renamed onto ``path`` when closed cleanly."""
+    """A tar written to ``path.tmp-<pid>`` and renamed onto ``path`` when closed cleanly.
+
+    Samples go in as ready-made member bytes (:func:`_sample_bytes`, or a copy of them from
+    a journal), hashed as they are written; ``close`` ends the archive as ``tarfile`` does
+    (two zero blocks, padded to a whole record), fsyncs and renames.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         self.file = open(self.tmp, "wb")
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
-        self.n_samples = 0
+        self.digest = hashlib.sha256()
+        self.size = self.n_samples = 0
 
-    def write(self, key: str, files: dict[str, bytes]) -> None:
-        for suffix in FIELDS:
-            data = files[suffix]
-            self.tar.addfile(_tarinfo(f"{key}.{suffix}", len(data)), io.BytesIO(data))
+    def write(self, sample: bytes) -> None:
+        self._write(sample)
         self.n_samples += 1
 
-    @property
-    def size(self) -> int:
-        return self.file.tell()
+    def _write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.digest.update(data)
+        self.size += len(data)
 
-    def close(self) -> None:
-        self.tar.close()
+    def close(self) -> str:
+        """Finish, fsync, rename into place; return the sha256 of the file."""
+        self._write(bytes(2 * tarfile.BLOCKSIZE))
+        self._write(bytes(-self.size % tarfile.RECORDSIZE))
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.tar.close()
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        return self.digest.hexdigest()
 
 
-def _read_part(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples of a part tar, in order."""
+class _Journal:
+    """What one process tokenized in a run, in two append-only files under ``out/.work/``:
+    ``<id>.samples`` (each file's samples as tar members, back to back) and ``<id>.jsonl``
+    (a line when a file starts, and its summary, with where its samples lie and their sha256,
+    once they are written). Appending costs no new file per input (creating a file is most
+    of the per-file cost of small inputs such as ROI tables). Nothing is fsync'ed: a re-run
+    trusts a summary only if its bytes are there with that checksum, and skips a line a crash
+    tore."""
+
+    def __init__(self, workdir: Path):
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.samples_path = workdir / f"{name}.samples"
+        self.samples = open(self.samples_path, "ab")
+        self.lines = open(workdir / f"{name}.jsonl", "a")
+        self.size = self.samples.tell()
+
+    def started(self, path: str) -> None:
+        self._line({"started": path})
+
+    def append(self, sample: bytes) -> int:
+        """Append one sample's members; return their offset in the samples file."""
+        offset = self.size
+        self.samples.write(sample)
+        self.size += len(sample)
+        return offset
+
+    def done(self, summary: dict) -> None:
+        self.samples.flush()  # the samples reach the file before the line naming them
+        self._line(summary)
+
+    def _line(self, entry: dict) -> None:
+        self.lines.write(json.dumps(entry, sort_keys=True) + "\n")
+        self.lines.flush()
+
+    def close(self) -> None:
+        self.samples.close()
+        self.lines.close()
+
+
+_JOURNALS: dict[tuple[int, str], _Journal] = {}
+
+
+def _journal(workdir: str | Path) -> _Journal:
+    """This process's journal in ``workdir`` (opened on first use)."""
+    key = (os.getpid(), str(workdir))
+    if key not in _JOURNALS:
+        _JOURNALS[key] = _Journal(Path(workdir))
+    return _JOURNALS[key]
+
+
+def _close_journal(workdir: str | Path) -> None:
+    journal = _JOURNALS.pop((os.getpid(), str(workdir)), None)
+    if journal is not None:
+        journal.close()
+
+
+def _read_journals(workdir: Path, names: set[str] | None = None) -> tuple[list[dict], set[str]]:
+    """(summaries, paths of files started) in the journals of ``workdir`` (or those named)."""
+    summaries, started = [], set()
+    for path in sorted(workdir.glob("*.jsonl")):
+        if names is not None and path.name not in names:
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # the last line of a journal a crash cut short
+            if "started" in entry:
+                started.add(entry["started"])
+            elif isinstance(entry, dict) and "path" in entry:
+                summaries.append(entry)
+    return summaries, started
+
+
+def read_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of a shard (key, files), in order."""
     with tarfile.open(path, "r") as tar:
         current, files = None, {}
         for member in tar:
@@ -235,7 +342,8 @@ def _read_part(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 # --------------------------------------------------------------------------- tokenize one file
 
 
-def _part_name(src: Source) -> str:
+def _sample_key(src: Source) -> str:
+    """The key prefix of a file's samples: stable across runs, unique per path."""
     return hashlib.sha1(src.path.encode()).hexdigest()[:16]
 
 
@@ -243,7 +351,7 @@ def prepare_spelling(kind: str) -> dict[str, str]:
     """How ``neurofm prepare`` spells each tokenizer option of a file of this kind."""
     if kind == "meeg":
         return {k: f"+meeg.{k}" for k in MEEG_OPTIONS}
-    extra = {k: f"+fmri.{k}" for k in FMRI_OPTIONS}
+    extra = {k: f"+fmri.{k}" for k in _fmri_options()[0]}
     return {**extra, "window_s": "fmri_window_s",
             "tr_s": "roi_tr_s" if kind == "roi" else "+fmri.tr_s"}
 
@@ -268,16 +376,20 @@ def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | Non
         segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
                                 options=options.meeg_options(), dataset=src.dataset, entities=entities)
     elif src.kind == "bold":
+        from neurofm.tokenizers.fmri import tokenize_bold
+
         if options.atlas is None:
             raise ConfigError("BOLD inputs need an atlas: pass atlas=<labels image>")
         segments = tokenize_bold(src.path, atlas=options.atlas, window_s=options.fmri_window_s,
                                  dataset=src.dataset, entities=entities,
                                  **options.fmri)
     else:
+        from neurofm.tokenizers.roi_table import tokenize_roi_table
+
         coords = options.roi_coords or options.atlas
         if coords is None:
             raise ConfigError("ROI tables need roi_coords=<atlas or coordinate table>")
-        roi_options = {k: v for k, v in options.fmri.items() if k in ROI_OPTIONS}
+        roi_options = {k: v for k, v in options.fmri.items() if k in _fmri_options()[1]}
         segments = tokenize_roi_table(src.path, coords=coords,
                                       tr_s=roi_tr_for(src.path, entities, options.roi_tr_s),
                                       window_s=options.fmri_window_s, dataset=src.dataset,
@@ -290,96 +402,107 @@ def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | Non
 
 
 def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str, Any]:
-    """Tokenize ``src`` into ``workdir/<part>.tar`` + ``.json`` (atomic); return the summary."""
+    """Tokenize ``src`` into this process's journal in ``workdir``; return the summary."""
 
-    name = _part_name(src)
-    (Path(workdir) / f"{name}.started").touch()  # tells a broken pool which files were running
+    journal = _journal(workdir)
+    journal.started(src.path)  # tells a broken pool which files were running
+    key = _sample_key(src)
     try:
         if src.kind == "unknown":
             raise NeurofmError(UNKNOWN_FORMAT, src.path)
         phenotype = read_phenotype(options.phenotype) if options.phenotype else None
         segments = tokenize_source(src, options, phenotype)
-        part = _AtomicTar(Path(workdir) / f"{name}.tar")
-        samples = []
-        try:
-            for k, seg in enumerate(segments):
-                split = split_of(seg.meta.get("dataset"), seg.meta.get("subject"),
-                                 options.split_fractions, options.seed)
-                seg.meta["split"] = split
-                part.write(f"{name}-{k:06d}", encode_segment(seg, options.dtype))
-                samples.append({"split": split, "modality": seg.modality,
-                                "n_sensors": seg.n_sensors, "duration_s": seg.duration_s,
-                                "subject": str(seg.meta.get("subject")),
-                                "dataset": str(seg.meta.get("dataset"))})
-        except BaseException:
-            part.abort()
-            raise
-        part.close()
-        summary = {"path": src.path, "part": name, "status": "ok", "samples": samples}
+        samples, digest, start = [], hashlib.sha256(), journal.size
+        for k, seg in enumerate(segments):
+            split = split_of(seg.meta.get("dataset"), seg.meta.get("subject"),
+                             options.split_fractions, options.seed)
+            seg.meta["split"] = split
+            sample = _sample_bytes(f"{key}-{k:06d}", encode_segment(seg, options.dtype))
+            digest.update(sample)
+            samples.append({"offset": journal.append(sample), "length": len(sample), "split": split,
+                            "modality": seg.modality, "n_sensors": seg.n_sensors,
+                            "duration_s": seg.duration_s, "subject": str(seg.meta.get("subject")),
+                            "dataset": str(seg.meta.get("dataset"))})
+        summary = {"path": src.path, "status": "ok", "samples": samples,
+                   "data": journal.samples_path.name, "offset": start, "length": journal.size - start,
+                   "sha256": digest.hexdigest()}
     except Exception as err:  # one bad input is that input's failure, never the run's
-        summary = {"path": src.path, "part": name, "status": "failed", "error_type": type(err).__name__,
+        summary = {"path": src.path, "status": "failed", "error_type": type(err).__name__,
                    "error": str(err), "samples": []}
         if os.environ.get("NEUROFM_DEBUG"):
             summary["traceback"] = traceback.format_exc()
-    _write_summary(Path(workdir), summary)
+    journal.done(summary)
     return summary
-
-
-def _write_summary(workdir: Path, summary: dict) -> None:
-    tmp = workdir / f"{summary['part']}.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary, sort_keys=True))
-    os.replace(tmp, workdir / f"{summary['part']}.json")
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def _completed(workdir: Path, src: Source) -> dict | None:
-    path = workdir / f"{_part_name(src)}.json"
-    if not path.exists():
-        return None
-    summary = json.loads(path.read_text())
-    if summary["status"] != "ok" or not (workdir / f"{summary['part']}.tar").exists():
-        return None  # failed files are retried on a re-run
-    return summary
+def _intact(workdir: Path, summary: dict) -> bool:
+    """Whether the samples an ``ok`` summary names are in its journal, with its checksum."""
+    path = workdir / summary["data"]
+    end = summary["offset"] + summary["length"]
+    if not path.exists() or path.stat().st_size < end:
+        return False
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(summary["offset"])
+        remaining = summary["length"]
+        while remaining:
+            block = fh.read(min(remaining, 1 << 20))
+            if not block:
+                return False
+            digest.update(block)
+            remaining -= len(block)
+    return digest.hexdigest() == summary["sha256"]
+
+
+def _resumable(workdir: Path, sources: list[Source]) -> dict[str, dict]:
+    """The summaries of files an earlier run finished whose samples are intact, by path."""
+    wanted = {s.path for s in sources}
+    done: dict[str, dict] = {}
+    for summary in _read_journals(workdir)[0]:
+        path = summary["path"]
+        if path in wanted and path not in done and summary["status"] == "ok" and _intact(workdir, summary):
+            done[path] = summary  # failed files are retried on a re-run
+    return done
 
 
 def _pack(out: Path, workdir: Path, summaries: list[dict], shard_bytes: int) -> list[dict]:
-    """Copy samples from parts (in path order) into shards of one split and modality each."""
-    groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    """Copy samples from the journals (files in path order) into shards of one split and
+    modality each, hashing each shard as it is written."""
+    groups: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for summary in summaries:
-        for k, sample in enumerate(summary["samples"]):
-            groups.setdefault((sample["split"], sample["modality"]), []).append((summary["part"], k))
+        for sample in summary["samples"]:
+            groups.setdefault((sample["split"], sample["modality"]), []).append((summary["data"], sample))
     shards: list[dict] = []
-    for split in SPLITS:
-        for modality in MODALITIES:
-            members = groups.get((split, modality))
-            if not members:
-                continue
-            wanted = {}
-            for part, k in members:
-                wanted.setdefault(part, set()).add(k)
-            writer: _AtomicTar | None = None
-
-            def finish(w: _AtomicTar | None, s=split, m=modality) -> None:
-                if w is None:
-                    return
-                w.close()
-                shards.append({"name": w.path.name, "split": s, "modality": m,
-                               "n_samples": w.n_samples})
-            for part in dict.fromkeys(p for p, _ in members):
-                for k, (key, files) in enumerate(_read_part(workdir / f"{part}.tar")):
-                    if k not in wanted[part]:
-                        continue
-                    size = sum(len(v) + 1024 for v in files.values())
-                    if writer is not None and writer.n_samples and writer.size + size > shard_bytes:
-                        finish(writer)
+    readers: dict[str, Any] = {}
+    try:
+        for split in SPLITS:
+            for modality in MODALITIES:
+                writer: _AtomicTar | None = None
+                for data, sample in groups.get((split, modality), []):
+                    if writer is not None and writer.n_samples and writer.size + sample["length"] > shard_bytes:
+                        shards.append(_finish(writer, split, modality))
                         writer = None
                     if writer is None:
                         writer = _AtomicTar(out / f"shard-{len(shards):06d}.tar")
-                    writer.write(key, files)
-            finish(writer)
+                    if data not in readers:
+                        readers[data] = open(workdir / data, "rb")
+                    readers[data].seek(sample["offset"])
+                    writer.write(readers[data].read(sample["length"]))
+                if writer is not None:
+                    shards.append(_finish(writer, split, modality))
+    finally:
+        for reader in readers.values():
+            reader.close()
     return shards
+
+
+def _finish(writer: _AtomicTar, split: str, modality: str) -> dict:
+    sha256 = writer.close()
+    return {"name": writer.path.name, "split": split, "modality": modality,
+            "n_samples": writer.n_samples, "bytes": writer.size, "sha256": sha256}
 
 
 def _totals(summaries: list[dict]) -> dict[str, Any]:
@@ -455,14 +578,8 @@ def write_shards(
     if not sources:
         raise NeurofmError(f"no recordings found in {inputs}")
     check_needs(sources, options)
-    summaries: dict[str, dict] = {}
-    todo = []
-    for src in sources:
-        done = _completed(workdir, src)
-        if done is not None:
-            summaries[src.path] = done
-        else:
-            todo.append(src)
+    summaries = _resumable(workdir, sources)
+    todo = [src for src in sources if src.path not in summaries]
     if summaries:
         logger.info("resuming: %d of %d files already tokenized", len(summaries), len(sources))
     _run_workers(todo, options, workdir, workers, summaries)
@@ -474,10 +591,6 @@ def write_shards(
     # one the directory is refused until a run completes (old or new, never mixed)
     (out / "manifest.json").unlink(missing_ok=True)
     shards = _pack(out, workdir, ok, int(options.shard_size_mb * 2**20))
-    for shard in shards:
-        path = out / shard["name"]
-        shard["bytes"] = path.stat().st_size
-        shard["sha256"] = sha256_of(path)
     manifest = {
         "format": "neurofm-shards/1",
         "neurofm_version": __version__,
@@ -543,29 +656,29 @@ def _run_workers(todo: list[Source], options: PrepareOptions, workdir: Path, wor
             progress.advance(bar)
 
         if workers <= 1:
-            for src in todo:
-                record(task(src, options, str(workdir)))
+            try:
+                for src in todo:
+                    record(task(src, options, str(workdir)))
+            finally:
+                _close_journal(workdir)
             return
         queue = list(todo)
         while queue:
-            unfinished = _pool_run(queue, options, workdir, workers, record, task)
-            running = [s for s in unfinished if (workdir / f"{_part_name(s)}.started").exists()]
+            unfinished, started = _pool_run(queue, options, workdir, workers, record, task)
+            running = [s for s in unfinished if s.path in started]
             for src in running:  # alone, so a second death names its file
-                if _pool_run([src], options, workdir, 1, record, task):
-                    summary = {"path": src.path, "part": _part_name(src), "status": "failed",
-                               "error_type": "WorkerDied", "samples": [],
-                               "error": "the tokenizer process died while reading this file "
-                                        "(killed, e.g. out of memory, or a crash in its reader)"}
-                    _write_summary(workdir, summary)
-                    record(summary)
+                if _pool_run([src], options, workdir, 1, record, task)[0]:
+                    record({"path": src.path, "status": "failed", "error_type": "WorkerDied",
+                            "samples": [], "error": "the tokenizer process died while reading this "
+                                                    "file (killed, e.g. out of memory, or a crash in its reader)"})
             queue = [s for s in unfinished if s not in running]
 
 
 def _pool_run(todo: list[Source], options: PrepareOptions, workdir: Path, workers: int,
-              record: Callable, task: Callable) -> list[Source]:
-    """Run ``todo`` in a fresh process pool; the sources left unfinished if the pool broke."""
-    for src in todo:
-        (workdir / f"{_part_name(src)}.started").unlink(missing_ok=True)
+              record: Callable, task: Callable) -> tuple[list[Source], set[str]]:
+    """Run ``todo`` in a fresh process pool; if the pool broke, the sources left unfinished
+    and the paths its workers had started."""
+    before = {p.name for p in workdir.glob("*.jsonl")}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                              initializer=setup_logging, initargs=("WARNING",)) as pool:
@@ -578,13 +691,16 @@ def _pool_run(todo: list[Source], options: PrepareOptions, workdir: Path, worker
                     if not isinstance(future.exception(), BrokenProcessPool):
                         record(future.result())
                 if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
-                    return [futures[f] for f in futures
-                            if f in pending or isinstance(f.exception(), BrokenProcessPool)]
+                    unfinished = [futures[f] for f in futures
+                                  if f in pending or isinstance(f.exception(), BrokenProcessPool)]
+                    # the journals this pool's processes opened (a fresh pool, fresh processes)
+                    fresh = {p.name for p in workdir.glob("*.jsonl")} - before
+                    return unfinished, _read_journals(workdir, fresh)[1]
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
-    return []
+    return [], set()
 
 
 def run_prepare(cfg) -> int:

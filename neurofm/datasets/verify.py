@@ -12,7 +12,7 @@ from neurofm.console import logger as root_logger
 from neurofm.console import make_progress, say
 from neurofm.datasets.codec import decode_sample
 from neurofm.datasets.manifest import load_manifest, sha256_of
-from neurofm.datasets.shards import _read_part
+from neurofm.datasets.shards import read_tar_samples
 from neurofm.errors import NeurofmError
 
 logger = logging.getLogger("neurofm.datasets")
@@ -21,7 +21,7 @@ logger = logging.getLogger("neurofm.datasets")
 def _read_samples(path: Path) -> int:
     """Decode every sample of one shard (all four files, finite signal); its sample count."""
     count = 0
-    for key, files in _read_part(path):
+    for key, files in read_tar_samples(path):
         decode_sample({"__key__": key, "__url__": str(path), **files})
         count += 1
     return count

@@ -27,7 +27,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from neurofm.errors import RecordingError, RecordingTooShortError
 from neurofm.tokenizers.channels import select_channels
-from neurofm.tokenizers.cleaning import filter_raw, flat_or_saturated, is_bad_label, subsample
+from neurofm.tokenizers.cleaning import (
+    filter_raw,
+    flat_or_saturated,
+    is_bad_label,
+    row_median,
+    subsample,
+)
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.options import MeegOptions
 from neurofm.tokenizers.segment import Segment, Segments
@@ -256,9 +262,9 @@ def _continuous(
 
     # robust scale (MAD as SD) in model units, from clean samples (a strided subsample)
     good = data[:, ~bad_times] if bad_times.any() and (~bad_times).any() else data
-    good = subsample(good, 5_000) * unit[:, None]  # a scale, not a statistic: 5k samples are ample
-    center = np.median(good, axis=1, keepdims=True)
-    scale = _MAD_TO_SD * np.median(np.abs(good - center), axis=1)  # [C]
+    good = subsample(good) * unit[:, None]  # a scale, not a statistic: 5k samples are ample
+    center = row_median(good)[:, None]
+    scale = _MAD_TO_SD * row_median(np.abs(good - center))  # [C]
     fallback = good.std(axis=1)
     scale = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
     scaled = np.multiply(data, (unit / scale)[:, None], dtype=np.float32)  # [C, T]

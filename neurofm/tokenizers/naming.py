@@ -67,15 +67,16 @@ def entities_from_name(source: str, subject_pattern: str | None = None,
         if "subject" not in found:
             found["subject"] = match.group(1)
         return found
-    from mne_bids import get_entities_from_fname
+    if "sub-" in name:  # BIDS entities count only with a subject (mne-bids: 0.5 ms a name)
+        from mne_bids import get_entities_from_fname
 
-    try:
-        ents = get_entities_from_fname(name, on_error="ignore")
-    except Exception:  # mne-bids raises on some non-BIDS names: treat as no entities
-        ents = {}
-    found = {k: v for k, v in ents.items() if v is not None and k in ENTITY_KEYS}
-    if "subject" in found:
-        return found
+        try:
+            ents = get_entities_from_fname(name, on_error="ignore")
+        except Exception:  # mne-bids raises on some non-BIDS names: treat as no entities
+            ents = {}
+        found = {k: v for k, v in ents.items() if v is not None and k in ENTITY_KEYS}
+        if "subject" in found:
+            return found
     for known in (PCP_PATTERN, EEGMMI_PATTERN):
         match = known.match(stem)
         if match:

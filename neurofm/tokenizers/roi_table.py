@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -88,25 +89,14 @@ def _coordinates(coords, n_parcels: int, columns: list[str] | None, where: str):
             f"parcel-{i}" for i in range(1, n_parcels + 1)]
     cpath = os.fspath(coords)
     if cpath.endswith((".nii", ".nii.gz")):
-        parc = parcellate(cpath)
-        lookup = {int(k): j for j, k in enumerate(parc.labels)}
-        if columns is not None and all(re.fullmatch(r"-?\d+(\.0)?", c) for c in columns):
-            wanted = [int(float(c)) for c in columns]
-            unknown = [k for k in wanted if k not in lookup]
-            if unknown:
-                raise AtlasError(f"ROI table columns name labels {unknown[:10]} that are not in "
-                                 f"the atlas (labels {parc.labels.min()}..{parc.labels.max()})", cpath)
-            idx = [lookup[k] for k in wanted]
-        elif columns is not None and set(columns) <= set(parc.names):
-            by_name = {n: j for j, n in enumerate(parc.names)}
-            idx = [by_name[c] for c in columns]
-        else:
-            if n_parcels != len(parc.labels):
-                raise AtlasError(
-                    f"ROI table {where} has {n_parcels} columns without label names, but the atlas "
-                    f"has {len(parc.labels)} labels; name the columns by label value", cpath)
-            idx = list(range(len(parc.labels)))
-        return parc.centroids_mm[idx], parc.labels[idx].tolist(), [parc.names[j] for j in idx]
+        # every table of a cohort asks the same question of the same atlas: answer it once
+        found = _atlas_coordinates(cpath, os.stat(cpath).st_mtime_ns, n_parcels,
+                                   None if columns is None else tuple(columns))
+        if found is None:
+            raise AtlasError(
+                f"ROI table {where} has {n_parcels} columns without label names, but the atlas "
+                f"has {len(parcellate(cpath).labels)} labels; name the columns by label value", cpath)
+        return found
     table = pd.read_csv(cpath, sep=None, engine="python")
     lower = {c.lower(): c for c in table.columns}
     if not {"x", "y", "z"} <= set(lower):
@@ -120,6 +110,32 @@ def _coordinates(coords, n_parcels: int, columns: list[str] | None, where: str):
         columns or [f"parcel-{k}" for k in labels])
     return xyz, labels, names
 
+
+
+@lru_cache(maxsize=64)
+def _atlas_coordinates(cpath: str, stamp: int, n_parcels: int,
+                       columns: tuple[str, ...] | None) -> tuple[np.ndarray, list, list] | None:
+    """``_coordinates`` for an atlas image (cached; ``stamp`` is its mtime): read-only
+    centroids, labels and names, or None if unnamed columns do not match its labels."""
+    parc = parcellate(cpath)
+    lookup = {int(k): j for j, k in enumerate(parc.labels)}
+    if columns is not None and all(re.fullmatch(r"-?\d+(\.0)?", c) for c in columns):
+        wanted = [int(float(c)) for c in columns]
+        unknown = [k for k in wanted if k not in lookup]
+        if unknown:
+            raise AtlasError(f"ROI table columns name labels {unknown[:10]} that are not in "
+                             f"the atlas (labels {parc.labels.min()}..{parc.labels.max()})", cpath)
+        idx = [lookup[k] for k in wanted]
+    elif columns is not None and set(columns) <= set(parc.names):
+        by_name = {n: j for j, n in enumerate(parc.names)}
+        idx = [by_name[c] for c in columns]
+    elif n_parcels != len(parc.labels):
+        return None
+    else:
+        idx = list(range(len(parc.labels)))
+    centroids = parc.centroids_mm[idx]
+    centroids.setflags(write=False)
+    return centroids, parc.labels[idx].tolist(), [parc.names[j] for j in idx]
 
 
 def tokenize_roi_table(

@@ -7,11 +7,11 @@ import os
 import signal
 from pathlib import Path
 
-from neurofm.datasets.shards import _part_name, _prepare_one
+from neurofm.datasets.shards import _journal, _prepare_one
 
 
 def prepare_or_die(src, options, workdir):
     if "doomed" in Path(src.path).name:
-        (Path(workdir) / f"{_part_name(src)}.started").touch()
+        _journal(workdir).started(src.path)
         os.kill(os.getpid(), signal.SIGKILL)
     return _prepare_one(src, options, workdir)

@@ -144,6 +144,12 @@ def test_every_command_config_is_a_typed_dataclass():
         assert pretrain.model.interpolation_prior and pretrain.model.dim == schema.ModelConfig().dim
         ddp = schema.typed(compose("pretrain", overrides=["trainer=ddp", "data=shards", "data.shards=x"]))
         assert ddp.trainer.strategy == "ddp" and ddp.trainer.gradient_clip_val == 1.0
+        # modality mixing weights on the shards group, from the command line (a None default
+        # made OmegaConf fail on this merge)
+        assert ddp.data.modality_weights == {}
+        mixed = schema.typed(compose("pretrain", overrides=[
+            "data=shards", "data.shards=x", "+data.modality_weights={eeg: 0.5, fmri: 0.5}"]))
+        assert mixed.data.modality_weights == {"eeg": 0.5, "fmri": 0.5}
         for task, cls in schema.TASKS.items():
             cfg = compose("finetune", overrides=[f"task={task}", "ckpt=c", "inputs=[a]"])
             assert isinstance(schema.typed(cfg).task, cls)

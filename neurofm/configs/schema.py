@@ -81,7 +81,9 @@ class DataConfig:
     shuffle_buffer: int = 2000
     resampled: bool = True           # infinite per-rank streams; false: each sample once per epoch
     max_tokens: int | None = 4096    # random crop of each window to this many tokens
-    modality_weights: dict[str, float] | None = None   # e.g. {eeg: 0.5, meg: 0.3, fmri: 0.2}
+    # e.g. {eeg: 0.5, meg: 0.3, fmri: 0.2}; empty: one stream over all shards (an empty dict,
+    # not None, so that data.modality_weights={...} on the command line merges into it)
+    modality_weights: dict[str, float] | None = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_option("data.kind", self.kind, ("shards", "demo"))

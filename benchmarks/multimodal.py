@@ -1,0 +1,210 @@
+"""One checkpoint pretrained on EEG and fMRI together against the single-modality checkpoints,
+on both real cohorts: ABIDE autism vs control (fMRI, leave one site out) and EEGMMI motor
+imagery left vs right (EEG, leave one subject out).
+
+The data are split in two folds, each a half of the ABIDE sites and a part of the EEGMMI
+subjects: fold A = (Caltech, KKI, Leuven_1, Olin; S001, S002), fold B = (Leuven_2, Pitt,
+SDSU, Trinity; S003, S004, S005). For each fold, as a user would from the shell,
+``neurofm prepare`` its data (no phenotype, no event labels) and ``neurofm pretrain`` three
+``tiny`` checkpoints on it:
+
+- **fMRI only**: the fold's ABIDE tables (each site with its TR), 400 steps;
+- **EEG only**: every EEGMMI run (imagery and execution) of the fold's subjects, 400 steps;
+- **EEG + fMRI**: both, 800 steps with batches drawn half from each modality
+  (``data.modality_weights``), so each modality gets the 400 steps of its own checkpoint.
+
+Each checkpoint is then evaluated on the *other* fold, which its pretraining never saw:
+``neurofm finetune task=disorder task.protocol=logo task.group_by=SITE_ID`` on the other
+half's sites (linear probe on the token-connectivity readout), and ``neurofm finetune
+task=decoding task.protocol=loso`` on imagery runs of all 5 subjects, keeping the folds that
+test the other fold's subjects (linear probe on per-sensor tokens). The untrained architecture
+with the same probes, and the classical baselines (FC + logistic regression; CSP + LDA, a
+Riemannian classifier, ERP + shrinkage LDA), run on the same splits. Predictions of the two folds are pooled: 8 test sites and 5
+test subjects. Balanced accuracy and AUROC with 95 % bootstrap CIs. The probes and the
+baselines are the ones ``abide.py`` and ``motor_imagery.py`` report (all their baselines are kept).
+
+Same recipe as ``abide.py`` (batch 8, 60 s fMRI windows, whole channels/parcels masked, 50 %)
+and ``motor_imagery.py`` (4 s EEG windows), except that the EEG-only checkpoints here see 2 or 3
+subjects (``motor_imagery.py``'s see 4) and use batch 8. Writes ``docs/multimodal.json`` and
+``docs/multimodal.png``. Deterministic.
+
+usage: python benchmarks/multimodal.py [--steps 400] [--work DIR] [--out docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from _common import (
+    ABIDE_TR_S,
+    add_pretrain_arguments,
+    binary_metrics,
+    data_dir,
+    method_panel,
+    neurofm_cli,
+)
+from abide import HALVES, tables, tr_mapping
+from matplotlib.figure import Figure
+from motor_imagery import RUNS, SUBJECTS, decode, files
+
+from neurofm.configs.schema import model_config
+from neurofm.models.io import save_pretrained
+from neurofm.models.mae import MaskedAutoencoder
+
+FOLDS = {"A": (HALVES[0], ("S001", "S002")), "B": (HALVES[1], ("S003", "S004", "S005"))}
+CORPORA = ("fmri", "eeg", "both")
+BASELINES = ("fc_logistic", "fc_tangent", "csp_lda", "riemann_lr", "erp_lda")
+LABELS = {"fmri": "pretrained on fMRI only", "eeg": "pretrained on EEG only",
+          "both": "pretrained on EEG + fMRI", "untrained": "untrained (random weights)",
+          "fc_logistic": "FC (correlation) + logistic regression",
+          "fc_tangent": "FC (tangent space) + logistic regression", "csp_lda": "CSP + LDA (8-30 Hz)",
+          "riemann_lr": "Riemannian tangent space + LR", "erp_lda": "ERP samples + shrinkage LDA"}
+
+
+def prepare_fold(root: Path, fold: str, corpus: str, args, work: Path, log: Path) -> Path:
+    """``neurofm prepare`` the fold's data of ``corpus`` (no labels of either task)."""
+    sites, subjects = FOLDS[fold]
+    abide, eegmmi = root / "abide", root / "meeg" / "eegmmidb"
+    inputs = []
+    if corpus in ("fmri", "both"):
+        inputs.append(tables(abide, sites)[1:-1])
+    if corpus in ("eeg", "both"):
+        inputs.append(files(eegmmi, subjects, sorted(RUNS["imagery"] + RUNS["execution"]))[1:-1])
+    shards = work / f"shards_{fold}_{corpus}"
+    neurofm_cli("prepare", f"inputs=[{','.join(inputs)}]", f"out={shards}",
+                f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(sites)}",
+                f"window_s={args.eeg_window}", f"fmri_window_s={args.window}", "workers=1", log=log)
+    return shards
+
+
+def pretrain(shards: Path, corpus: str, args, run: Path, log: Path) -> Path:
+    """``neurofm pretrain`` ``tiny`` (``abide.py``'s recipe; the joint corpus twice the steps,
+    half the batches from each modality), then ``neurofm export``; the export folder."""
+    steps = args.steps * (2 if corpus == "both" else 1)
+    mixing = ["+data.modality_weights={eeg: 0.5, fmri: 0.5}"] if corpus == "both" else []
+    neurofm_cli("pretrain", "data=shards", f"data.shards={shards}", "model=tiny",
+                f"trainer.max_steps={steps}", f"data.batch_size={args.batch}", "data.num_workers=1",
+                "data.shuffle_buffer=200", *mixing, f"model.mask_strategy={args.mask}",
+                f"model.mask_ratio={args.mask_ratio}", f"optim.lr={args.lr}",
+                f"optim.warmup_steps={max(1, steps // 20)}", f"checkpoint.every_n_steps={steps}",
+                f"val_every_n_steps={steps}", "val_batches=5", f"run_dir={run}", "resume=null", log=log)
+    neurofm_cli("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
+    return run / "export"
+
+
+def abide_predictions(root: Path, test_sites, ckpt: Path, baseline: bool, run_dir: Path, log: Path,
+                      window: float) -> pd.DataFrame:
+    abide = root / "abide"
+    if not (run_dir / "predictions.csv").exists():
+        neurofm_cli("finetune", "task=disorder", f"inputs={tables(abide, test_sites)}", f"ckpt={ckpt}",
+                    f"task.roi_coords={abide / 'CC200.nii.gz'}", f"task.roi_tr_s={tr_mapping(test_sites)}",
+                    f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
+                    f"task.window_s={window}", "task.protocol=logo", "task.group_by=SITE_ID",
+                    "task.readout=connectivity", f"task.baseline={str(baseline).lower()}",
+                    f"run_dir={run_dir}", log=log)
+    rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+    return rows.assign(site=rows["split"].str.removeprefix("logo-"))
+
+
+def eeg_predictions(root: Path, test_subjects, ckpt: Path, baseline: bool, run_dir: Path, log: Path) -> pd.DataFrame:
+    eegmmi = root / "meeg" / "eegmmidb"
+    if (run_dir / "predictions.csv").exists():
+        rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+    else:
+        rows = decode(files(eegmmi, SUBJECTS, RUNS["imagery"]), ckpt,
+                      ["task.protocol=loso", "task.readout=sensors"], baseline, run_dir, log)
+    return rows[rows["subject"].isin(test_subjects)]  # the folds whose subject pretraining never saw
+
+
+def run_fold(root: Path, fold: str, untrained: Path, args, work: Path, log: Path) -> dict[str, dict]:
+    """Predictions on the *other* fold's sites and subjects, per task and method."""
+    other = "B" if fold == "A" else "A"
+    test_sites, test_subjects = FOLDS[other]
+    print(f"pretrain on fold {fold}; test on {'+'.join(test_sites)} and {'+'.join(test_subjects)}", flush=True)
+    checkpoints = {}
+    for corpus in CORPORA:
+        run = work / f"pretrain_{fold}_{corpus}"
+        if not (run / "export" / "model.safetensors").exists():  # --work of an earlier run: reuse
+            pretrain(prepare_fold(root, fold, corpus, args, work, log), corpus, args, run, log)
+        checkpoints[corpus] = run / "export"
+    checkpoints["untrained"] = untrained
+    out: dict[str, dict] = {"abide": {}, "eegmmi": {}}
+    for method, ckpt in checkpoints.items():
+        baseline = method == "fmri"  # the classical baselines once: the same splits for all
+        rows = abide_predictions(root, test_sites, ckpt, baseline, work / f"abide_{fold}_{method}", log,
+                                 args.window)
+        rows = {"abide": rows,
+                "eegmmi": eeg_predictions(root, test_subjects, ckpt, baseline, work / f"eegmmi_{fold}_{method}", log)}
+        for task, found in rows.items():
+            for inner, part in found.groupby("method"):  # the neural rows, and the baselines' once
+                out[task][inner if inner in BASELINES else method] = part
+    return out
+
+
+def summarise(frames: list[dict[str, dict]]) -> dict:
+    result: dict = {}
+    for task, positive, group in (("abide", "2", "site"), ("eegmmi", "T2", "subject")):
+        for method in frames[0][task]:
+            rows = pd.concat([f[task][method] for f in frames], ignore_index=True)
+            pooled, per_group = binary_metrics(rows, positive=positive, group=group)
+            result.setdefault(task, {})[method] = {"pooled": pooled, f"per_{group}": per_group, "n": len(rows)}
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    for ax, (task, group, title) in zip(fig.subplots(1, 2), (
+            ("abide", "per_site", "ABIDE autism vs control, leave one site out (8 sites)"),
+            ("eegmmi", "per_subject", "EEGMMI imagery left vs right, leave one subject out (5)")), strict=True):
+        method_panel(ax, result[task], LABELS, group, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("balanced accuracy (pooled, 95 % CI; dots: sites / subjects)")
+    fig.suptitle("One checkpoint for EEG and fMRI vs one per modality; pretraining never saw the test data",
+                 fontsize=10)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_pretrain_arguments(parser, steps=400, batch=8, window=60.0, per="modality")
+    parser.add_argument("--eeg-window", type=float, default=4.0, help="EEG pretraining window, s")
+    parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here; "
+                        "a rerun with the same --work reuses what is already there")
+    parser.add_argument("--out", default="docs")
+    args = parser.parse_args()
+    assert set(ABIDE_TR_S) == {s for f in FOLDS.values() for s in f[0]}
+    root = data_dir()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "commands.log"
+        torch.manual_seed(0)
+        untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / "untrained")
+        frames = [run_fold(root, fold, untrained, args, work, log) for fold in FOLDS]
+    result = summarise(frames)
+    minutes = (time.perf_counter() - start) / 60
+    (out / "multimodal.json").write_text(json.dumps({"settings": vars(args), "minutes": minutes,
+                                                     "results": result}, indent=1))
+    plot(result, out / "multimodal.png")
+    print(f"\nEEG + fMRI vs single-modality checkpoints, {minutes:.1f} min")
+    for task, methods in result.items():
+        print(f"\n## {task}")
+        print(f"{'method':42s} {'balanced accuracy':>20s} {'AUROC':>20s}")
+        for method, r in methods.items():
+            cells = [f"{r['pooled'][k]['value']:.3f} [{r['pooled'][k]['ci_low']:.2f}, {r['pooled'][k]['ci_high']:.2f}]"
+                     for k in ("balanced_accuracy", "auroc")]
+            print(f"{LABELS.get(method, method):42s} " + " ".join(f"{c:>20s}" for c in cells))
+    print(f"\nmetrics: {out / 'multimodal.json'}; figure: {out / 'multimodal.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -100,6 +100,8 @@ def add_pretrain_arguments(parser, *, steps: int, batch: int, window: float, per
     parser.add_argument("--window", type=float, default=window, help="pretraining window length, s")
     parser.add_argument("--mask", default="channels", help="random | channels | time | mixed")
     parser.add_argument("--mask-ratio", type=float, default=0.5)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more `neurofm pretrain` overrides, e.g. model.interpolation_prior=true")
 
 
 def pretrain_and_export(shards: Path, run: Path, args, log: Path, shuffle_buffer: int) -> Path:
@@ -110,7 +112,8 @@ def pretrain_and_export(shards: Path, run: Path, args, log: Path, shuffle_buffer
                 f"data.shuffle_buffer={shuffle_buffer}", f"model.mask_strategy={args.mask}",
                 f"model.mask_ratio={args.mask_ratio}", f"optim.lr={args.lr}",
                 f"optim.warmup_steps={max(1, args.steps // 20)}", f"checkpoint.every_n_steps={args.steps}",
-                f"val_every_n_steps={args.steps}", "val_batches=5", f"run_dir={run}", "resume=null", log=log)
+                f"val_every_n_steps={args.steps}", "val_batches=5", f"run_dir={run}", "resume=null",
+                *args.set, log=log)
     neurofm_cli("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
     return run / "export"
 

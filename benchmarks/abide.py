@@ -112,6 +112,41 @@ def pretrain_half(abide: Path, train_sites, args, shards: Path, run: Path, log: 
     pretrain_and_export(shards, run, args, log, shuffle_buffer=200)
 
 
+def pretraining_r2(run: Path) -> dict[str, float]:
+    """Masked-token validation R² of a pretraining run, before the first step and at the end."""
+    metrics = pd.read_csv(run / "metrics.csv").dropna(subset=["val/r2"])
+    return {"start": float(metrics["val/r2"].iloc[0]), "end": float(metrics["val/r2"].iloc[-1])}
+
+
+def masked_parcel_references(abide: Path, sites, widths_mm=(10, 15, 20, 30), seed: int = 0) -> dict:
+    """What masking half the parcels leaves to learn, per table of ``sites``: R² of filling
+    each masked parcel's (z-scored) series from the visible ones by the mean of all of them
+    (the global signal) and by a Gaussian kernel over the distance between centroids (the
+    interpolation prior's form), each with its best gain; the mean over tables."""
+    from neurofm.tokenizers import read_roi_table
+    from neurofm.tokenizers.roi_table import _coordinates
+
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {"global mean": [], **{f"Gaussian {w} mm": [] for w in widths_mm}}
+    for path in (p for site in sites for p in sorted((abide / "rois_cc200").glob(f"{site}_0*_rois_cc200.1D"))):
+        values, columns = read_roi_table(path)
+        centroids = np.asarray(_coordinates(abide / "CC200.nii.gz", values.shape[1], columns, str(path))[0])
+        real = values.any(axis=0)
+        z = (values[:, real] - values[:, real].mean(0)) / values[:, real].std(0)
+        xyz = centroids[real]
+        masked = rng.random(z.shape[1]) < 0.5
+        seen, hidden = z[:, ~masked], z[:, masked]
+        d2 = ((xyz[masked][:, None] - xyz[~masked][None]) ** 2).sum(-1)  # mm²
+        fills = {"global mean": np.repeat(seen.mean(1, keepdims=True), masked.sum(), axis=1)}
+        for w in widths_mm:
+            kernel = np.exp(-d2 / (2 * w**2))
+            fills[f"Gaussian {w} mm"] = seen @ (kernel / kernel.sum(1, keepdims=True)).T
+        for name, fill in fills.items():
+            gain = (hidden * fill).sum() / max((fill**2).sum(), 1e-12)
+            scores[name].append(1 - ((hidden - gain * fill) ** 2).sum() / (hidden**2).sum())
+    return {name: float(np.mean(v)) for name, v in scores.items()}
+
+
 def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
     result = {}
     for method in frames[0]:
@@ -156,10 +191,13 @@ def main() -> None:
         log = work / "commands.log"
         frames = [run_half(abide, HALVES[0], HALVES[1], args, work, log),
                   run_half(abide, HALVES[1], HALVES[0], args, work, log)]
+        pretraining = {"+".join(h): {"val_r2": pretraining_r2(work / f"pretrain_{'+'.join(h)}"),
+                                     "masked_parcel_r2_references": masked_parcel_references(abide, h)}
+                       for h in HALVES}
     result = summarise(frames)
     minutes = (time.perf_counter() - start) / 60
     (out / "abide.json").write_text(json.dumps({"settings": vars(args), "minutes": minutes,
-                                                "methods": result}, indent=1))
+                                                "pretraining": pretraining, "methods": result}, indent=1))
     plot(result, out / "abide.png")
     print(f"\nABIDE-I, {result['fc_logistic']['n_subjects']} subjects, leave-one-site-out over 8 sites, "
           f"{minutes:.1f} min")
@@ -174,6 +212,10 @@ def main() -> None:
     for method, r in result.items():
         print(f"{LABELS.get(method, method):42s} "
               + " ".join(f"{r['per_site'][s]['balanced_accuracy']:9.3f}" for s in sites))
+    print("\npretraining (masked-parcel R² on validation windows) and what fills a masked parcel")
+    for half, found in pretraining.items():
+        refs = ", ".join(f"{k} {v:.3f}" for k, v in found["masked_parcel_r2_references"].items())
+        print(f"{half}: val R² {found['val_r2']['start']:.3f} -> {found['val_r2']['end']:.3f}; {refs}")
     print(f"metrics: {out / 'abide.json'}; figure: {out / 'abide.png'}")
 
 

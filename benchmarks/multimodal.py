@@ -93,7 +93,8 @@ def pretrain(shards: Path, corpus: str, args, run: Path, log: Path) -> Path:
                 "data.shuffle_buffer=200", *mixing, f"model.mask_strategy={args.mask}",
                 f"model.mask_ratio={args.mask_ratio}", f"optim.lr={args.lr}",
                 f"optim.warmup_steps={max(1, steps // 20)}", f"checkpoint.every_n_steps={steps}",
-                f"val_every_n_steps={steps}", "val_batches=5", f"run_dir={run}", "resume=null", log=log)
+                f"val_every_n_steps={steps}", "val_batches=5", f"run_dir={run}", "resume=null", *args.set,
+                log=log)
     neurofm_cli("export", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={run / 'export'}", log=log)
     return run / "export"
 

@@ -317,9 +317,11 @@ def _read_journals(workdir: Path, names: set[str] | None = None) -> tuple[list[d
                 entry = json.loads(line)
             except ValueError:
                 continue  # the last line of a journal a crash cut short
+            if not isinstance(entry, dict):
+                continue  # a cut that left a number or a string
             if "started" in entry:
                 started.add(entry["started"])
-            elif isinstance(entry, dict) and "path" in entry:
+            elif "path" in entry:
                 summaries.append(entry)
     return summaries, started
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from nilearn.image import resample_to_img
+from nilearn.signal import clean
 from scipy import ndimage
 
 from neurofm.datasets import join_phenotype, read_phenotype, subject_key
@@ -220,6 +221,39 @@ def test_roi_tables_1d_and_csv_match_bold_path(planted, aal, tmp_path):
         assert segments[0].meta["parcel_labels"] == ids.tolist()
     values, columns = read_roi_table(one_d)
     assert values.shape == (30, 116) and columns[:2] == ["1", "2"]
+
+
+@pytest.mark.parametrize("detrend, standardize", [(True, True), (False, True), (True, False)])
+def test_detrend_and_zscore_are_nilearns(data_dir, detrend, standardize):
+    """Without confounds or filters, clean_series does nilearn.signal.clean's arithmetic
+    in numpy (so prepare workers need not import it): same numbers on a real ABIDE table,
+    a constant column included."""
+    from neurofm.tokenizers.fmri import clean_series
+
+    table = sorted((data_dir / "abide" / "rois_cc200").glob("*.1D"))[3]
+    values, _ = read_roi_table(table)
+    values[:, 5] = 7.0
+    ours = clean_series(values, 2.0, None, detrend, standardize, None, None)
+    theirs = clean(values, detrend=detrend, standardize="zscore_sample" if standardize else False,
+                   t_r=2.0, filter=False)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+    assert not np.allclose(ours, values)  # something was done
+
+
+def test_roi_table_separators_read_the_same_values(data_dir, tmp_path):
+    """ABIDE's tab-separated tables take pandas' plain tab split; a table that switches to
+    spaces further down is read again with the whitespace rule, not refused or cut."""
+    table = sorted((data_dir / "abide" / "rois_cc200").glob("*.1D"))[0]
+    expected = pd.read_csv(table, sep=r"\s+", comment="#", header=None).to_numpy(np.float64)
+    values, columns = read_roi_table(table)
+    np.testing.assert_array_equal(values, expected)
+    assert columns == [str(k) for k in range(1, 201)]
+    lines = table.read_text().splitlines()
+    lines[-1] = lines[-1].replace("\t", "  ")
+    mixed = tmp_path / table.name
+    mixed.write_text("\n".join(lines) + "\n")
+    values, _ = read_roi_table(mixed)
+    np.testing.assert_array_equal(values, expected)
 
 
 def test_roi_table_with_coordinate_table_and_unknown_labels(planted, aal, tmp_path):

@@ -51,7 +51,6 @@ from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.options import check_keywords, keyword_names, respell
-from neurofm.tokenizers.eeg_meg import tokenize_raw
 from neurofm.tokenizers.naming import check_subject_pattern, entities_from_name
 from neurofm.tokenizers.options import MEEG_OPTION_NAMES, MeegOptions
 from neurofm.tokenizers.segment import MODALITIES, Segment
@@ -375,6 +374,8 @@ def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | Non
 
     entities = src.entities or entities_from_name(src.path, options.subject_pattern)
     if src.kind == "meeg":
+        from neurofm.tokenizers.eeg_meg import tokenize_raw  # mne + scipy.signal: M/EEG workers only
+
         segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
                                 options=options.meeg_options(), dataset=src.dataset, entities=entities)
     elif src.kind == "bold":

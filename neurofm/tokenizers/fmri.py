@@ -22,8 +22,6 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy.interpolate import CubicSpline
-from scipy.signal import butter, sosfiltfilt
 from scipy.sparse import csr_matrix
 
 from neurofm.errors import AtlasError, BoldError, BoldTooShortError
@@ -143,6 +141,9 @@ def resample_series(signals: np.ndarray, tr_s: float, new_tr_s: float) -> np.nda
     low-pass at 0.9x the new Nyquist frequency first prevents aliasing.
     """
 
+    from scipy.interpolate import CubicSpline  # scipy.signal/interpolate cost ~1 s to import:
+    from scipy.signal import butter, sosfiltfilt  # only resampling runs pay for them
+
     n = signals.shape[0]
     if new_tr_s > tr_s and n > 18:
         sos = butter(5, 0.9 * (0.5 / new_tr_s), fs=1.0 / tr_s, output="sos")
@@ -185,10 +186,29 @@ def series_windows(
 
 
 def clean_series(series, tr_s, confounds, detrend, standardize, low_pass, high_pass):
+    """``nilearn.signal.clean`` of ``[T, P]`` series. Linear detrend and z-score alone (the
+    default for ROI tables) take the same arithmetic in numpy: importing nilearn.signal costs
+    each prepare worker about a second, more than tokenizing a hundred tables."""
+    if confounds is None and not (low_pass or high_pass):
+        series = np.array(series, dtype=np.float64)
+        if detrend:
+            series -= series.mean(axis=0)
+            ramp = np.arange(series.shape[0], dtype=np.float64)
+            ramp -= ramp.mean()
+            norm = np.sqrt((ramp**2).sum())
+            if series.shape[0] > 1 and norm >= np.finfo(np.float64).eps:
+                ramp /= norm
+                series -= np.outer(ramp, ramp @ series)
+        if standardize and series.shape[0] > 1:
+            if not detrend:
+                series -= series.mean(axis=0)
+            std = series.std(axis=0, ddof=1)
+            std[std < np.finfo(np.float64).eps] = 1.0
+            series /= std
+        return series
+
     from nilearn.signal import clean  # nilearn costs ~1 s to import: only fMRI work pays it
 
-    if not (detrend or standardize or confounds is not None or low_pass or high_pass):
-        return series
     return clean(
         series, detrend=detrend, standardize="zscore_sample" if standardize else False,
         confounds=confounds, low_pass=low_pass, high_pass=high_pass, t_r=tr_s,

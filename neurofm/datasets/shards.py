@@ -374,7 +374,8 @@ def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | Non
 
     entities = src.entities or entities_from_name(src.path, options.subject_pattern)
     if src.kind == "meeg":
-        from neurofm.tokenizers.eeg_meg import tokenize_raw  # mne + scipy.signal: M/EEG workers only
+        # mne and scipy.signal: only workers that read M/EEG import them
+        from neurofm.tokenizers.eeg_meg import tokenize_raw
 
         segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
                                 options=options.meeg_options(), dataset=src.dataset, entities=entities)

@@ -14,7 +14,7 @@ tokens and on the ``connectivity`` readout (correlation between parcels of their
 sequences), the same architecture untrained (random weights) with the same probes, and the
 classical baselines, correlation FC + logistic regression and tangent-space FC (nilearn
 ``ConnectivityMeasure``) + logistic regression. ``--modes finetune lora scratch`` adds the
-trained modes (slow on CPU: hours with 2 cores).
+trained modes, their heads on the connectivity readout (``--head``; slow on CPU: hours with 2 cores).
 
 Subject-level predictions of both halves are pooled: accuracy, balanced accuracy and AUROC
 with 95 % bootstrap CIs, pooled over the 8 test sites and per site. Writes
@@ -90,7 +90,7 @@ def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) 
     for mode in args.modes:
         ckpt = untrained if mode == "scratch" else run / "export"
         runs[mode if mode == "scratch" else f"pretrained_{mode}"] = (
-            ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}"])
+            ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}", f"task.readout={args.head}"])
     out = {}
     for method, (ckpt, extra) in runs.items():
         run_dir = work / f"finetune_{name}_{method}"
@@ -177,6 +177,8 @@ def main() -> None:
     add_pretrain_arguments(parser, steps=400, batch=8, window=60.0, per="half")
     parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora", "scratch"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the trained modes")
+    parser.add_argument("--head", default="connectivity", choices=["mean", "sensors", "connectivity"],
+                        help="what the heads of the trained modes read")
     parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here; "
                         "a rerun with the same --work reuses what is already there")
     parser.add_argument("--out", default="docs")

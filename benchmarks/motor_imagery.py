@@ -13,10 +13,11 @@ Tasks: motor imagery (runs 4, 8, 12) and motor execution (runs 3, 7, 11), events
 and ``T2`` (right), windows [0.5, 2.5] s after the cue. Methods on the same splits and windows:
 the pretrained encoder with a linear probe on mean-pooled tokens and on per-sensor pooled tokens
 (``task.readout=sensors``), the same architecture untrained with the same probes, the same
-architecture trained from scratch (``task.mode=scratch``, LOSO), and the classical baselines:
+architecture trained from scratch (``task.mode=scratch``, LOSO; its head reads per-sensor tokens
+too, ``--head``), and the classical baselines:
 CSP + LDA (8-30 Hz), a Riemannian tangent-space classifier (8-30 Hz covariances, logistic
 regression) and ERP samples + shrinkage LDA. ``--modes finetune lora`` adds the trained
-pretrained modes (LOSO).
+pretrained modes (with the same head as scratch).
 
 Pooled over the 5 subjects: balanced accuracy and AUROC with 95 % bootstrap CIs, and per
 subject. Writes ``docs/motor_imagery.json`` and ``docs/motor_imagery.png``. Deterministic.
@@ -97,9 +98,11 @@ def run_subject(root: Path, held_out: str, ckpt: Path, untrained: Path, args, wo
                        for enc, path in (("pretrained", ckpt), ("untrained", untrained))
                        for readout in ("mean", "sensors")}
             if loso or args.within_scratch:
-                methods["scratch"] = (untrained, ["task.mode=scratch", f"task.epochs={args.epochs}"])
+                methods["scratch"] = (untrained, ["task.mode=scratch", f"task.epochs={args.epochs}",
+                                                  f"task.readout={args.head}"])
             for mode in args.modes:
-                methods[f"pretrained_{mode}"] = (ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}"])
+                methods[f"pretrained_{mode}"] = (ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}",
+                                                        f"task.readout={args.head}"])
             for method, (path, more) in methods.items():
                 shared = loso and not method.startswith("pretrained")
                 if shared and not first:
@@ -143,6 +146,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora"])
     parser.add_argument("--within-scratch", action="store_true", help="also train scratch within subject")
     parser.add_argument("--epochs", type=int, default=15, help="epochs of the trained modes")
+    parser.add_argument("--head", default="sensors", choices=["mean", "sensors"],
+                        help="what the heads of the trained modes (scratch, finetune, LoRA) read")
     parser.add_argument("--subjects", nargs="*", default=list(SUBJECTS), help="held-out subjects to run")
     parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here")
     parser.add_argument("--out", default="docs")

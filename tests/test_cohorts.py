@@ -16,7 +16,12 @@ from neurofm.datasets.shards import roi_tr_for
 from neurofm.errors import BoldError, ConfigError
 from neurofm.finetune.baselines import riemann_lr, shared_sensor_array, tangent_space
 from neurofm.finetune.protocols import leave_one_group_out, subject_kfold
-from neurofm.finetune.tasks import finetune_classifier, window_embeddings, window_features
+from neurofm.finetune.tasks import (
+    Classifier,
+    finetune_classifier,
+    window_embeddings,
+    window_features,
+)
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_events, tokenize_roi_table
@@ -147,6 +152,29 @@ def test_python_api_takes_what_load_returns(eegmmidb, tiny_export):
     assert scratch.shape == (5, 2)
     # PhysioNet's channel names ('Fc5.', 'Cz..') found their 10-05 positions
     assert segments[0].n_sensors == 64 and np.abs(segments[0].positions).sum(1).min() > 0
+
+
+
+def test_trained_heads_read_the_sensor_axis(eegmmidb, tiny_export):
+    """finetune / LoRA / scratch heads take the probe's readouts: per-sensor tokens (64 EEGMMI
+    channels x 64 dims) or their connectivity, with gradients reaching the encoder."""
+    model = neurofm.load(tiny_export)
+    segments = list(tokenize_events(eegmmidb / "S002" / "S002R04.edf", event_id=["T1", "T2"],
+                                    tmin=0.0, tmax=2.0))
+    labels = np.array([s.meta["label"] == "T2" for s in segments], dtype=int)
+    idx = np.arange(len(segments))
+    probs, losses = finetune_classifier(model, segments, labels, idx, idx, epochs=8, lr=3e-3,
+                                        readout="sensors")
+    assert probs.shape == (len(idx), 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2])
+    head = Classifier(model.model, 2, "connectivity", n_shared=64)
+    assert head.head[1].in_features == 64 * 63 // 2
+    batch = collate_segments(segments[:3])
+    take = torch.arange(64).expand(3, 64)
+    head(batch, take).sum().backward()
+    assert model.model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="spatial_latents=4 compresses away"):
+        Classifier(MaskedAutoencoder(ModelConfig(spatial_latents=4)), 2, "sensors", n_shared=64)
 
 
 def test_cli_finetune_disorder_leave_one_site_out(abide, tiny_export, tmp_path):

@@ -146,7 +146,7 @@ class FinetuneMode:
     layer_decay: float = 0.75     # finetune: LR of block i = lr * layer_decay^(depth - i)
     lora_rank: int = 8
     baseline: bool = True         # also run the task's classical baselines on the same splits
-    readout: str = "mean"         # linear_probe features: mean | sensors | connectivity
+    readout: str = "mean"         # what the probe or the trained head reads: mean | sensors | connectivity
 
     def __post_init__(self) -> None:
         check_option("task.mode", self.mode, MODES)

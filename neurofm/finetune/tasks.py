@@ -66,7 +66,6 @@ def window_features(model, segments: list[Segment], readout: str = "mean",
         raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
                           f"{backbone.config.spatial_latents} compresses away; use readout=mean")
     rows = shared_sensors(segments)
-    iu = np.triu_indices(len(rows[0]), k=1)
     out = None
     backbone.eval()
     with torch.no_grad(), make_progress(transient=True) as progress:
@@ -74,22 +73,37 @@ def window_features(model, segments: list[Segment], readout: str = "mean",
         for group in shape_batches(segments, batch_size):
             batch = collate_segments([segments[i] for i in group])
             tokens, _ = backbone.embed_tokens(batch)
-            b, c = batch.signal.shape[:2]
-            tokens = tokens.reshape(b, c, -1, tokens.shape[-1]).double()  # [B, C, N, D]
             take = torch.as_tensor(np.stack([rows[i] for i in group]))   # [B, C_shared]
-            tokens = tokens[torch.arange(b)[:, None], take]
-            if readout == "sensors":
-                feats = tokens.mean(2).flatten(1)
-            else:
-                centred = (tokens - tokens.mean(2, keepdim=True)).flatten(2)  # [B, C, N * D]
-                centred = centred / centred.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-                corr = (centred @ centred.transpose(1, 2)).clamp(-0.999999, 0.999999)
-                feats = torch.atanh(corr[:, iu[0], iu[1]])
+            feats = sensor_readout(tokens.double(), batch.signal.shape[1], take, readout)
             if out is None:
                 out = np.zeros((len(segments), feats.shape[1]), np.float32)
             out[group] = feats.float().numpy()
             progress.advance(bar, len(group))
     return out
+
+
+def sensor_readout(tokens: torch.Tensor, n_sensors: int, take: torch.Tensor, readout: str) -> torch.Tensor:
+    """Features that keep the sensor axis, from encoder tokens ``[B, C * N, D]`` (sensor-major)
+    of ``n_sensors`` sensors, keeping the sensors ``take`` ``[B, C_shared]`` in that order:
+
+    - ``sensors``: each sensor's tokens averaged over time, concatenated, ``[B, C_shared * D]``;
+    - ``connectivity``: Fisher-z correlation of every pair of sensors' token sequences,
+      centred over time, ``[B, C_shared * (C_shared - 1) / 2]``.
+
+    Differentiable: the linear probe and the trained heads (:class:`Classifier`) share it.
+    """
+    b = tokens.shape[0]
+    tokens = tokens.reshape(b, n_sensors, -1, tokens.shape[-1])           # [B, C, N, D]
+    tokens = tokens[torch.arange(b, device=tokens.device)[:, None], take]  # [B, C_shared, N, D]
+    if readout == "sensors":
+        return tokens.mean(2).flatten(1)
+    if readout != "connectivity":
+        raise ConfigError(f"sensor_readout: readout must be sensors or connectivity, got {readout!r}")
+    iu = torch.triu_indices(take.shape[1], take.shape[1], offset=1, device=tokens.device)
+    centred = (tokens - tokens.mean(2, keepdim=True)).flatten(2)          # [B, C_shared, N * D]
+    centred = centred / centred.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    corr = (centred @ centred.transpose(1, 2)).clamp(-0.999999, 0.999999)
+    return torch.atanh(corr[:, iu[0], iu[1]])
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -118,15 +132,36 @@ def add_lora(module: nn.Module, stack: str, rank: int = 8) -> nn.Module:
 
 
 class Classifier(nn.Module):
-    """Pretrained (or fresh) encoder + mean-pooled linear head."""
+    """Pretrained (or fresh) encoder + a linear head on a readout of its tokens.
 
-    def __init__(self, backbone: MaskedAutoencoder, n_classes: int):
+    ``readout`` as in :func:`window_features`: ``mean`` (every token averaged), or
+    ``sensors`` / ``connectivity``, which keep the sensor axis and need ``n_shared``, the number
+    of sensors every window shares; :meth:`forward` then takes ``take`` ``[B, n_shared]``,
+    each window's rows of those sensors (:func:`~neurofm.finetune.baselines.shared_sensors`).
+    Those heads normalise their features first (a LayerNorm), as the probe standardises them.
+    """
+
+    def __init__(self, backbone: MaskedAutoencoder, n_classes: int, readout: str = "mean",
+                 n_shared: int | None = None):
         super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.config.dim, n_classes)
+        check_option("readout", readout, READOUTS)
+        self.backbone, self.readout = backbone, readout
+        if readout == "mean":
+            self.head = nn.Linear(backbone.config.dim, n_classes)
+            return
+        if backbone.config.spatial_latents is not None:
+            raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
+                              f"{backbone.config.spatial_latents} compresses away; use readout=mean")
+        if not n_shared or n_shared < 2:
+            raise ConfigError(f"readout={readout} needs two or more sensors shared by every window, got {n_shared}")
+        width = n_shared * backbone.config.dim if readout == "sensors" else n_shared * (n_shared - 1) // 2
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_classes))
 
-    def forward(self, batch) -> torch.Tensor:
-        return self.head(self.backbone.features(batch)[1])  # [B, n_classes]
+    def forward(self, batch, take: torch.Tensor | None = None) -> torch.Tensor:
+        tokens, pooled = self.backbone.features(batch)
+        if self.readout == "mean":
+            return self.head(pooled)  # [B, n_classes]
+        return self.head(sensor_readout(tokens, batch.signal.shape[1], take, self.readout))
 
 
 def layerwise_param_groups(model: Classifier, lr: float, decay: float) -> list[dict]:
@@ -159,6 +194,7 @@ def finetune_classifier(
     layer_decay: float = 0.75,
     batch_size: int = 32,
     lora_rank: int | None = None,
+    readout: str = "mean",
     seed: int = 0,
 ) -> tuple[np.ndarray, list[float]]:
     """Train encoder + head on ``train``; return test probabilities and the training losses.
@@ -166,14 +202,21 @@ def finetune_classifier(
     ``backbone``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`;
     ``None`` trains the same architecture (``config``) from scratch.
     ``lora_rank`` freezes the encoder and trains low-rank adapters on its blocks
-    (:func:`add_lora`) and the head instead.
+    (:func:`add_lora`) and the head instead. ``readout``: what the head reads
+    (:class:`Classifier`; ``sensors`` and ``connectivity`` over the sensors every window shares).
     """
     backbone = backbone_of(backbone)
     torch.manual_seed(seed)
     n_classes = int(labels.max()) + 1
     if backbone is None:
         backbone = MaskedAutoencoder(config or ModelConfig())
-    model = Classifier(copy.deepcopy(backbone), n_classes)
+    rows = shared_sensors(segments) if readout != "mean" else None
+    model = Classifier(copy.deepcopy(backbone), n_classes, readout, len(rows[0]) if rows else None)
+
+    def run(idx: np.ndarray) -> torch.Tensor:
+        take = torch.as_tensor(np.stack([rows[i] for i in idx])) if rows else None
+        return model(collate_segments([segments[i] for i in idx]), take)
+
     model.train()
     if lora_rank is not None:
         add_lora(model.backbone, "encoder", lora_rank)
@@ -189,7 +232,7 @@ def finetune_classifier(
     losses = []
     for _ in range(epochs):
         for idx in rate_batches(segments, rng.permutation(train), batch_size, rng):
-            logits = model(collate_segments([segments[i] for i in idx]))
+            logits = run(idx)
             loss = nn.functional.cross_entropy(logits, y[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -201,7 +244,7 @@ def finetune_classifier(
     position = {i: k for k, i in enumerate(test)}
     with torch.no_grad():
         for idx in rate_batches(segments, test, 64):
-            out = model(collate_segments([segments[i] for i in idx])).softmax(-1).numpy()
+            out = run(idx).softmax(-1).numpy()
             probs[[position[i] for i in idx]] = out
     return probs, losses
 

@@ -82,7 +82,7 @@ def _classifier_probs(task, model, segments, labels, embeddings, split, seed: in
     probs, losses = finetune_classifier(
         model if task.mode != "scratch" else None, segments, labels, split.train, split.test,
         config=model.config, epochs=task.epochs, lr=task.lr, layer_decay=task.layer_decay,
-        lora_rank=task.lora_rank if task.mode == "lora" else None, seed=seed)
+        lora_rank=task.lora_rank if task.mode == "lora" else None, readout=task.readout, seed=seed)
     logger.info("%s, split %s: %d epochs on %d windows, loss %.3f -> %.3f (%.0f s)", task.mode, split.name,
                 task.epochs, len(split.train), losses[0], np.mean(losses[-10:]), time.perf_counter() - start)
     return probs

@@ -154,7 +154,6 @@ def test_python_api_takes_what_load_returns(eegmmidb, tiny_export):
     assert segments[0].n_sensors == 64 and np.abs(segments[0].positions).sum(1).min() > 0
 
 
-
 def test_trained_heads_read_the_sensor_axis(eegmmidb, tiny_export):
     """finetune / LoRA / scratch heads take the probe's readouts: per-sensor tokens (64 EEGMMI
     channels x 64 dims) or their connectivity, with gradients reaching the encoder."""

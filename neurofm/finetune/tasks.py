@@ -62,9 +62,7 @@ def window_features(model, segments: list[Segment], readout: str = "mean",
     if readout == "mean":
         return window_embeddings(model, segments, batch_size)
     backbone = backbone_of(model)
-    if backbone.config.spatial_latents is not None:
-        raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
-                          f"{backbone.config.spatial_latents} compresses away; use readout=mean")
+    _check_sensor_axis(backbone, readout)
     rows = shared_sensors(segments)
     out = None
     backbone.eval()
@@ -80,6 +78,12 @@ def window_features(model, segments: list[Segment], readout: str = "mean",
             out[group] = feats.float().numpy()
             progress.advance(bar, len(group))
     return out
+
+
+def _check_sensor_axis(backbone: MaskedAutoencoder, readout: str) -> None:
+    if backbone.config.spatial_latents is not None:
+        raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
+                          f"{backbone.config.spatial_latents} compresses away; use readout=mean")
 
 
 def sensor_readout(tokens: torch.Tensor, n_sensors: int, take: torch.Tensor, readout: str) -> torch.Tensor:
@@ -149,9 +153,7 @@ class Classifier(nn.Module):
         if readout == "mean":
             self.head = nn.Linear(backbone.config.dim, n_classes)
             return
-        if backbone.config.spatial_latents is not None:
-            raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
-                              f"{backbone.config.spatial_latents} compresses away; use readout=mean")
+        _check_sensor_axis(backbone, readout)
         if not n_shared or n_shared < 2:
             raise ConfigError(f"readout={readout} needs two or more sensors shared by every window, got {n_shared}")
         width = n_shared * backbone.config.dim if readout == "sensors" else n_shared * (n_shared - 1) // 2

@@ -191,17 +191,14 @@ def clean_series(series, tr_s, confounds, detrend, standardize, low_pass, high_p
     each prepare worker about a second, more than tokenizing a hundred tables."""
     if confounds is None and not (low_pass or high_pass):
         series = np.array(series, dtype=np.float64)
-        if detrend:
-            series -= series.mean(axis=0)
-            ramp = np.arange(series.shape[0], dtype=np.float64)
-            ramp -= ramp.mean()
-            norm = np.sqrt((ramp**2).sum())
-            if series.shape[0] > 1 and norm >= np.finfo(np.float64).eps:
-                ramp /= norm
-                series -= np.outer(ramp, ramp @ series)
-        if standardize and series.shape[0] > 1:
-            if not detrend:
-                series -= series.mean(axis=0)
+        n = series.shape[0]
+        if n < 2 or not (detrend or standardize):
+            return series
+        series -= series.mean(axis=0)
+        if detrend:  # least-squares line through each column (its mean is already gone)
+            ramp = np.arange(n) - (n - 1) / 2
+            series -= np.outer(ramp, ramp @ series / (ramp @ ramp))
+        if standardize:
             std = series.std(axis=0, ddof=1)
             std[std < np.finfo(np.float64).eps] = 1.0
             series /= std

@@ -3,8 +3,9 @@
 Each subcommand is a Hydra app over the config tree packaged in
 :mod:`neurofm.configs`, so overrides (``key=value``), ``--help``,
 ``--config-dir`` and ``--cfg job`` work as in any Hydra app. User-facing
-errors print as one line with exit code 2; ``NEUROFM_DEBUG=1`` shows the
-traceback.
+errors (and a full disk, wherever it strikes) print as one line with exit code 2;
+any other exception prints one line and the path of a log holding its traceback,
+with exit code 1. ``NEUROFM_DEBUG=1`` raises instead, with the full traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from neurofm import __version__
-from neurofm.errors import ConfigError, NeurofmError
+from neurofm.errors import ConfigError, DiskFullError, NeurofmError
 
 # subcommand -> (one-line summary, "module:function" that receives the composed config)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,11 +60,49 @@ def _resolve(target: str) -> Callable:
     return getattr(importlib.import_module(module), func)
 
 
+def _debug() -> bool:
+    return os.environ.get("NEUROFM_DEBUG", "0") not in ("0", "")
+
+
 def _report(err: BaseException) -> int:
-    if os.environ.get("NEUROFM_DEBUG", "0") not in ("0", ""):
+    if _debug():
         raise err
     print(f"neurofm: error: {err}", file=sys.stderr)
     return 2
+
+
+def _disk_full_line(err: OSError) -> str:
+    """A full disk met outside neurofm's own writers (a log, a library's cache): the file and
+    what is free there."""
+    from neurofm.io import free_bytes
+
+    where = err.filename or os.getcwd()
+    try:
+        free = f"{free_bytes(where) / 2**20:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return f"{where}: disk full ({err.strerror}; {free}): free space and run again"
+
+
+def _report_unexpected(err: BaseException, command: str) -> int:
+    """One line, and the traceback in a log file whose path the line gives (a bug or a
+    library's own error: either way the user should see one line, and a developer the rest)."""
+    if _debug():
+        raise err
+    text = "".join(traceback.format_exception(err))
+    name = f"neurofm-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    where = "no log could be written"
+    for folder in (Path(tempfile.gettempdir()), Path.cwd()):
+        try:
+            (folder / name).write_text(f"neurofm {command} {' '.join(sys.argv[1:])}\n\n{text}")
+            where = f"traceback in {folder / name}"
+            break
+        except OSError:
+            continue
+    summary = str(err).splitlines()[0] if str(err) else ""
+    print(f"neurofm: unexpected error in {command}: {type(err).__name__}: {summary} ({where}; "
+          "NEUROFM_DEBUG=1 shows it here)", file=sys.stderr)
+    return 1
 
 
 def _check_required(cfg, command: str) -> None:
@@ -91,6 +134,13 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
         except KeyboardInterrupt:
             print("neurofm: interrupted", file=sys.stderr)
             status["code"] = 130
+        except Exception as err:  # never Hydra's "HYDRA_FULL_ERROR" hint and a traceback
+            from neurofm.io import is_disk_full
+
+            if isinstance(err, OSError) and is_disk_full(err, err.filename or os.getcwd()):
+                status["code"] = _report(DiskFullError(_disk_full_line(err)))
+            else:
+                status["code"] = _report_unexpected(err, command)
 
     task.__module__ = __name__
     register()

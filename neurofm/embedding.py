@@ -14,6 +14,7 @@ import torch
 from neurofm.batch import collate_segments
 from neurofm.console import make_progress
 from neurofm.errors import NeurofmError, TooShortError
+from neurofm.io import atomic_write
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.options import check_keywords
@@ -207,22 +208,18 @@ def run_embed(cfg) -> int:
     model = load(conf.ckpt, device=device)
     result = model.embed(conf.input, atlas=conf.atlas, batch_size=conf.batch_size,
                          window_s=conf.window_s, **options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")
     if out.suffix == ".parquet":
         import pandas as pd
 
         table = pd.DataFrame(result.windows, columns=[f"e{k}" for k in range(result.windows.shape[1])])
         table.insert(0, "onset_s", result.times)
-        table.to_parquet(tmp)
-        os.replace(tmp, out)
+        with atomic_write(out, "embeddings table", expected_bytes=result.windows.nbytes) as tmp:
+            table.to_parquet(tmp)
     else:
-        np.save(tmp, result.windows)
-        os.replace(tmp, out)
-        times = out.with_name(out.stem + "_times.npy")
-        tmp = times.with_name(f"{times.stem}.tmp-{os.getpid()}.npy")
-        np.save(tmp, result.times)
-        os.replace(tmp, times)
+        with atomic_write(out, "embeddings array", expected_bytes=result.windows.nbytes) as tmp:
+            np.save(tmp, result.windows)
+        with atomic_write(out.with_name(out.stem + "_times.npy"), "embedding times array") as tmp:
+            np.save(tmp, result.times)
     root.info("embedded %d windows (dim %d) of %s -> %s", len(result.windows), result.windows.shape[1],
               conf.input, out)
     return 0

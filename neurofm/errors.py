@@ -77,3 +77,16 @@ class ConfigError(NeurofmError):
 
 class NotAvailableError(NeurofmError):
     """A command or option exists in the interface but is not part of this release."""
+
+
+class DiskFullError(NeurofmError):
+    """A file did not fit on its filesystem; nothing was left behind, earlier files are intact.
+
+    ``needed_bytes`` is what the file needs (an estimate), ``free_bytes`` what was free.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, needed_bytes: int = 0,
+                 free_bytes: int = 0):
+        super().__init__(message, path)
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurofm.finetune.metrics import classification_metrics, pearson_per_output
+from neurofm.finetune.metrics import classification_metrics, paired_difference, pearson_per_output
 from neurofm.finetune.protocols import event_kfold, few_shot, leave_one_subject_out, subject_kfold
 from neurofm.finetune.tasks import (
     Classifier,
@@ -66,6 +66,21 @@ def test_metrics_on_known_predictions():
     x = np.arange(10.0)
     r = pearson_per_output(np.stack([x, x], 1), np.stack([2 * x + 1, -x], 1))
     np.testing.assert_allclose(r, [1.0, -1.0])
+
+
+def test_paired_difference_over_units():
+    a, b = np.array([0.62, 0.71, 0.55, 0.80, 0.66]), np.array([0.50, 0.52, 0.57, 0.61, 0.58])
+    d = paired_difference(a, b)
+    assert d["mean"] == pytest.approx(0.112) and d["n"] == 5 and d["wins"] == 4
+    assert d["ci_low"] < d["mean"] < d["ci_high"]
+    # the bootstrap CI of a mean of 5 differences lies within their range
+    assert -0.02 <= d["ci_low"] and d["ci_high"] <= 0.19
+    assert d["wilcoxon_p"] == pytest.approx(0.125)  # one negative, the smallest: W = 1, p = 2 * 2/32
+    assert np.isnan(paired_difference(a, a)["wilcoxon_p"]) and paired_difference(a, a)["mean"] == 0
+    with pytest.raises(ValueError, match="two 1-D arrays of one shape"):
+        paired_difference(a, b[:4])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        paired_difference(a, np.array([0.5, np.nan, 0.5, 0.5, 0.5]))
 
 
 def test_finetune_lowers_training_loss_on_real_events(events):

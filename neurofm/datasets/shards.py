@@ -24,6 +24,7 @@ How a run goes (``write_shards`` / ``neurofm prepare``):
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -49,7 +50,8 @@ from neurofm.console import make_progress, setup_logging
 from neurofm.datasets.codec import FIELDS, encode_segment, json_default
 from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
-from neurofm.errors import ConfigError, NeurofmError
+from neurofm.errors import ConfigError, DiskFullError, NeurofmError
+from neurofm.io import atomic_write, free_bytes, is_disk_full, write_text_atomic
 from neurofm.options import check_keywords, keyword_names, respell
 from neurofm.tokenizers.naming import check_subject_pattern, entities_from_name
 from neurofm.tokenizers.options import MEEG_OPTION_NAMES, MeegOptions
@@ -215,7 +217,8 @@ def _sample_bytes(key: str, files: dict[str, bytes]) -> bytes:
 
 
 class _AtomicTar:
-    """A tar written to ``path.tmp-<pid>`` and renamed onto ``path`` when closed cleanly.
+    """A tar written through :func:`~neurofm.io.atomic_write`: renamed onto ``path`` when
+    closed cleanly, removed by :meth:`abort`.
 
     Samples go in as ready-made member bytes (:func:`_sample_bytes`, or a copy of them from
     a journal), hashed as they are written; ``close`` ends the archive as ``tarfile`` does
@@ -224,7 +227,8 @@ class _AtomicTar:
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        self._write_context = atomic_write(path, "shard")
+        self.tmp = self._write_context.__enter__()
         self.file = open(self.tmp, "wb")
         self.digest = hashlib.sha256()
         self.size = self.n_samples = 0
@@ -242,11 +246,15 @@ class _AtomicTar:
         """Finish, fsync, rename into place; return the sha256 of the file."""
         self._write(bytes(2 * tarfile.BLOCKSIZE))
         self._write(bytes(-self.size % tarfile.RECORDSIZE))
-        self.file.flush()
-        os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.tmp, self.path)
+        self._write_context.__exit__(None, None, None)  # fsync + rename
         return self.digest.hexdigest()
+
+    def abort(self, err: BaseException) -> None:
+        """Remove the temp file after ``err``; raises a ``DiskFullError`` if the disk filled."""
+        with contextlib.suppress(OSError):  # closing flushes, and a full disk refuses that too
+            self.file.close()
+        self._write_context.__exit__(type(err), err, err.__traceback__)
 
 
 class _Journal:
@@ -284,8 +292,10 @@ class _Journal:
         self.lines.flush()
 
     def close(self) -> None:
-        self.samples.close()
-        self.lines.close()
+        try:
+            self.samples.close()
+        finally:  # a full disk refuses the flush: close the other file all the same
+            self.lines.close()
 
 
 _JOURNALS: dict[tuple[int, str], _Journal] = {}
@@ -431,6 +441,8 @@ def _prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str
                    "data": journal.samples_path.name, "offset": start, "length": journal.size - start,
                    "sha256": digest.hexdigest()}
     except Exception as err:  # one bad input is that input's failure, never the run's
+        if is_disk_full(err, journal.samples_path):
+            raise  # not the file's fault: the run stops, and a re-run resumes here
         summary = {"path": src.path, "status": "failed", "error_type": type(err).__name__,
                    "error": str(err), "samples": []}
         if os.environ.get("NEUROFM_DEBUG"):
@@ -481,6 +493,7 @@ def _pack(out: Path, workdir: Path, summaries: list[dict], shard_bytes: int) -> 
             groups.setdefault((sample["split"], sample["modality"]), []).append((summary["data"], sample))
     shards: list[dict] = []
     readers: dict[str, Any] = {}
+    writer: _AtomicTar | None = None
     try:
         for split in SPLITS:
             for modality in MODALITIES:
@@ -497,6 +510,11 @@ def _pack(out: Path, workdir: Path, summaries: list[dict], shard_bytes: int) -> 
                     writer.write(readers[data].read(sample["length"]))
                 if writer is not None:
                     shards.append(_finish(writer, split, modality))
+                    writer = None
+    except BaseException as err:
+        if writer is not None:
+            writer.abort(err)
+        raise
     finally:
         for reader in readers.values():
             reader.close()
@@ -575,7 +593,7 @@ def write_shards(
     if workdir.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
         shutil.rmtree(workdir)  # parts of a run with other options cannot be reused
     workdir.mkdir(exist_ok=True)
-    stamp.write_text(fingerprint)
+    write_text_atomic(stamp, fingerprint)
     kinds = ("bold", "roi") if options.modality == "fmri" else (
         ("meeg",) if options.modality else ("meeg", "bold", "roi"))
     sources = discover(inputs, kinds=kinds, keep_unknown=True)
@@ -586,7 +604,12 @@ def write_shards(
     todo = [src for src in sources if src.path not in summaries]
     if summaries:
         logger.info("resuming: %d of %d files already tokenized", len(summaries), len(sources))
-    _run_workers(todo, options, workdir, workers, summaries)
+    try:
+        _run_workers(todo, options, workdir, workers, summaries)
+    except OSError as err:
+        if not is_disk_full(err, workdir):
+            raise
+        raise _prepare_disk_full(out, workdir, summaries, len(sources)) from err
 
     ordered = [summaries[s.path] for s in sources]
     ok = [s for s in ordered if s["status"] == "ok"]
@@ -594,7 +617,15 @@ def write_shards(
     # an old manifest must not describe new shards if this run dies while packing: without
     # one the directory is refused until a run completes (old or new, never mixed)
     (out / "manifest.json").unlink(missing_ok=True)
-    shards = _pack(out, workdir, ok, int(options.shard_size_mb * 2**20))
+    try:
+        shards = _pack(out, workdir, ok, int(options.shard_size_mb * 2**20))
+    except DiskFullError as err:
+        raise DiskFullError(f"disk full while packing shards: they need about "
+                            f"{sum(s['length'] for s in ok if 'length' in s) / 2**20:.1f} MB beside the "
+                            f"{_journal_bytes(workdir) / 2**20:.1f} MB of tokenized samples in .work/, and "
+                            f"{free_bytes(out) / 2**20:.1f} MB is free; the tokenized files are kept: free "
+                            "space and run the same command again (it packs without re-tokenizing)",
+                            out, needed_bytes=err.needed_bytes, free_bytes=free_bytes(out)) from err
     manifest = {
         "format": "neurofm-shards/1",
         "neurofm_version": __version__,
@@ -634,12 +665,30 @@ def check_needs(sources: list[Source], options: PrepareOptions) -> None:
 
 
 def _write_json_atomic(path: Path, obj: Any, lines: list | None = None) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     if lines is not None:
-        tmp.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+        write_text_atomic(path, "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
     else:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=json_default) + "\n")
-    os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=json_default) + "\n")
+
+
+def _journal_bytes(workdir: Path) -> int:
+    return sum(p.stat().st_size for p in workdir.glob("*.samples"))
+
+
+def _prepare_disk_full(out: Path, workdir: Path, summaries: dict, n_files: int) -> DiskFullError:
+    """The error for a disk that filled while tokenizing: the space still needed, estimated
+    from the bytes per file so far (tokenized samples, then the shards packed from them)."""
+    done = [s for s in summaries.values() if s["status"] == "ok"]
+    per_file = sum(s["length"] for s in done) / len(done) if done else 0.0
+    journal = _journal_bytes(workdir)
+    needed = int(max(per_file * n_files * 2 - journal, 0))
+    free = free_bytes(out)
+    estimate = (f"about {needed / 2**20:.1f} MB more" if done else "more than is free")
+    return DiskFullError(
+        f"disk full while tokenizing ({len(done)} of {n_files} files done): the run needs {estimate} "
+        f"(tokenized samples, then shards as large), and {free / 2**20:.1f} MB is free; the "
+        "files tokenized so far are kept in .work/: free space and run the same command again "
+        "to continue from them", out, needed_bytes=needed, free_bytes=free)
 
 
 def _run_workers(todo: list[Source], options: PrepareOptions, workdir: Path, workers: int,

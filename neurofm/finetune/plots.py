@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
+from neurofm.io import atomic_write
 from neurofm.tokenizers.segment import Segment
 
 
@@ -29,7 +30,8 @@ def plot_sensor_r(segment: Segment, r: np.ndarray, out: str | os.PathLike, title
         display = plotting.plot_markers(r, segment.positions * 1000.0, node_cmap="RdBu_r",
                                         node_vmin=-np.abs(r).max(), node_vmax=np.abs(r).max(),
                                         title=label, display_mode="lzr")
-        display.savefig(out, dpi=120)
+        with atomic_write(out, "figure") as tmp:
+            display.savefig(tmp, dpi=120)
         display.close()
         return out
     fig = Figure(figsize=(4.2, 3.8))
@@ -51,7 +53,8 @@ def plot_sensor_r(segment: Segment, r: np.ndarray, out: str | os.PathLike, title
     fig.colorbar(image, ax=ax, label="Pearson r", shrink=0.8)
     ax.set_title(label, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    with atomic_write(out, "figure") as tmp:
+        fig.savefig(tmp, dpi=120)
     return out
 
 
@@ -69,5 +72,6 @@ def plot_confusion(y: np.ndarray, pred: np.ndarray, classes: list[str], out: Pat
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    with atomic_write(out, "figure") as tmp:
+        fig.savefig(tmp, dpi=120)
     return out

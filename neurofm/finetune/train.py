@@ -41,6 +41,7 @@ from neurofm.finetune.metrics import classification_metrics, per_sensor_r
 from neurofm.finetune.plots import plot_confusion, plot_sensor_r
 from neurofm.finetune.protocols import time_splits
 from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
+from neurofm.io import atomic_write, write_text_atomic
 from neurofm.options import check_keywords
 from neurofm.tokenizers import read_recording, tokenize_events
 from neurofm.tokenizers.naming import entities_from_name
@@ -161,7 +162,7 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         ba = metrics["balanced_accuracy"]
         logger.info("decoding %s by %s (%s): balanced accuracy %.3f [%.3f, %.3f]", classes, method,
                     task.protocol, ba["value"], ba["ci_low"], ba["ci_high"])
-    (run_dir / "results.md").write_text("\n".join(lines))
+    write_text_atomic(run_dir / "results.md", "\n".join(lines), "results table")
     _write_predictions(predictions, run_dir)
     return out
 
@@ -269,16 +270,15 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         logger.info("%s by %s over %d subjects (%s, %s): balanced accuracy %.3f [%.3f, %.3f]",
                     task.label, method, len(ids), task.protocol, classes, ba["value"],
                     ba["ci_low"], ba["ci_high"])
-    (run_dir / "results.md").write_text("\n".join(lines))
+    write_text_atomic(run_dir / "results.md", "\n".join(lines), "results table")
     _write_predictions(predictions, run_dir)
     return out
 
 
 def _write_predictions(rows: list[dict], run_dir: Path) -> None:
     """``predictions.csv``: one row per test item and method (temp file + rename)."""
-    tmp = run_dir / "predictions.csv.tmp"
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    tmp.replace(run_dir / "predictions.csv")
+    with atomic_write(run_dir / "predictions.csv", "predictions table") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
 def _group_values(segments: list, column: str | None) -> np.ndarray | None:
@@ -345,7 +345,7 @@ def _encoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         plot_sensor_r(seg, r, run_dir / f"pearson_r_{method}.png", title=method)
         logger.info("encoding %s -> %d sensors by %s (%s): Pearson r mean %.3f, median %.3f, max %.3f",
                     data.feature_names, len(r), method, task.protocol, r.mean(), np.median(r), r.max())
-    (run_dir / "results.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(run_dir / "results.md", "\n".join(lines) + "\n", "results table")
     return out
 
 
@@ -366,8 +366,6 @@ def run_finetune(cfg) -> int:
     run_dir = Path(conf.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     result = {"task": asdict(task), **TASKS[task.name](conf, model, run_dir)}
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(run_dir / "metrics.json")
+    write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=1), "metrics")
     logger.info("results in %s (metrics.json, results.md, PNG)", run_dir)
     return 0

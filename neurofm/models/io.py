@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from neurofm import __version__
 from neurofm.console import logger
 from neurofm.errors import CheckpointError
+from neurofm.io import atomic_write, write_text_atomic
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
 CONFIG = "config.json"
@@ -35,15 +36,13 @@ def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dic
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = out / f"{WEIGHTS}.tmp-{os.getpid()}"
-    save_file(state, str(tmp), metadata={"format": "pt", "neurofm_version": __version__})
-    _default_mode(tmp)
-    os.replace(tmp, out / WEIGHTS)
+    expected = sum(v.numel() * v.element_size() for v in state.values())
+    with atomic_write(out / WEIGHTS, "export", expected_bytes=expected) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "neurofm_version": __version__})
+        _default_mode(tmp)
     config = {"neurofm_version": __version__, "architecture": "MaskedAutoencoder",
               "model": asdict(model.config), **(extra or {})}
-    tmp = out / f"{CONFIG}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / CONFIG)
+    write_text_atomic(out / CONFIG, json.dumps(config, indent=1, sort_keys=True) + "\n", "export")
     return out
 
 
@@ -54,6 +53,9 @@ def _default_mode(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MaskedAutoencoder:
     """Load an exported directory, a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory."""
     config, state = read_checkpoint(path, map_location)
@@ -61,11 +63,16 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     if bad:
         raise CheckpointError(f"{len(bad)} weight tensors hold NaN/inf ({bad[:3]}): a diverged or "
                               "corrupt checkpoint; use an earlier one", path)
-    odd = sorted({str(v.dtype) for v in state.values()
-                  if v.is_floating_point() and v.dtype not in (torch.float32, torch.bfloat16, torch.float16)})
-    if odd:
-        raise CheckpointError(f"weights of dtype {odd}; neurofm saves float32/bfloat16/float16", path)
     model = MaskedAutoencoder(model_config(config, path))
+    own = model.state_dict()
+    # an int or bool tensor would be cast to float silently and give finite garbage
+    wrong = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items() if k in own and (
+        v.dtype not in WEIGHT_DTYPES if own[k].is_floating_point() else v.dtype != own[k].dtype)]
+    if wrong:
+        raise CheckpointError(f"{len(wrong)} weight tensors have a dtype the model does not use: "
+                              f"{', '.join(wrong[:5])}{' …' if len(wrong) > 5 else ''}; neurofm's "
+                              "weights are float32, bfloat16 or float16: a corrupt or foreign "
+                              "checkpoint", path)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of another shape

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from matplotlib.figure import Figure
 
 from neurofm.console import make_progress, progress_enabled
+from neurofm.io import atomic_write
 
 logger = logging.getLogger("neurofm.pretrain")
 
@@ -40,12 +41,10 @@ class _AppendingWriter(ExperimentWriter):
             reader = csv.DictReader(fh)
             keys = list(reader.fieldnames or [])
             rows = [r for r in reader if r.get("step") and float(r["step"]) < self.resume_step]
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_write(path, "metrics table") as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
         self.metrics_keys = keys
 
 
@@ -163,7 +162,6 @@ def plot_loss_curve(metrics_csv: Path, out: Path, smoothing_steps: int = 50) -> 
     ax.set_title("neurofm pretrain: masked reconstruction", fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels), frameon=False)
-    tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}{out.suffix}")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, out)
+    with atomic_write(out, "figure") as tmp:
+        fig.savefig(tmp, dpi=120)
     return out

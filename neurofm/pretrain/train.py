@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
 import time
 import warnings
@@ -33,6 +32,7 @@ from neurofm.console import say
 from neurofm.datasets.manifest import load_manifest
 from neurofm.datasets.shards import PrepareOptions, write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
+from neurofm.io import atomic_write
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.demo import build_demo_corpus
 from neurofm.pretrain.module import PretrainModule
@@ -175,18 +175,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        # what it will take: the size of the checkpoints already written beside it
+        sizes = [p.stat().st_size for p in path.parent.glob("*.ckpt")] if path.parent.is_dir() else []
         try:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
+            with atomic_write(path, "checkpoint", expected_bytes=max(sizes, default=None)) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as err:  # not a full disk: permissions, a vanished folder, I/O errors
             raise CheckpointError(f"could not write the checkpoint ({err.strerror or err}); the earlier "
-                                  "checkpoints are intact: free space and resume", path) from err
+                                  "checkpoints are intact: fix this and resume", path) from err
 
 
 def _check_shards(shards, manifest: dict) -> None:

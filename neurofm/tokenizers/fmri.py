@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import warnings
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -54,14 +55,40 @@ DEFAULT_CONFOUNDS = (
 # --------------------------------------------------------------------------- BOLD
 
 
+def _sidecar_path(path: str | None) -> str | None:
+    return None if path is None else re.sub(r"\.nii(\.gz)?$", "", path) + ".json"
+
+
 def _sidecar(path: str | None) -> dict:
-    if path is None:
+    """The BIDS sidecar JSON of a BOLD image (``{}`` when there is none)."""
+    side = _sidecar_path(path)
+    if side is None or not os.path.exists(side):
         return {}
-    side = re.sub(r"\.nii(\.gz)?$", "", path) + ".json"
-    if not os.path.exists(side):
-        return {}
-    with open(side) as fh:
-        return json.load(fh)
+    try:
+        with open(side, encoding="utf-8") as fh:
+            found = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise BoldError(f"sidecar is not valid JSON ({err.msg} at line {err.lineno}, column "
+                        f"{err.colno}); fix it or remove it (then pass tr_s=<seconds>)", side) from err
+    except UnicodeDecodeError as err:
+        raise BoldError(f"sidecar is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                        f"{err.start}); fix it or remove it (then pass tr_s=<seconds>)", side) from err
+    if not isinstance(found, dict):
+        raise BoldError(f"sidecar holds a JSON {type(found).__name__}, not an object of BIDS keys",
+                        side)
+    return found
+
+
+def check_tr(value: Any, key: str, where: str, error: type[Exception] = BoldError) -> float:
+    """``value`` as a TR in seconds, or ``error`` naming ``key`` of ``where``: it must be a
+    finite positive number (a TR of 0 would make every time in the run 0)."""
+    try:
+        tr = float(value)
+    except (TypeError, ValueError):
+        raise error(f"{key} is {value!r}, not a number of seconds", where) from None
+    if not np.isfinite(tr) or tr <= 0:
+        raise error(f"{key} is {value!r}; a TR must be a positive number of seconds", where)
+    return tr
 
 
 def repetition_time(img: nib.Nifti1Image, path: str | None, tr_s: float | None = None) -> float:
@@ -72,6 +99,10 @@ def repetition_time(img: nib.Nifti1Image, path: str | None, tr_s: float | None =
     """
     where = path or "<BOLD image>"
     side = _sidecar(path).get("RepetitionTime")
+    if side is not None:
+        side = check_tr(side, "RepetitionTime", _sidecar_path(path))
+    if tr_s is not None:
+        tr_s = check_tr(tr_s, "tr_s", where)
     zooms = img.header.get_zooms()
     header = float(zooms[3]) if len(zooms) > 3 else 0.0
     unit = img.header.get_xyzt_units()[1] if hasattr(img.header, "get_xyzt_units") else "sec"

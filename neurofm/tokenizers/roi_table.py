@@ -39,8 +39,13 @@ def read_roi_table(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | Non
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BoldError("ROI table not found", path)
-    with open(path) as fh:
-        first, second = fh.readline().strip(), fh.readline().rstrip("\r\n")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first, second = fh.readline().strip(), fh.readline().rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise BoldError(f"not a text table: byte {err.object[err.start]:#04x} at offset {err.start} "
+                        "is not UTF-8 text (a ROI table holds one row of numbers per volume)",
+                        path) from err
     sep = r"\s+" if path.endswith((".1D", ".1d", ".txt")) else ("\t" if path.endswith(".tsv") else ",")
     if sep == r"\s+" and "\t" in second and len(second.split("\t")) == len(second.split()):
         # one tab between values (ABIDE's tables): pandas' plain split takes ~27 % less time than
@@ -65,6 +70,9 @@ def _parse_table(path: str, first: str, sep: str) -> tuple[np.ndarray, list[str]
             table = pd.read_csv(path, sep=sep, header=None if numeric else 0)
             if not numeric:
                 columns = [str(c) for c in table.columns]
+    except UnicodeDecodeError as err:  # text at the top, binary further down
+        raise BoldError(f"not a text table: byte {err.object[err.start]:#04x} at offset {err.start} "
+                        "is not UTF-8 text", path) from err
     except (pd.errors.ParserError, ValueError) as err:
         raise BoldError(f"cannot parse ROI table ({err})", path) from err
     try:

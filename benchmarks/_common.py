@@ -102,12 +102,18 @@ def add_pretrain_arguments(parser, *, steps: int, batch: int, window: float, per
     parser.add_argument("--mask-ratio", type=float, default=0.5)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="more `neurofm pretrain` overrides, e.g. model.interpolation_prior=true")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds 0..N-1: pretraining init and data order, head init, fold shuffles")
 
 
-def pretrain_and_export(shards: Path, run: Path, args, log: Path, shuffle_buffer: int) -> Path:
+def pretrain_and_export(shards: Path, run: Path, args, log: Path, shuffle_buffer: int,
+                        seed: int = 0) -> Path:
     """``neurofm pretrain`` ``tiny`` on ``shards`` with ``args``' options (warmup 5 %, one
-    checkpoint and one validation at the end), then ``neurofm export``; the export folder."""
-    neurofm_cli("pretrain", "data=shards", f"data.shards={shards}", "model=tiny",
+    checkpoint and one validation at the end) and ``seed``, then ``neurofm export``; the export
+    folder. An export already in ``run`` (a ``--work`` folder of an earlier run) is reused."""
+    if (run / "export" / "model.safetensors").exists():
+        return run / "export"
+    neurofm_cli("pretrain", f"seed={seed}", "data=shards", f"data.shards={shards}", "model=tiny",
                 f"trainer.max_steps={args.steps}", f"data.batch_size={args.batch}", "data.num_workers=1",
                 f"data.shuffle_buffer={shuffle_buffer}", f"model.mask_strategy={args.mask}",
                 f"model.mask_ratio={args.mask_ratio}", f"optim.lr={args.lr}",
@@ -134,6 +140,69 @@ def binary_metrics(rows, positive: str, group: str) -> tuple[dict, dict]:
     per_group = {key: {"n": len(part), **{k: v["value"] for k, v in score(part, 1).items()}}
                  for key, part in rows.groupby(group)}
     return score(rows, 1000), per_group
+
+
+def seeded_summary(rows, positive: str, group: str) -> dict:
+    """Per method of ``rows`` (columns ``method``, ``seed``, ``label``, ``prob_*``, ``group``):
+    seed 0's pooled metrics with bootstrap CIs (``pooled``, for the figure), the pooled balanced
+    accuracy and AUROC of every seed with their mean and sd (``over_seeds``), and each unit's
+    (``group``: subject, site) balanced accuracy averaged over seeds (``per_<group>``)."""
+    import numpy as np
+
+    out = {}
+    for method, part in rows.groupby("method", sort=False):
+        seeds = {}
+        for seed, rows_of_seed in part.groupby("seed"):
+            pooled, per_unit = binary_metrics(rows_of_seed, positive, group)
+            seeds[int(seed)] = {"pooled": pooled, "per_unit": per_unit}
+        first = seeds[min(seeds)]
+        units = sorted(first["per_unit"])
+        over = {k: {"values": [s["pooled"][k]["value"] for s in seeds.values()]}
+                for k in ("balanced_accuracy", "auroc")}
+        for v in over.values():
+            v["mean"], v["sd"] = float(np.mean(v["values"])), float(np.std(v["values"], ddof=1)) if len(v["values"]) > 1 else 0.0
+        out[method] = {"pooled": first["pooled"], "over_seeds": over, "seeds": sorted(seeds),
+                       f"per_{group}": {u: {"balanced_accuracy": float(np.mean(
+                           [s["per_unit"][u]["balanced_accuracy"] for s in seeds.values()])),
+                           "n": first["per_unit"][u]["n"]} for u in units},
+                       "n_events": int(len(part) // len(seeds))}
+    return out
+
+
+def paired_differences(methods: dict, pairs, group: str) -> dict:
+    """``a − b`` for each ``(a, b)`` in ``pairs`` whose methods both ran: the paired difference
+    of balanced accuracy over the units (``per_<group>``, seed-averaged) with its bootstrap CI
+    and Wilcoxon p (:func:`neurofm.finetune.metrics.paired_difference`)."""
+    from neurofm.finetune.metrics import paired_difference
+
+    out = {}
+    for a, b in pairs:
+        if a not in methods or b not in methods:
+            continue
+        units = sorted(set(methods[a][f"per_{group}"]) & set(methods[b][f"per_{group}"]))
+        score_a, score_b = ([methods[m][f"per_{group}"][u]["balanced_accuracy"] for u in units] for m in (a, b))
+        out[f"{a} - {b}"] = {**paired_difference(score_a, score_b), "units": units}
+    return out
+
+
+def best_classical(methods: dict, classical) -> str:
+    """The classical baseline with the highest seed-averaged pooled balanced accuracy."""
+    ran = [m for m in classical if m in methods]
+    return max(ran, key=lambda m: methods[m]["over_seeds"]["balanced_accuracy"]["mean"])
+
+
+def print_seeded(methods: dict, differences: dict, labels: dict) -> None:
+    """The methods' balanced accuracy (mean ± sd over seeds) and the paired differences."""
+    print(f"{'method':44s} {'bal. acc. (mean ± sd)':>22s} {'AUROC':>14s} seeds")
+    for method, r in methods.items():
+        ba, auc = r["over_seeds"]["balanced_accuracy"], r["over_seeds"]["auroc"]
+        print(f"{labels.get(method, method):44s} {ba['mean']:>13.3f} ± {ba['sd']:.3f} "
+              f"{auc['mean']:>8.3f} ± {auc['sd']:.3f} {len(r['seeds'])}")
+    if differences:
+        print(f"\n{'paired difference (balanced accuracy)':58s} {'mean':>7s} {'95 % CI':>17s} {'p':>6s} wins")
+        for name, d in differences.items():
+            print(f"{name:58s} {d['mean']:+7.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+                  f"{d['wilcoxon_p']:6.3f} {d['wins']}/{d['n']}")
 
 
 def method_panel(ax, methods: dict, labels: dict, groups: str, fontsize: float | None = None) -> None:

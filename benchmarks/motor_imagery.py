@@ -19,10 +19,16 @@ CSP + LDA (8-30 Hz), a Riemannian tangent-space classifier (8-30 Hz covariances,
 regression) and ERP samples + shrinkage LDA. ``--modes finetune lora`` adds the trained
 pretrained modes (with the same head as scratch).
 
-Pooled over the 5 subjects: balanced accuracy and AUROC with 95 % bootstrap CIs, and per
-subject. Writes ``docs/motor_imagery.json`` and ``docs/motor_imagery.png``. Deterministic.
+``--seeds N`` repeats everything seeded (pretraining init and data order, the untrained
+encoder, head init, fold shuffles) with seeds 0..N-1. Pooled over the 5 subjects: balanced
+accuracy and AUROC per seed with their mean ± sd over seeds, and per subject (seed mean); the
+paired difference over subjects of every pretrained method against scratch, against the
+untrained encoder with the same readout and against the best classical baseline, with a
+bootstrap 95 % CI and a Wilcoxon signed-rank p. Writes ``docs/motor_imagery.json`` and
+``docs/motor_imagery.png``. Deterministic for a given seed.
 
-usage: python benchmarks/motor_imagery.py [--steps 400] [--modes ...] [--work DIR] [--out docs]
+usage: python benchmarks/motor_imagery.py [--seeds 3] [--tasks imagery] [--protocols loso]
+       [--readouts sensors] [--modes lora] [--steps 400] [--work DIR] [--out docs]
 """
 
 from __future__ import annotations
@@ -37,11 +43,14 @@ import pandas as pd
 import torch
 from _common import (
     add_pretrain_arguments,
-    binary_metrics,
+    best_classical,
     data_dir,
     method_panel,
     neurofm_cli,
+    paired_differences,
     pretrain_and_export,
+    print_seeded,
+    seeded_summary,
 )
 from matplotlib.figure import Figure
 
@@ -66,76 +75,98 @@ def files(root: Path, subjects, runs) -> str:
     return "[" + ",".join(str(root / s / f"{s}{r}.edf") for s in subjects for r in runs) + "]"
 
 
-def pretrain(root: Path, held_out: str, args, work: Path, log: Path) -> Path:
-    """A ``tiny`` checkpoint pretrained on every run of the other subjects; its export folder."""
+def pretrain(root: Path, held_out: str, seed: int, args, work: Path, log: Path) -> Path:
+    """A ``tiny`` checkpoint pretrained (with ``seed``) on every run of the other subjects; its
+    export folder. The shards do not depend on the seed: one ``prepare`` serves every seed."""
     others = [s for s in SUBJECTS if s != held_out]
-    shards, run = work / f"shards_no{held_out}", work / f"pretrain_no{held_out}"
-    neurofm_cli("prepare", f"inputs={files(root, others, sorted(RUNS['imagery'] + RUNS['execution']))}",
-                f"out={shards}", f"window_s={args.window}", "workers=1", log=log)
-    return pretrain_and_export(shards, run, args, log, shuffle_buffer=500)
+    shards, run = work / f"shards_no{held_out}", work / f"pretrain_no{held_out}_seed{seed}"
+    if not (shards / "manifest.json").exists():
+        neurofm_cli("prepare", f"inputs={files(root, others, sorted(RUNS['imagery'] + RUNS['execution']))}",
+                    f"out={shards}", f"window_s={args.window}", "workers=1", log=log)
+    return pretrain_and_export(shards, run, args, log, shuffle_buffer=500, seed=seed)
 
 
-def decode(inputs: str, ckpt: Path, extra: list[str], baseline: bool, run_dir: Path, log: Path) -> pd.DataFrame:
-    neurofm_cli("finetune", "task=decoding", f"ckpt={ckpt}", f"inputs={inputs}", "task.event_id=[T1,T2]",
-                "task.tmin_s=0.5", "task.tmax_s=2.5", *extra, f"task.baseline={str(baseline).lower()}",
-                f"run_dir={run_dir}", log=log)
+def decode(inputs: str, ckpt: Path, extra: list[str], baseline: bool, run_dir: Path, log: Path,
+           seed: int = 0) -> pd.DataFrame:
+    """``neurofm finetune task=decoding`` (T1 vs T2, [0.5, 2.5] s); its predictions. A run folder
+    that already holds predictions (``--work`` of an earlier run) is read, not run again."""
+    if not (run_dir / "predictions.csv").exists():
+        neurofm_cli("finetune", "task=decoding", f"ckpt={ckpt}", f"inputs={inputs}", "task.event_id=[T1,T2]",
+                    "task.tmin_s=0.5", "task.tmax_s=2.5", *extra, f"task.baseline={str(baseline).lower()}",
+                    f"seed={seed}", f"run_dir={run_dir}", log=log)
     return pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
 
 
-def run_subject(root: Path, held_out: str, ckpt: Path, untrained: Path, args, work: Path,
+def run_subject(root: Path, held_out: str, seed: int, ckpt: Path, untrained: Path, args, work: Path,
                 log: Path) -> list[pd.DataFrame]:
     """Every method's predictions for the test events of ``held_out`` (within subject, and its
-    LOSO fold). Methods that do not depend on the held-out subject's checkpoint (baselines,
-    untrained probes, scratch) run LOSO once, with the first held-out subject, and keep the
-    folds of every selected subject."""
+    LOSO fold) with ``seed``. Methods that do not depend on the held-out subject's checkpoint
+    (baselines, untrained probes, scratch) run LOSO once per seed, with the first held-out
+    subject, and keep the folds of every selected subject; the baselines, which have no seed,
+    run with seed 0 only."""
     first = held_out == args.subjects[0]
     rows = []
-    for task, runs in RUNS.items():
-        for protocol, inputs in (("within", files(root, [held_out], runs)), ("loso", files(root, SUBJECTS, runs))):
+    for task in args.tasks:
+        runs = RUNS[task]
+        for protocol in args.protocols:
             loso = protocol == "loso"
+            inputs = files(root, SUBJECTS if loso else [held_out], runs)
             extra = ["task.protocol=loso"] if loso else ["task.protocol=kfold", "task.folds=5"]
             methods = {f"{enc}_probe_{readout}": (path, [f"task.readout={readout}"])
                        for enc, path in (("pretrained", ckpt), ("untrained", untrained))
-                       for readout in ("mean", "sensors")}
+                       for readout in args.readouts}
             if loso or args.within_scratch:
                 methods["scratch"] = (untrained, ["task.mode=scratch", f"task.epochs={args.epochs}",
                                                   f"task.readout={args.head}"])
             for mode in args.modes:
                 methods[f"pretrained_{mode}"] = (ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}",
                                                         f"task.readout={args.head}"])
-            for method, (path, more) in methods.items():
+            for i, (method, (path, more)) in enumerate(methods.items()):
                 shared = loso and not method.startswith("pretrained")
                 if shared and not first:
                     continue
-                baseline = method == "pretrained_probe_mean" and (not loso or first)
+                baseline = i == 0 and seed == 0 and (not loso or first)
+                if loso and not shared and not baseline:  # only the fold this checkpoint may test
+                    more = [*more, f"task.test_subjects=[{held_out}]"]
                 found = decode(inputs, path, extra + more, baseline,
-                               work / f"{task}_{protocol}_{held_out}_{method}", log)
+                               work / f"{task}_{protocol}_{held_out}_{method}_seed{seed}", log, seed)
                 found["method"] = found["method"].where(found["method"].isin(BASELINES), method)
                 if loso:  # this checkpoint never saw held_out; the others' folds are not ours to keep
                     independent = found["method"].isin(BASELINES) | shared
                     found = found[found["subject"].isin(args.subjects) & independent
                                   | (found["subject"] == held_out)]
-                rows.append(found.assign(task=task, protocol=protocol))
+                rows.append(found.assign(task=task, protocol=protocol, seed=seed))
     return rows
+
+
+def pairs(methods) -> list[tuple[str, str]]:
+    """The paired comparisons: every pretrained method against scratch and against the
+    untrained encoder with the same readout, and against the best classical baseline."""
+    best = best_classical(methods, BASELINES)
+    out = []
+    for method in (m for m in methods if m.startswith("pretrained")):
+        out += [(method, "scratch"), (method, method.replace("pretrained", "untrained")), (method, best)]
+    return out
 
 
 def summarise(rows: pd.DataFrame) -> dict:
     out = {}
-    for (task, protocol, method), part in rows.groupby(["task", "protocol", "method"], sort=False):
-        pooled, per_subject = binary_metrics(part, positive="T2", group="subject")
-        out.setdefault(task, {}).setdefault(protocol, {})[method] = {
-            "pooled": pooled, "per_subject": per_subject, "n_events": len(part)}
+    for (task, protocol), part in rows.groupby(["task", "protocol"], sort=False):
+        methods = seeded_summary(part, positive="T2", group="subject")
+        out.setdefault(task, {})[protocol] = {
+            "methods": methods, "paired": paired_differences(methods, pairs(methods), "subject")}
     return out
 
 
 def plot(result: dict, path: Path) -> None:
     panels = [(t, p) for t in result for p in result[t]]
-    fig = Figure(figsize=(6 * len(panels) / 2, 9), layout="constrained")
-    axes = fig.subplots(2, len(panels) // 2, sharex=True, squeeze=False).ravel()
+    rows = 2 if len(panels) % 2 == 0 else 1
+    fig = Figure(figsize=(max(7, 6 * len(panels) / rows), 4.5 * rows), layout="constrained")
+    axes = fig.subplots(rows, len(panels) // rows, sharex=True, squeeze=False).ravel()
     for ax, (task, protocol) in zip(axes, panels, strict=True):
-        method_panel(ax, result[task][protocol], LABELS, "per_subject", fontsize=8)
+        method_panel(ax, result[task][protocol]["methods"], LABELS, "per_subject", fontsize=8)
         ax.set_title(f"{task}, {'within subject (5-fold)' if protocol == 'within' else 'leave one subject out'}")
-        ax.set_xlabel("balanced accuracy (pooled, 95 % CI; dots: subjects)")
+        ax.set_xlabel("balanced accuracy (seed 0 pooled, 95 % CI; dots: subjects, seed mean)")
     fig.suptitle("EEGMMI left vs right fist, 5 subjects; pretraining never saw the test subject")
     fig.savefig(path, dpi=110)
 
@@ -149,6 +180,10 @@ def main() -> None:
     parser.add_argument("--head", default="sensors", choices=["mean", "sensors"],
                         help="what the heads of the trained modes (scratch, finetune, LoRA) read")
     parser.add_argument("--subjects", nargs="*", default=list(SUBJECTS), help="held-out subjects to run")
+    parser.add_argument("--tasks", nargs="*", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--protocols", nargs="*", default=["within", "loso"], choices=["within", "loso"])
+    parser.add_argument("--readouts", nargs="*", default=["mean", "sensors"], choices=["mean", "sensors"],
+                        help="what the linear probes read")
     parser.add_argument("--work", default=None, help="keep the shards, checkpoints and runs here")
     parser.add_argument("--out", default="docs")
     args = parser.parse_args()
@@ -161,29 +196,24 @@ def main() -> None:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         log = work / "commands.log"
-        torch.manual_seed(0)
-        untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / "untrained")
-        for held_out in args.subjects:
-            print(f"held out: {held_out}", flush=True)
-            ckpt = pretrain(root, held_out, args, work, log)
-            rows += run_subject(root, held_out, ckpt, untrained, args, work, log)
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / f"untrained_seed{seed}")
+            for held_out in args.subjects:
+                print(f"seed {seed}, held out: {held_out}", flush=True)
+                ckpt = pretrain(root, held_out, seed, args, work, log)
+                rows += run_subject(root, held_out, seed, ckpt, untrained, args, work, log)
     result = summarise(pd.concat(rows, ignore_index=True))
     minutes = (time.perf_counter() - start) / 60
     (out / "motor_imagery.json").write_text(json.dumps({"settings": vars(args), "minutes": minutes,
                                                         "results": result}, indent=1))
     plot(result, out / "motor_imagery.png")
-    print(f"\nEEGMMI left vs right fist, held-out subjects {', '.join(args.subjects)}, {minutes:.1f} min")
+    print(f"\nEEGMMI left vs right fist, held-out subjects {', '.join(args.subjects)}, "
+          f"seeds 0..{args.seeds - 1}, {minutes:.1f} min")
     for task in result:
-        for protocol, methods in result[task].items():
-            subjects = sorted(next(iter(methods.values()))["per_subject"])
+        for protocol, found in result[task].items():
             print(f"\n## {task}, {protocol}")
-            print(f"{'method':42s} {'bal. acc.':>20s} {'AUROC':>20s} " + " ".join(f"{s:>6s}" for s in subjects))
-            for method, r in methods.items():
-                cells = [f"{r['pooled'][k]['value']:.3f} [{r['pooled'][k]['ci_low']:.2f}, {r['pooled'][k]['ci_high']:.2f}]"
-                         for k in ("balanced_accuracy", "auroc")]
-                per = " ".join(f"{r['per_subject'].get(s, {}).get('balanced_accuracy', float('nan')):6.3f}"
-                               for s in subjects)
-                print(f"{LABELS.get(method, method):42s} " + " ".join(f"{c:>20s}" for c in cells) + " " + per)
+            print_seeded(found["methods"], found["paired"], LABELS)
     print(f"\nmetrics: {out / 'motor_imagery.json'}; figure: {out / 'motor_imagery.png'}")
 
 

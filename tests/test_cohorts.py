@@ -289,3 +289,23 @@ def test_finetuning_mixes_sites_with_different_trs(abide, tiny_export):
     # each test window gets its own prediction, whatever the order it is asked in
     again, _ = finetune_classifier(model, segments, labels, train, test[::-1], epochs=1, batch_size=4)
     np.testing.assert_allclose(again, probs[::-1], atol=1e-5)
+
+
+def test_loso_runs_only_the_folds_of_the_test_subjects_asked_for(eegmmidb, tiny_export, tmp_path):
+    import pandas as pd
+
+    inputs = "[" + ",".join(str(eegmmidb / s / f"{s}R04.edf") for s in ("S001", "S002", "S003")) + "]"
+    common = [f"ckpt={tiny_export}", f"inputs={inputs}", "task.event_id=[T1,T2]", "task.tmin_s=0.5",
+              "task.tmax_s=2.5", "task.protocol=loso", "task.baseline=false", "task.readout=sensors"]
+    result = run_cli("finetune", *common, "task.test_subjects=[S002]", f"run_dir={tmp_path / 'one'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    one = pd.read_csv(tmp_path / "one" / "predictions.csv", dtype={"subject": str})
+    assert set(one["split"]) == {"loso-S002"} and set(one["subject"]) == {"S002"} and len(one) == 15
+    # the same fold as in the full run: the probe is trained on the same windows
+    assert run_cli("finetune", *common, f"run_dir={tmp_path / 'all'}").returncode == 0
+    full = pd.read_csv(tmp_path / "all" / "predictions.csv", dtype={"subject": str})
+    assert set(full["split"]) == {"loso-S001", "loso-S002", "loso-S003"}
+    np.testing.assert_allclose(full[full["subject"] == "S002"]["prob_T2"].to_numpy(),
+                               one["prob_T2"].to_numpy(), atol=1e-6)
+    wrong = run_cli("finetune", *common, "task.test_subjects=[S009]", f"run_dir={tmp_path / 'x'}")
+    assert wrong.returncode == 2 and "task.test_subjects names ['S009']" in wrong.stderr

@@ -166,10 +166,14 @@ class DecodingTask(FinetuneMode):
     shots: int = 10                     # few_shot: training events per class
     repeats: int = 5                    # few_shot: draws
     subject_pattern: str | None = None  # regex finding the subject in a file name
+    test_subjects: list[str] | None = None  # loso: run only the folds testing these; null: all
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_option("task.protocol", self.protocol, ("kfold", "kfold_subject", "loso", "few_shot"))
+        if self.test_subjects is not None and self.protocol != "loso":
+            raise ConfigError(f"task.test_subjects picks leave-one-subject-out folds; it needs "
+                              f"task.protocol=loso, not {self.protocol}")
 
 
 @dataclass

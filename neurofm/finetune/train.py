@@ -74,6 +74,15 @@ def _splits(task, labels: np.ndarray, groups: np.ndarray, subjects: np.ndarray, 
     raise ConfigError(f"task.protocol must be kfold, kfold_subject, loso, logo or few_shot, got {name!r}")
 
 
+def _only_testing(splits, subjects: np.ndarray, wanted: list[str]):
+    """The leave-one-subject-out folds that test ``wanted`` (``task.test_subjects``)."""
+    unknown = sorted(set(wanted) - set(subjects.tolist()))
+    if unknown:
+        raise ConfigError(f"task.test_subjects names {unknown}, which are not among the subjects of "
+                          f"the inputs ({sorted(set(subjects.tolist()))})")
+    return [s for s in splits if subjects[s.test[0]] in wanted]
+
+
 def _classifier_probs(task, model, segments, labels, embeddings, split, seed: int) -> np.ndarray:
     """Test probabilities of one split, per window, in the task's mode."""
 
@@ -127,6 +136,8 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
                           "give task.subject_pattern (a regex whose first group is the subject)",
                           _inputs(conf)[0])
     splits = _splits(task, labels, groups, subjects, conf.seed)
+    if task.test_subjects is not None:
+        splits = _only_testing(splits, subjects, [str(s) for s in task.test_subjects])
     embeddings = window_features(model, segments, task.readout) if task.mode == "linear_probe" else None
     methods = {task.mode: lambda split: _classifier_probs(task, model, segments, labels, embeddings,
                                                               split, conf.seed)}

@@ -16,11 +16,15 @@ classical baselines, correlation FC + logistic regression and tangent-space FC (
 ``ConnectivityMeasure``) + logistic regression. ``--modes finetune lora scratch`` adds the
 trained modes, their heads on the connectivity readout (``--head``; slow on CPU: hours with 2 cores).
 
-Subject-level predictions of both halves are pooled: accuracy, balanced accuracy and AUROC
-with 95 % bootstrap CIs, pooled over the 8 test sites and per site. Writes
-``docs/abide.json`` and ``docs/abide.png``. Deterministic: a rerun gives the same numbers.
+``--seeds N`` repeats pretraining, the untrained encoder, the probes and heads with seeds
+0..N-1 (the FC baselines have no seed: they run once). Subject-level predictions of both
+halves are pooled: balanced accuracy and AUROC per seed with mean ± sd, seed 0's accuracy with
+its 95 % bootstrap CI, balanced accuracy per site (seed mean), and the paired difference over
+the 8 sites of every pretrained method against the untrained encoder with the same readout,
+scratch, the best FC baseline and tangent-space FC (bootstrap 95 % CI, Wilcoxon p). Writes
+``docs/abide.json`` and ``docs/abide.png``. Deterministic for a given seed.
 
-usage: python benchmarks/abide.py [--steps 400] [--window 60] [--modes ...] [--work DIR] [--out docs]
+usage: python benchmarks/abide.py [--seeds 3] [--steps 400] [--window 60] [--modes ...] [--work DIR] [--out docs]
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ import torch
 from _common import (
     ABIDE_TR_S,
     add_pretrain_arguments,
-    binary_metrics,
+    best_classical,
     data_dir,
     method_panel,
     neurofm_cli,
+    paired_differences,
     pretrain_and_export,
+    print_seeded,
+    seeded_summary,
 )
 from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score
@@ -59,6 +66,7 @@ LABELS = {"pretrained_probe_mean": "pretrained + probe (mean tokens)",
           "scratch": "same architecture, scratch",
           "fc_logistic": "FC (correlation) + logistic regression",
           "fc_tangent": "FC (tangent space) + logistic regression"}
+BASELINES = ("fc_logistic", "fc_tangent")
 
 
 def tables(abide: Path, sites: tuple[str, ...]) -> str:
@@ -70,15 +78,16 @@ def tr_mapping(sites: tuple[str, ...]) -> str:
     return "{" + ", ".join(f"{site}: {ABIDE_TR_S[site]}" for site in sites) + "}"
 
 
-def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) -> dict[str, pd.DataFrame]:
+def run_half(abide: Path, train_sites, test_sites, seed: int, args, work: Path,
+             log: Path) -> dict[str, pd.DataFrame]:
     name = "+".join(train_sites)
-    print(f"pretrain on {name}; leave-one-site-out on {'+'.join(test_sites)}", flush=True)
-    shards, run = work / f"shards_{name}", work / f"pretrain_{name}"
+    print(f"seed {seed}: pretrain on {name}; leave-one-site-out on {'+'.join(test_sites)}", flush=True)
+    shards, run = work / f"shards_{name}", work / f"pretrain_{name}_seed{seed}"
     done = (run / "export" / "model.safetensors").exists()  # --work DIR of an earlier run: reuse it
     if not done:
-        pretrain_half(abide, train_sites, args, shards, run, log)
-    torch.manual_seed(0)
-    untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / "untrained")
+        pretrain_half(abide, train_sites, seed, args, shards, run, log)
+    torch.manual_seed(seed)
+    untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / f"untrained_seed{seed}")
     common = ["task=disorder", f"inputs={tables(abide, test_sites)}", f"task.roi_coords={abide / 'CC200.nii.gz'}",
               f"task.roi_tr_s={tr_mapping(test_sites)}",
               f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
@@ -93,23 +102,27 @@ def run_half(abide: Path, train_sites, test_sites, args, work: Path, log: Path) 
             ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}", f"task.readout={args.head}"])
     out = {}
     for method, (ckpt, extra) in runs.items():
-        run_dir = work / f"finetune_{name}_{method}"
-        baseline = method == "pretrained_probe_mean"  # the FC baselines once: same splits for all
+        run_dir = work / f"finetune_{name}_{method}_seed{seed}"
+        # the FC baselines (no seed) once: same splits for every method
+        baseline = method == "pretrained_probe_mean" and seed == 0
         if not (done and (run_dir / "predictions.csv").exists()):
             neurofm_cli("finetune", *common, f"ckpt={ckpt}", *extra, f"task.baseline={str(baseline).lower()}",
-                    f"run_dir={run_dir}", log=log)
+                        f"seed={seed}", f"run_dir={run_dir}", log=log)
         predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
         for inner, rows in predictions.groupby("method"):
-            out[method if inner not in ("fc_logistic", "fc_tangent") else inner] = rows
+            key = method if inner not in BASELINES else inner
+            out[key] = rows.assign(seed=seed, method=key)
     return out
 
 
-def pretrain_half(abide: Path, train_sites, args, shards: Path, run: Path, log: Path) -> None:
-    """``neurofm prepare`` (no phenotype: no label reaches pretraining), ``pretrain``, ``export``."""
-    neurofm_cli("prepare", f"inputs={tables(abide, train_sites)}", f"out={shards}",
-                f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(train_sites)}",
-                f"fmri_window_s={args.window}", "workers=1", log=log)
-    pretrain_and_export(shards, run, args, log, shuffle_buffer=200)
+def pretrain_half(abide: Path, train_sites, seed: int, args, shards: Path, run: Path, log: Path) -> None:
+    """``neurofm prepare`` (no phenotype: no label reaches pretraining; once for every seed),
+    ``pretrain`` with ``seed``, ``export``."""
+    if not (shards / "manifest.json").exists():
+        neurofm_cli("prepare", f"inputs={tables(abide, train_sites)}", f"out={shards}",
+                    f"roi_coords={abide / 'CC200.nii.gz'}", f"roi_tr_s={tr_mapping(train_sites)}",
+                    f"fmri_window_s={args.window}", "workers=1", log=log)
+    pretrain_and_export(shards, run, args, log, shuffle_buffer=200, seed=seed)
 
 
 def pretraining_r2(run: Path) -> dict[str, float]:
@@ -148,26 +161,32 @@ def masked_parcel_references(abide: Path, sites, widths_mm=(10, 15, 20, 30), see
 
 
 def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
-    result = {}
-    for method in frames[0]:
-        rows = pd.concat([f[method] for f in frames], ignore_index=True)
-        rows["site"] = rows["split"].str.removeprefix("logo-")
-        pooled, per_site = binary_metrics(rows, positive="2", group="site")
-        y = (rows["label"].astype(str) == "2").to_numpy().astype(int)
-        predicted = rows[["prob_1", "prob_2"]].to_numpy().argmax(1)
+    """Every method over both halves and every seed: :func:`seeded_summary` per site, seed 0's
+    pooled accuracy with its CI beside it, and the paired differences over sites."""
+    rows = pd.concat([r for f in frames for r in f.values()], ignore_index=True)
+    rows["site"] = rows["split"].str.removeprefix("logo-")
+    methods = seeded_summary(rows, positive="2", group="site")
+    for method, found in methods.items():
+        first = rows[(rows["method"] == method) & (rows["seed"] == min(found["seeds"]))]
+        y = (first["label"].astype(str) == "2").to_numpy().astype(int)
+        predicted = first[["prob_1", "prob_2"]].to_numpy().argmax(1)
         boot = np.random.default_rng(0).integers(0, len(y), size=(1000, len(y)))
         acc = [accuracy_score(y[b], predicted[b]) for b in boot]
-        pooled["accuracy"] = {"value": float(accuracy_score(y, predicted)),
-                              "ci_low": float(np.percentile(acc, 2.5)), "ci_high": float(np.percentile(acc, 97.5))}
-        result[method] = {"pooled": pooled, "per_site": per_site, "n_subjects": len(rows)}
-    return result
+        found["pooled"]["accuracy"] = {"value": float(accuracy_score(y, predicted)),
+                                       "ci_low": float(np.percentile(acc, 2.5)),
+                                       "ci_high": float(np.percentile(acc, 97.5))}
+        found["n_subjects"] = found.pop("n_events")
+    best = best_classical(methods, BASELINES)
+    pairs = [(m, other) for m in methods if m.startswith("pretrained")
+             for other in (m.replace("pretrained", "untrained"), "scratch", best, "fc_tangent")]
+    return {"methods": methods, "paired": paired_differences(methods, list(dict.fromkeys(pairs)), "site")}
 
 
 def plot(result: dict, path: Path) -> None:
     fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
     method_panel(ax, result, LABELS, "per_site")
-    ax.set_xlabel("balanced accuracy (pooled over 8 held-out sites, 95 % CI; dots: per site)")
+    ax.set_xlabel("balanced accuracy (seed 0 pooled over 8 held-out sites, 95 % CI; dots: sites, seed mean)")
     ax.set_title("ABIDE-I autism vs control, leave one site out\n(pretraining on the other half of the sites)", fontsize=10)
     fig.savefig(path, dpi=120)
 
@@ -191,33 +210,32 @@ def main() -> None:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         log = work / "commands.log"
-        frames = [run_half(abide, HALVES[0], HALVES[1], args, work, log),
-                  run_half(abide, HALVES[1], HALVES[0], args, work, log)]
-        pretraining = {"+".join(h): {"val_r2": pretraining_r2(work / f"pretrain_{'+'.join(h)}"),
+        frames = [run_half(abide, train, test, seed, args, work, log)
+                  for seed in range(args.seeds) for train, test in (HALVES, HALVES[::-1])]
+        pretraining = {"+".join(h): {"val_r2": {seed: pretraining_r2(work / f"pretrain_{'+'.join(h)}_seed{seed}")
+                                                for seed in range(args.seeds)},
                                      "masked_parcel_r2_references": masked_parcel_references(abide, h)}
                        for h in HALVES}
     result = summarise(frames)
     minutes = (time.perf_counter() - start) / 60
     (out / "abide.json").write_text(json.dumps({"settings": vars(args), "minutes": minutes,
-                                                "pretraining": pretraining, "methods": result}, indent=1))
-    plot(result, out / "abide.png")
-    print(f"\nABIDE-I, {result['fc_logistic']['n_subjects']} subjects, leave-one-site-out over 8 sites, "
-          f"{minutes:.1f} min")
-    print(f"{'method':42s} {'accuracy':>20s} {'balanced accuracy':>20s} {'AUROC':>20s}")
-    for method, r in result.items():
-        cells = [f"{r['pooled'][k]['value']:.3f} [{r['pooled'][k]['ci_low']:.2f}, {r['pooled'][k]['ci_high']:.2f}]"
-                 for k in ("accuracy", "balanced_accuracy", "auroc")]
-        print(f"{LABELS.get(method, method):42s} " + " ".join(f"{c:>20s}" for c in cells))
-    sites = sorted(next(iter(result.values()))["per_site"])
-    print("\nbalanced accuracy per held-out site")
+                                                "pretraining": pretraining, **result}, indent=1))
+    plot(result["methods"], out / "abide.png")
+    methods = result["methods"]
+    print(f"\nABIDE-I, {methods['fc_logistic']['n_subjects']} subjects, leave-one-site-out over 8 sites, "
+          f"seeds 0..{args.seeds - 1}, {minutes:.1f} min")
+    print_seeded(methods, result["paired"], LABELS)
+    sites = sorted(next(iter(methods.values()))["per_site"])
+    print("\nbalanced accuracy per held-out site (mean over seeds)")
     print(f"{'method':42s} " + " ".join(f"{s:>9s}" for s in sites))
-    for method, r in result.items():
+    for method, r in methods.items():
         print(f"{LABELS.get(method, method):42s} "
               + " ".join(f"{r['per_site'][s]['balanced_accuracy']:9.3f}" for s in sites))
     print("\npretraining (masked-parcel R² on validation windows) and what fills a masked parcel")
     for half, found in pretraining.items():
         refs = ", ".join(f"{k} {v:.3f}" for k, v in found["masked_parcel_r2_references"].items())
-        print(f"{half}: val R² {found['val_r2']['start']:.3f} -> {found['val_r2']['end']:.3f}; {refs}")
+        r2 = ", ".join(f"seed {k}: {v['start']:.3f} -> {v['end']:.3f}" for k, v in found["val_r2"].items())
+        print(f"{half}: val R² {r2}; {refs}")
     print(f"metrics: {out / 'abide.json'}; figure: {out / 'abide.png'}")
 
 

@@ -309,3 +309,21 @@ def test_loso_runs_only_the_folds_of_the_test_subjects_asked_for(eegmmidb, tiny_
                                one["prob_T2"].to_numpy(), atol=1e-6)
     wrong = run_cli("finetune", *common, "task.test_subjects=[S009]", f"run_dir={tmp_path / 'x'}")
     assert wrong.returncode == 2 and "task.test_subjects names ['S009']" in wrong.stderr
+
+
+def test_baselines_filter_once_and_predict_as_when_filtered_per_fold(eegmmidb):
+    from neurofm.finetune.baselines import DECODING_BASELINES, decoding_baselines
+    from neurofm.finetune.protocols import leave_one_subject_out
+
+    segments = []
+    for s in ("S001", "S002"):
+        segments += list(tokenize_events(eegmmidb / s / f"{s}R04.edf", event_id=["T1", "T2"], tmin=0.5,
+                                         tmax=2.5, entities={"subject": s}))
+    x = shared_sensor_array(segments)
+    y = np.array([s.meta["label"] == "T2" for s in segments], dtype=int)
+    once = decoding_baselines(x, segments[0].sfreq)
+    for split in leave_one_subject_out([s.meta["subject"] for s in segments]):
+        for name, (fit, _) in DECODING_BASELINES.items():
+            per_fold = fit(x[split.train], y[split.train], x[split.test], segments[0].sfreq)
+            np.testing.assert_allclose(once[name](split.train, y[split.train], split.test), per_fold,
+                                       atol=1e-9, err_msg=name)

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import mne
@@ -60,15 +60,19 @@ def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
 MU_BETA = (8.0, 30.0)
 
 
-def band_pass(x: np.ndarray, sfreq: float, band: tuple[float, float] = MU_BETA) -> np.ndarray:
-    """``x`` (``[..., T]``) band-passed with MNE's default FIR (zero phase)."""
+def band_pass(x: np.ndarray, sfreq: float, band: tuple[float, float] | None = MU_BETA) -> np.ndarray:
+    """``x`` (``[..., T]``) band-passed with MNE's default FIR (zero phase), each window on its
+    own; ``band=None``: ``x`` as it is (windows filtered before, see :func:`decoding_baselines`)."""
+    if band is None:
+        return x
     return mne.filter.filter_data(x, sfreq, band[0], band[1], verbose="error")
 
 
 def csp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
-            n_components: int = 4, band: tuple[float, float] = MU_BETA) -> np.ndarray:
+            n_components: int = 4, band: tuple[float, float] | None = MU_BETA) -> np.ndarray:
     """CSP (``mne.decoding.CSP``, log-variance of ``n_components`` filters, Ledoit-Wolf) + LDA
-    on ``band``-passed windows; test probabilities. ``x``: ``[N, C, T]`` at ``sfreq``."""
+    on ``band``-passed windows (``None``: already filtered); test probabilities. ``x``:
+    ``[N, C, T]`` at ``sfreq``."""
     model = make_pipeline(CSP(n_components=n_components, reg="ledoit_wolf"), LinearDiscriminantAnalysis())
     return model.fit(band_pass(x_train, sfreq, band), y_train).predict_proba(band_pass(x_test, sfreq, band))
 
@@ -87,11 +91,14 @@ def tangent_space(train: Sequence[np.ndarray], test: Sequence[np.ndarray], stand
 
 
 def riemann_lr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
-               band: tuple[float, float] = MU_BETA, seed: int = 0) -> np.ndarray:
-    """Riemannian tangent-space classifier: covariance of each ``band``-passed window, tangent
-    space at the training windows' mean, standardised logistic regression; test probabilities."""
-    scale = np.sqrt(np.mean(x_train ** 2))  # one factor for every window: keeps relative power
-    train, test = (band_pass(x / scale, sfreq, band).transpose(0, 2, 1) for x in (x_train, x_test))
+               band: tuple[float, float] | None = MU_BETA, seed: int = 0) -> np.ndarray:
+    """Riemannian tangent-space classifier: covariance of each ``band``-passed window (``None``:
+    already filtered), tangent space at the training windows' mean, standardised logistic
+    regression; test probabilities."""
+    x_train, x_test = band_pass(x_train, sfreq, band), band_pass(x_test, sfreq, band)
+    # one factor for every window, for conditioning only: the tangent space is scale-invariant
+    scale = np.sqrt(np.mean(x_train ** 2))
+    train, test = ((x / scale).transpose(0, 2, 1) for x in (x_train, x_test))
     f_train, f_test = tangent_space(train, test, standardize=False)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
     return model.fit(f_train, y_train).predict_proba(f_test)
@@ -106,7 +113,24 @@ def erp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq:
     return model.fit(x_train[..., ::decimate], y_train).predict_proba(x_test[..., ::decimate])
 
 
-DECODING_BASELINES = {"csp_lda": csp_lda, "riemann_lr": riemann_lr, "erp_lda": erp_lda}
+# name -> (fit, the band its windows are filtered to first; None: the raw windows)
+DECODING_BASELINES = {"csp_lda": (csp_lda, MU_BETA), "riemann_lr": (riemann_lr, MU_BETA),
+                      "erp_lda": (erp_lda, None)}
+
+
+def decoding_baselines(x: np.ndarray, sfreq: float) -> dict[str, Callable]:
+    """Each decoding baseline as ``predict(train, y_train, test)`` over the rows of ``x``
+    (``[N, C, T]`` windows at ``sfreq``; ``train``/``test`` index arrays), returning test
+    probabilities. Filtering a window does not depend on the fold, so each band is applied
+    to every window once here, not to the same windows again in every fold."""
+    bands = {band for _, band in DECODING_BASELINES.values() if band is not None}
+    filtered = {band: band_pass(x, sfreq, band) for band in bands}
+
+    def bind(fit: Callable, band: tuple[float, float] | None) -> Callable:
+        windows, done = (x, {}) if band is None else (filtered[band], {"band": None})
+        return lambda train, y_train, test: fit(windows[train], y_train, windows[test], sfreq, **done)
+
+    return {name: bind(fit, band) for name, (fit, band) in DECODING_BASELINES.items()}
 
 
 def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,

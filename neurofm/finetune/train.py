@@ -27,8 +27,8 @@ from neurofm.embedding import load
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune import protocols
 from neurofm.finetune.baselines import (
-    DECODING_BASELINES,
     correlation_features,
+    decoding_baselines,
     fc_logistic,
     ridge_trf,
     shared_sensor_array,
@@ -142,10 +142,8 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     methods = {task.mode: lambda split: _classifier_probs(task, model, segments, labels, embeddings,
                                                               split, conf.seed)}
     if task.baseline:
-        x = shared_sensor_array(segments)
-        sfreq = segments[0].sfreq
-        for name, fit in DECODING_BASELINES.items():
-            methods[name] = lambda split, fit=fit: fit(x[split.train], labels[split.train], x[split.test], sfreq)
+        for name, predict in decoding_baselines(shared_sensor_array(segments), segments[0].sfreq).items():
+            methods[name] = lambda split, p=predict: p(split.train, labels[split.train], split.test)
     out = {"classes": classes, "n_windows": len(segments), "methods": {}}
     lines, predictions = [], []
     for method, predict in methods.items():

@@ -205,6 +205,19 @@ def print_seeded(methods: dict, differences: dict, labels: dict) -> None:
                   f"{d['wilcoxon_p']:6.3f} {d['wins']}/{d['n']}")
 
 
+def paired_panel(ax, differences: dict, labels: dict, fontsize: float | None = None) -> None:
+    """One panel: each paired difference of balanced accuracy (mean over units) with its
+    bootstrap 95 % CI, zero as a dashed line."""
+    for i, d in enumerate(differences.values()):
+        ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]], fmt="o",
+                    color="tab:red" if d["ci_low"] > 0 else "k", capsize=3)
+    names = [" − ".join(labels.get(m, m).split(" (")[0] for m in name.split(" - ")) for name in differences]
+    ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(range(len(differences)), names, fontsize=fontsize)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired Δ balanced accuracy (95 % CI; red: above 0)")
+
+
 def method_panel(ax, methods: dict, labels: dict, groups: str, fontsize: float | None = None) -> None:
     """One panel: pooled balanced accuracy with its CI per method, the ``groups`` (sites,
     subjects) as dots beside it, chance as a dashed line."""

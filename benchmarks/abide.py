@@ -46,6 +46,7 @@ from _common import (
     method_panel,
     neurofm_cli,
     paired_differences,
+    paired_panel,
     pretrain_and_export,
     print_seeded,
     seeded_summary,
@@ -183,11 +184,14 @@ def summarise(frames: list[dict[str, pd.DataFrame]]) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
-    ax = fig.subplots()
-    method_panel(ax, result, LABELS, "per_site")
-    ax.set_xlabel("balanced accuracy (seed 0 pooled over 8 held-out sites, 95 % CI; dots: sites, seed mean)")
-    ax.set_title("ABIDE-I autism vs control, leave one site out\n(pretraining on the other half of the sites)", fontsize=10)
+    fig = Figure(figsize=(14, 4.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    method_panel(left, result["methods"], LABELS, "per_site", fontsize=8)
+    left.set_xlabel("balanced accuracy (seed 0, 8 held-out sites, 95 % CI; dots: sites, seed mean)")
+    paired_panel(right, result["paired"], LABELS, fontsize=8)
+    right.set_title("paired over sites (seed means)", fontsize=10)
+    fig.suptitle("ABIDE-I autism vs control, leave one site out (pretraining on the other half of the sites)",
+                 fontsize=10)
     fig.savefig(path, dpi=120)
 
 
@@ -220,7 +224,7 @@ def main() -> None:
     minutes = (time.perf_counter() - start) / 60
     (out / "abide.json").write_text(json.dumps({"settings": vars(args), "minutes": minutes,
                                                 "pretraining": pretraining, **result}, indent=1))
-    plot(result["methods"], out / "abide.png")
+    plot(result, out / "abide.png")
     methods = result["methods"]
     print(f"\nABIDE-I, {methods['fc_logistic']['n_subjects']} subjects, leave-one-site-out over 8 sites, "
           f"seeds 0..{args.seeds - 1}, {minutes:.1f} min")

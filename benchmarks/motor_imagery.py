@@ -48,6 +48,7 @@ from _common import (
     method_panel,
     neurofm_cli,
     paired_differences,
+    paired_panel,
     pretrain_and_export,
     print_seeded,
     seeded_summary,
@@ -160,13 +161,15 @@ def summarise(rows: pd.DataFrame) -> dict:
 
 def plot(result: dict, path: Path) -> None:
     panels = [(t, p) for t in result for p in result[t]]
-    rows = 2 if len(panels) % 2 == 0 else 1
-    fig = Figure(figsize=(max(7, 6 * len(panels) / rows), 4.5 * rows), layout="constrained")
-    axes = fig.subplots(rows, len(panels) // rows, sharex=True, squeeze=False).ravel()
-    for ax, (task, protocol) in zip(axes, panels, strict=True):
-        method_panel(ax, result[task][protocol]["methods"], LABELS, "per_subject", fontsize=8)
-        ax.set_title(f"{task}, {'within subject (5-fold)' if protocol == 'within' else 'leave one subject out'}")
-        ax.set_xlabel("balanced accuracy (seed 0 pooled, 95 % CI; dots: subjects, seed mean)")
+    fig = Figure(figsize=(13, 4.5 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for (left, right), (task, protocol) in zip(axes, panels, strict=True):
+        found = result[task][protocol]
+        method_panel(left, found["methods"], LABELS, "per_subject", fontsize=8)
+        left.set_title(f"{task}, {'within subject (5-fold)' if protocol == 'within' else 'leave one subject out'}")
+        left.set_xlabel("balanced accuracy (seed 0, 95 % CI; dots: subjects, seed mean)")
+        paired_panel(right, found["paired"], LABELS, fontsize=8)
+        right.set_title("paired over subjects (seed means)")
     fig.suptitle("EEGMMI left vs right fist, 5 subjects; pretraining never saw the test subject")
     fig.savefig(path, dpi=110)
 

@@ -8,7 +8,7 @@ CONSTRAINTS ?= .ci/constraints.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint docs clean
 
 # PYTHONWARNINGS=ignore: setuptools' notices about editable installs are not the user's business
 $(STAMP): pyproject.toml
@@ -30,5 +30,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# the documentation site (docs/ + mkdocs.yml) in site/; --strict: a broken link or reference fails
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) runs outputs .pytest_cache
+	rm -rf $(VENV) runs outputs .pytest_cache site

@@ -110,6 +110,8 @@ def _check_required(cfg, command: str) -> None:
     from omegaconf import OmegaConf
 
     missing = sorted(OmegaConf.missing_keys(cfg))
+    if command == "prepare" and cfg.get("merge"):  # a merge reads the parts, not the inputs
+        missing = [k for k in missing if k != "inputs"]
     if missing:
         raise ConfigError(f"neurofm {command} needs {', '.join(missing)}: pass "
                           f"{' '.join(f'{k}=...' for k in missing)} (see neurofm {command} --help)")
@@ -170,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in COMMANDS and relaunched:  # a rank started by Lightning's DDP launcher
         return _run_hydra(os.environ["NEUROFM_COMMAND"], argv)
     command, rest = argv[0], argv[1:]
+    if command == "prepare" and rest[:1] == ["merge"]:  # `neurofm prepare merge out=DIR`
+        rest = ["merge=true", *rest[1:]]
     if command not in COMMANDS:
         print(_usage(), file=sys.stderr)
         print(f"neurofm: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}",

@@ -49,6 +49,8 @@ class PrepareConfig(PrepareOptions):
     inputs: Any = MISSING   # BIDS roots, directories, glob patterns or files (a list or one)
     out: str = MISSING      # output directory: shard-*.tar, manifest.json, failures.jsonl
     workers: int = 1        # parallel tokenizer processes
+    part: str | None = None  # I/N: this node's 1/N of the inputs (unset: SLURM array task, else all)
+    merge: bool = False     # `neurofm prepare merge out=DIR`: check the parts, write the manifest
 
 
 PrepareConfig.__doc__ += "\n\n    ``inputs`` (files, globs, BIDS roots), ``out`` (directory), ``workers``; and\n" + (

@@ -49,6 +49,7 @@ from neurofm.console import logger as root_logger
 from neurofm.console import make_progress, setup_logging
 from neurofm.datasets.codec import FIELDS, encode_segment, json_default
 from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
+from neurofm.datasets.parts import finished_parts, merge_parts, parse_part, part_dir, part_of
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
 from neurofm.errors import ConfigError, DiskFullError, NeurofmError
 from neurofm.io import atomic_write, free_bytes, is_disk_full, write_text_atomic
@@ -561,6 +562,7 @@ def write_shards(
     out: str | os.PathLike,
     options: PrepareOptions | None = None,
     workers: int = 1,
+    part: tuple[int, int] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Tokenize many recordings into WebDataset shards and a manifest.
@@ -576,16 +578,20 @@ def write_shards(
         Tokenizer and shard options; keyword ``overrides`` set its fields.
     workers : int
         Processes tokenizing files in parallel.
+    part : (I, N) | None
+        Tokenize only part ``I`` of ``N`` of the inputs (a hash of each path, see
+        :mod:`neurofm.datasets.parts`) into ``out/part-IIII-of-NNNN/``; one
+        :func:`~neurofm.datasets.parts.merge_parts` over ``out`` then writes the manifest.
 
     Returns
     -------
     manifest : dict
-        As written to ``out/manifest.json``; ``manifest['failures']`` counts failed files.
+        As written to ``manifest.json``; ``manifest['failures']`` counts failed files.
     """
     options = options or PrepareOptions()
     if overrides:
         options = PrepareOptions(**{**asdict(options), **overrides})
-    out = Path(out)
+    out = Path(out) if part is None else part_dir(out, *part)
     out.mkdir(parents=True, exist_ok=True)
     workdir = out / ".work"
     fingerprint = json.dumps(asdict(options), sort_keys=True)
@@ -600,6 +606,9 @@ def write_shards(
     if not sources:
         raise NeurofmError(f"no recordings found in {inputs}")
     check_needs(sources, options)
+    if part is not None:  # a part may hold no file at all: it still writes its (empty) manifest
+        sources = [s for s in sources if part_of(s.path, part[1]) == part[0]]
+        logger.info("part %d of %d: %d files", part[0], part[1], len(sources))
     summaries = _resumable(workdir, sources)
     todo = [src for src in sources if src.path not in summaries]
     if summaries:
@@ -761,10 +770,27 @@ def run_prepare(cfg) -> int:
 
     from neurofm.configs.schema import typed
 
-    conf = typed(cfg)  # a PrepareConfig: PrepareOptions + inputs, out, workers
-    options = PrepareOptions(**{f.name: getattr(conf, f.name) for f in dataclass_fields(PrepareOptions)})
+    if cfg.merge:  # reads the parts' manifests only: no inputs, no options
+        return _report(merge_parts(cfg.out), cfg.out)
+    conf = typed(cfg)  # a PrepareConfig: PrepareOptions + inputs, out, workers, part, merge
     out = conf.out
-    manifest = write_shards(conf.inputs, out, options, workers=conf.workers)
+    options = PrepareOptions(**{f.name: getattr(conf, f.name) for f in dataclass_fields(PrepareOptions)})
+    part = parse_part(conf.part)
+    manifest = write_shards(conf.inputs, out, options, workers=conf.workers, part=part)
+    if part is None:
+        return _report(manifest, out)
+    code = _report(manifest, part_dir(out, *part))
+    count, _, missing = finished_parts(out)
+    if missing:
+        root_logger.info("%d of %d parts still to finish; the last one writes %s",
+                         len(missing), count, Path(out) / "manifest.json")
+        return code
+    merged = merge_parts(out)  # the last part to finish merges (again, if two finish at once)
+    root_logger.info("all %d parts finished: merged into %s", count, Path(out) / "manifest.json")
+    return max(code, 1 if merged["failures"] else 0)
+
+
+def _report(manifest: dict, out: str | os.PathLike) -> int:
     totals = manifest["totals"]
     root_logger.info(
         "wrote %d shards, %d samples, %.2f h (%s) to %s; %d of %d files failed%s",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -18,6 +21,7 @@ from rich.progress import (
 )
 
 logger = logging.getLogger("neurofm")
+T = TypeVar("T")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _stderr = Console(stderr=True)
 
@@ -75,3 +79,23 @@ def make_progress(transient: bool = False) -> Progress:
         transient=transient,
         disable=not progress_enabled(),
     )
+
+
+def progress_over(items: Sequence[T], description: str, every_s: float = 30.0) -> Iterator[T]:
+    """``items`` one by one, with a progress bar on a terminal and otherwise (log files,
+    SLURM, CI) a plain line at least every ``every_s`` seconds and at the end."""
+    total = len(items)
+    if progress_enabled():
+        with make_progress() as progress:
+            bar = progress.add_task(description, total=total)
+            for item in items:
+                yield item
+                progress.advance(bar)
+        return
+    start = last = time.monotonic()
+    for k, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= every_s or k == total:
+            logger.info("%s: %d/%d (%.0f s)", description, k, total, now - start)
+            last = now

@@ -186,3 +186,27 @@ def test_pretrain_refuses_shards_given_to_the_demo_corpus(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "add data=shards" in result.stderr and str(tmp_path) in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_long_loops_log_a_plain_line_when_there_is_no_terminal(monkeypatch):
+    import logging
+    import time
+
+    from neurofm.console import logger, progress_over
+
+    monkeypatch.setenv("NEUROFM_PROGRESS", "0")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        items = []
+        for item in progress_over(list("abcde"), "fc_tangent: folds", every_s=0.05):
+            items.append(item)
+            time.sleep(0.03)
+    finally:
+        logger.removeHandler(handler)
+    assert items == list("abcde")
+    assert seen[-1].startswith("fc_tangent: folds: 5/5 (")
+    assert 2 <= len(seen) <= 4  # every other item at most, and the end

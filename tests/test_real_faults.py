@@ -271,3 +271,17 @@ def test_an_unexpected_exception_is_one_line_and_a_log(tmp_path, monkeypatch, ca
     log = Path(lines[0].split("traceback in ")[1].split(";")[0])
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "in broken" in text
+
+
+def test_a_partial_state_names_every_missing_and_unexpected_tensor(tmp_path):
+    torch.manual_seed(0)
+    folder = save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path / "export")
+    state = load_file(str(folder / "model.safetensors"))
+    expected = len(state)
+    state["extra.weight"] = state.pop("head.weight")
+    state.pop("head.bias")
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"2 of {expected} expected tensors missing "
+                                              r"\['head.weight', 'head.bias'\], 1 tensors not in the "
+                                              r"model \['extra.weight'\]"):
+        load_pretrained(folder)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from neurofm.configs.schema import FinetuneConfig, typed
-from neurofm.console import make_progress
+from neurofm.console import make_progress, progress_over
 from neurofm.datasets import discover, join_phenotype, read_phenotype
 from neurofm.datasets.shards import (
     FMRI_OPTIONS,
@@ -148,7 +148,7 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     lines, predictions = [], []
     for method, predict in methods.items():
         y_all, p_all, per_split = [], [], []
-        for split in splits:
+        for split in progress_over(splits, f"{method}: folds"):
             prob = predict(split)
             predictions += [{"method": method, "split": split.name, "subject": subjects[i],
                              "source": Path(segments[i].meta["source"]).name,
@@ -246,7 +246,7 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     methods = [task.mode] + (["fc_logistic", "fc_tangent"] if fc is not None else [])
     results = {method: ([], [], []) for method in methods}  # subject labels, probabilities, split rows
     predictions: list[dict] = []
-    for split in splits:
+    for split in progress_over(splits, f"{task.mode}{' and FC baselines' if fc is not None else ''}: folds"):
         prob = _classifier_probs(task, model, segments, labels, embeddings, split, conf.seed)
         test_ids, subject_prob = aggregate_subjects(prob, subjects[split.test])
         train_mask, test_mask = np.isin(ids, subjects[split.train]), np.isin(ids, test_ids)

@@ -78,9 +78,10 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
     except RuntimeError as err:  # a tensor of another shape
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise CheckpointError(f"weights do not fit the model config ({first[:200]})", path) from err
-    if missing or unexpected:
-        raise CheckpointError(f"weights do not match the model config: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}", path)
+    if missing or unexpected:  # every name, never a silent partial load
+        raise CheckpointError(f"weights do not match the model config: {len(missing)} of "
+                              f"{len(own)} expected tensors missing {missing}, {len(unexpected)} "
+                              f"tensors not in the model {unexpected}", path)
     return model.eval()
 
 

@@ -205,16 +205,25 @@ def print_seeded(methods: dict, differences: dict, labels: dict) -> None:
                   f"{d['wilcoxon_p']:6.3f} {d['wins']}/{d['n']}")
 
 
+def _difference_name(a: str, b: str) -> str:
+    """``a − b``, the readout in parentheses said once when both share it."""
+    shared = " (" + a.split(" (", 1)[1] if " (" in a else None
+    return f"{a} − {b.removesuffix(shared)}" if shared and b.endswith(shared) else f"{a} − {b}"
+
+
 def paired_panel(ax, differences: dict, labels: dict, fontsize: float | None = None) -> None:
     """One panel: each paired difference of balanced accuracy (mean over units) with its
     bootstrap 95 % CI, zero as a dashed line."""
+    from matplotlib.ticker import MaxNLocator
+
     for i, d in enumerate(differences.values()):
         ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]], fmt="o",
                     color="tab:red" if d["ci_low"] > 0 else "k", capsize=3)
-    names = [" − ".join(labels.get(m, m).split(" (")[0] for m in name.split(" - ")) for name in differences]
+    names = [_difference_name(*(labels.get(m, m) for m in name.split(" - "))) for name in differences]
     ax.axvline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_yticks(range(len(differences)), names, fontsize=fontsize)
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel("paired Δ balanced accuracy (95 % CI; red: above 0)")
 
 

@@ -248,6 +248,20 @@ def test_tangent_space_fc_is_fitted_on_training_subjects_only(abide):
     np.testing.assert_allclose(again[0], test[1], rtol=1e-6, atol=1e-8)
 
 
+def test_tangent_space_matches_nilearn_on_real_tables(abide):
+    from nilearn.connectome import ConnectivityMeasure
+    from sklearn.covariance import LedoitWolf
+
+    series = [np.loadtxt(table(abide, name), comments="#")[:, :60] for name in CALTECH[:8]]
+    ours = tangent_space(series[:6], series[6:], standardize=True)
+    measure = ConnectivityMeasure(cov_estimator=LedoitWolf(store_precision=False), kind="tangent",
+                                  vectorize=True, standardize="zscore_sample")
+    expected = measure.fit(series[:6]).transform(series[:6]), measure.transform(series[6:])
+    for got, want in zip(ours, expected, strict=True):
+        assert got.shape == want.shape == (len(want), 60 * 61 // 2)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+
+
 def test_riemannian_baseline_decodes_imagined_fist_movements(eegmmidb):
     segments = []
     for run in ("R04", "R08", "R12"):  # motor imagery, left vs right fist

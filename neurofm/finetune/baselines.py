@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import mne
 import numpy as np
 from mne.decoding import CSP, ReceptiveField, Vectorizer
-from nilearn.connectome import ConnectivityMeasure
+from nilearn.connectome import ConnectivityMeasure, sym_matrix_to_vec
 from sklearn.covariance import LedoitWolf
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
@@ -77,17 +77,79 @@ def csp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq:
     return model.fit(band_pass(x_train, sfreq, band), y_train).predict_proba(band_pass(x_test, sfreq, band))
 
 
+def covariances(series: Sequence[np.ndarray], standardize: bool) -> np.ndarray:
+    """Ledoit-Wolf covariance of each ``[T, C]`` series, ``[S, C, C]``, as nilearn's
+    ``ConnectivityMeasure`` estimates them for its tangent space. ``standardize``: z-score
+    each series first (correlations, for fMRI) or keep its power (EEG band power). They do
+    not depend on the fold: estimate them once per cohort."""
+    measure = ConnectivityMeasure(cov_estimator=LedoitWolf(store_precision=False), kind="covariance",
+                                  standardize="zscore_sample" if standardize else False)
+    return np.asarray(measure.fit_transform(list(series)), dtype=np.float64)
+
+
+def _map_eigenvalues(fn: Callable, matrices: np.ndarray) -> np.ndarray:
+    """``fn`` of a symmetric matrix ``[C, C]`` (or of each of ``[S, C, C]``) through its
+    eigenvalues. One ``numpy.linalg.eigh`` call per matrix: measured here on 200 x 200, 12 ms
+    each against 46 ms for scipy's default driver (nilearn's) and ~400 ms per matrix for
+    numpy's stacked call."""
+    if matrices.ndim == 3:
+        return np.stack([_map_eigenvalues(fn, m) for m in matrices])
+    values, vectors = np.linalg.eigh(matrices)
+    return (vectors * fn(values)) @ vectors.T
+
+
+def geometric_mean(covs: np.ndarray, max_iter: int = 30, tol: float = 1e-7) -> np.ndarray:
+    """Riemannian (affine-invariant) mean of SPD matrices ``[S, C, C]``: nilearn's gradient
+    descent (Fletcher et al. 2007, algorithm 3; same start, step rule and stopping
+    tolerance) with numpy's eigendecompositions. Starting from another fold's mean instead
+    of the arithmetic mean was tried and is slower: the step-halving rule then often runs
+    all ``max_iter`` steps."""
+    gmean = covs.mean(0)
+    norm_old, step = np.inf, 1.0
+    for _ in range(max_iter):
+        values, vectors = np.linalg.eigh(gmean)
+        inv_sqrt = (vectors / np.sqrt(values)) @ vectors.T
+        sqrt = (vectors * np.sqrt(values)) @ vectors.T
+        log_mean = _map_eigenvalues(np.log, inv_sqrt @ covs @ inv_sqrt).mean(0)
+        if np.isnan(log_mean).any():
+            raise FloatingPointError("NaN in the logarithm of a whitened covariance: not positive definite")
+        norm = np.linalg.norm(log_mean)
+        gmean = sqrt @ _map_eigenvalues(np.exp, step * log_mean) @ sqrt
+        if norm < norm_old:
+            norm_old = norm
+        elif norm > norm_old:
+            step, norm = step / 2.0, norm_old
+        if norm / gmean.size < tol:
+            break
+    return gmean
+
+
+def tangent_vectors(covs: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Covariances ``[S, C, C]`` in the tangent space at ``mean`` (``logm`` of the whitened
+    matrix), vectorised as nilearn does (lower triangle, diagonal divided by sqrt 2)."""
+    whitening = _map_eigenvalues(lambda v: 1.0 / np.sqrt(v), mean)
+    return sym_matrix_to_vec(_map_eigenvalues(np.log, whitening @ covs @ whitening))
+
+
+class TangentSpace:
+    """The tangent space at the training subjects' geometric mean, fold after fold, over
+    covariances estimated once (:func:`covariances`). ``features(train, test)`` -> (train
+    vectors, test vectors) for index arrays."""
+
+    def __init__(self, covs: np.ndarray):
+        self.covs = covs
+
+    def features(self, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = geometric_mean(self.covs[train])
+        return tangent_vectors(self.covs[train], mean), tangent_vectors(self.covs[test], mean)
+
+
 def tangent_space(train: Sequence[np.ndarray], test: Sequence[np.ndarray], standardize: bool) -> tuple[np.ndarray, np.ndarray]:
     """Ledoit-Wolf covariances (``[T, C]`` series each) mapped to the tangent space at the
-    training set's geometric mean (nilearn ``ConnectivityMeasure(kind="tangent")``), fitted
-    on ``train`` only; vectorised upper triangles. ``standardize``: z-score each series
-    first (correlations, for fMRI) or keep its power (EEG band power)."""
-    measure = ConnectivityMeasure(cov_estimator=LedoitWolf(store_precision=False), kind="tangent",
-                                  vectorize=True, standardize="zscore_sample" if standardize else False)
-    fitted = measure.fit_transform(list(train))
-    # each subject's vector depends on the training mean only; nilearn refuses a group of one
-    mapped = measure.transform(list(test) + list(train[:1]))[: len(test)]
-    return fitted, mapped
+    training set's geometric mean (as nilearn's ``ConnectivityMeasure(kind="tangent")``),
+    fitted on ``train`` only; vectorised. ``standardize``: z-score each series first."""
+    covs = covariances(list(train) + list(test), standardize)
+    return TangentSpace(covs).features(np.arange(len(train)), np.arange(len(train), len(covs)))
 
 
 def riemann_lr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,

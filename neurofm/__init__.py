@@ -1,6 +1,7 @@
 """neurofm: brain foundation models across EEG, MEG and fMRI.
 
-The public surface is small: :func:`load` (a checkpoint ready to ``.embed(...)``),
+The public surface is small: :func:`load` and :meth:`NeuroFM.from_pretrained` (a checkpoint,
+a folder or a Hugging Face Hub repo id, ready to ``.embed(...)``),
 the tokenizers (:mod:`neurofm.tokenizers`) and the shard tools (:mod:`neurofm.datasets`).
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["NeuroFM", "__version__", "load"]
 
 
 def load(path, device="cpu"):
@@ -23,3 +24,11 @@ def load(path, device="cpu"):
     from neurofm.embedding import load as _load
 
     return _load(path, device=device)
+
+
+def __getattr__(name):
+    if name == "NeuroFM":  # imported on first use: `import neurofm` stays light
+        from neurofm.embedding import NeuroFM
+
+        return NeuroFM
+    raise AttributeError(f"module 'neurofm' has no attribute {name!r}")

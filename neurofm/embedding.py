@@ -15,6 +15,12 @@ from neurofm.batch import collate_segments
 from neurofm.console import make_progress
 from neurofm.errors import NeurofmError, TooShortError
 from neurofm.io import atomic_write
+from neurofm.models.contract import (
+    check_bold_space,
+    check_segments,
+    default_window,
+    tokenizer_defaults,
+)
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.options import check_keywords
@@ -47,11 +53,57 @@ class Embeddings:
 
 
 class NeuroFM:
-    """A pretrained model ready to embed recordings. Build with :func:`neurofm.load`."""
+    """A pretrained model ready to embed recordings. Build with :func:`neurofm.load` or
+    :meth:`NeuroFM.from_pretrained` (a folder or a Hugging Face Hub repo id).
 
-    def __init__(self, model: MaskedAutoencoder, source: str = ""):
+    ``info`` holds what the checkpoint says besides its weights: ``input_contract`` (how the
+    pretraining corpus was tokenized, applied by :meth:`embed`), the recipe, validation figures.
+    """
+
+    def __init__(self, model: MaskedAutoencoder, source: str = "", info: dict[str, Any] | None = None):
         self.model = model.eval()
         self.source = source
+        self.info = dict(info or {})
+
+    @property
+    def contract(self) -> dict[str, Any] | None:
+        """The checkpoint's input contract (None for a checkpoint saved without one)."""
+        return self.info.get("input_contract")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | None = None,
+                        device: str | torch.device = "cpu") -> NeuroFM:
+        """Load a local checkpoint (any format :func:`neurofm.load` reads) or a Hugging Face
+        Hub repo id (``"org/name"``, downloaded once into the Hub cache through
+        ``huggingface_hub``; with ``HF_HUB_OFFLINE=1`` the cache alone serves it)."""
+        if Path(name_or_path).exists():
+            return load(name_or_path, device=device)
+        from neurofm.models.hub import download
+
+        return load(download(os.fspath(name_or_path), revision=revision, cache_dir=cache_dir, token=token),
+                    device=device)
+
+    def save_pretrained(self, out: str | os.PathLike) -> Path:
+        """Write ``config.json`` (with the input contract), ``model.safetensors`` and the model
+        card ``README.md`` into ``out``: the folder :meth:`from_pretrained` and the Hub read."""
+        from neurofm.models.io import save_pretrained
+
+        keep = {k: v for k, v in self.info.items() if k not in ("neurofm_version", "architecture", "model")}
+        return save_pretrained(self.model, out, extra=keep)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload neurofm model") -> str:
+        """Save as :meth:`save_pretrained` does and upload the folder to the Hub repo
+        ``repo_id`` (created if needed); the commit's URL. Credentials as ``huggingface_hub``
+        finds them (``HF_TOKEN``, ``huggingface-cli login``) unless ``token`` is given."""
+        import tempfile
+
+        from neurofm.models.hub import upload
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "model")
+            return upload(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
     @property
     def config(self):
@@ -92,10 +144,17 @@ class NeuroFM:
             if atlas is None:
                 raise NeurofmError("embedding BOLD needs an atlas: embed(img, atlas=...)",
                                    x if isinstance(x, str | os.PathLike) else None)
+            path = x if isinstance(x, str | os.PathLike) else None
+            img = nib.load(x) if path is not None else x
+            check_bold_space(self.contract, img, path)
+            options = {**tokenizer_defaults(self.contract, "fmri"), **options}
             return self._fit_window(lambda w: tokenize_bold(x, atlas=atlas, window_s=w, **options),
-                                    window_s or 120.0, self.model.config.patch_s["fmri"])
+                                    window_s or default_window(self.contract, "fmri", 120.0),
+                                    self.model.config.patch_s["fmri"])
         if isinstance(x, mne.io.BaseRaw | str | os.PathLike):
-            return self._fit_window(lambda w: tokenize_raw(x, window_s=w, **options), window_s or 10.0,
+            options = {**tokenizer_defaults(self.contract, "meeg"), **options}
+            return self._fit_window(lambda w: tokenize_raw(x, window_s=w, **options),
+                                    window_s or default_window(self.contract, "meeg", 10.0),
                                     min(self.model.config.patch_s[m] for m in ("eeg", "meg", "ieeg")))
         raise TypeError(f"cannot embed a {type(x).__name__}: pass an mne Raw, a recording path, "
                         "a 4-D NIfTI (with atlas=) or a list of Segment")
@@ -128,16 +187,21 @@ class NeuroFM:
         atlas : image | path | None
             Labels atlas for BOLD.
         window_s : float | None
-            Window length (default 10 s for EEG/MEG, 120 s for fMRI). A recording
-            shorter than one window is embedded as one shorter window, with a warning.
+            Window length (default: the input contract's, else 10 s for EEG/MEG and 120 s
+            for fMRI). A recording shorter than one window is embedded as one shorter
+            window, with a warning.
         batch_size : int
             Windows per forward pass.
         **tokenizer_options
-            Passed to ``tokenize_raw`` / ``tokenize_bold``.
+            Passed to ``tokenize_raw`` / ``tokenize_bold``; where not given, the input
+            contract's rate, filters and fMRI cleaning apply. An input of a modality, rate
+            or (fMRI) space the checkpoint was not pretrained on is an
+            :class:`~neurofm.errors.InputContractError`.
         """
         segments = self._segments(x, atlas, window_s, tokenizer_options)
         if not segments:
             raise NeurofmError("nothing to embed: every window was rejected (see the tokenizer report)")
+        check_segments(self.contract, segments, x if isinstance(x, str | os.PathLike) else None)
         # batches of one shape: no padding, and the same numbers whatever the batch size
         groups = shape_batches(segments, batch_size)
         out = np.zeros((len(segments), self.model.config.dim), np.float32)
@@ -180,7 +244,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM
     """Load a checkpoint for embedding: an exported directory (``config.json`` +
     ``model.safetensors``), a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory.
     Never unpickles arbitrary objects."""
-    return NeuroFM(load_pretrained(path, map_location="cpu"), source=os.fspath(path)).to(device)
+    info: dict[str, Any] = {}
+    model = load_pretrained(path, map_location="cpu", info=info)
+    return NeuroFM(model, source=os.fspath(path), info=info).to(device)
 
 
 OUT_SUFFIXES = (".npy", ".parquet")

@@ -67,6 +67,10 @@ class CheckpointError(NeurofmError):
     """A checkpoint is missing, corrupt, or not a neurofm checkpoint."""
 
 
+class InputContractError(NeurofmError):
+    """An input the checkpoint cannot serve (its ``input_contract``): another modality, rate or space."""
+
+
 class TrainingError(NeurofmError):
     """Training cannot go on safely (a non-finite loss or weights)."""
 

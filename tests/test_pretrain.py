@@ -161,7 +161,7 @@ def test_export_round_trip(tmp_path):
                              f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"out={out}"],
                             env=ENV, capture_output=True, text=True, timeout=1200)
     assert export.returncode == 0, export.stderr
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md"}
     from_ckpt = load_pretrained(run / "checkpoints" / "last.ckpt")
     from_dir = load_pretrained(out)
     config, state = read_checkpoint(out)

@@ -27,13 +27,14 @@ from neurofm.embedding import load
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune import protocols
 from neurofm.finetune.baselines import (
+    TangentSpace,
     correlation_features,
+    covariances,
     decoding_baselines,
     fc_logistic,
     ridge_trf,
     shared_sensor_array,
     subject_series,
-    tangent_space,
 )
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
@@ -42,6 +43,7 @@ from neurofm.finetune.plots import plot_confusion, plot_sensor_r
 from neurofm.finetune.protocols import time_splits
 from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.io import atomic_write, write_text_atomic
+from neurofm.models.contract import check_segments, tokenizer_defaults
 from neurofm.options import check_keywords
 from neurofm.tokenizers import read_recording, tokenize_events
 from neurofm.tokenizers.naming import entities_from_name
@@ -106,7 +108,7 @@ def _metric_rows(per_split: list[dict]) -> list[str]:
     return lines
 
 
-def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
+def _decoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None = None) -> dict:
 
     task = conf.task
     options = MeegOptions.of(conf.tokenizer, "+tokenizer.{}=")
@@ -124,6 +126,7 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
                                          tmax=task.tmax_s, entities=entities, options=options))
     if not segments:
         raise NeurofmError("no event-locked windows: check task.event_id and the recordings' events")
+    check_segments(contract, segments)
     classes = sorted({s.meta["label"] for s in segments})
     if len(classes) < 2:
         raise NeurofmError(f"decoding needs two or more classes; found {classes}")
@@ -231,10 +234,12 @@ def _cohort(conf: FinetuneConfig) -> list:
     return join_phenotype(segments, table)
 
 
-def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
+def _disorder(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None = None) -> dict:
 
     task = conf.task
-    segments, labels, classes = subject_labels(_cohort(conf), task.label)
+    cohort = _cohort(conf)
+    check_segments(contract, cohort)
+    segments, labels, classes = subject_labels(cohort, task.label)
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
     groups = _group_values(segments, task.group_by) if task.protocol == "logo" else None
     splits = _splits(task, labels, subjects, subjects, conf.seed, groups)
@@ -243,6 +248,8 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
     y_subject = np.array([labels[subjects == s][0] for s in ids])
     series = subject_series(segments, subjects)[1] if task.baseline else None
     fc = correlation_features(series) if series is not None else None
+    # covariances once per cohort, not once per fold
+    tangent = TangentSpace(covariances(series, standardize=True)) if series is not None else None
     methods = [task.mode] + (["fc_logistic", "fc_tangent"] if fc is not None else [])
     results = {method: ([], [], []) for method in methods}  # subject labels, probabilities, split rows
     predictions: list[dict] = []
@@ -253,9 +260,8 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         runs = {task.mode: subject_prob}
         if fc is not None:
             runs["fc_logistic"] = fc_logistic(fc[train_mask], y_subject[train_mask], fc[test_mask], conf.seed)
-            tangent = tangent_space([series[i] for i in np.flatnonzero(train_mask)],
-                                    [series[i] for i in np.flatnonzero(test_mask)], standardize=True)
-            runs["fc_tangent"] = fc_logistic(tangent[0], y_subject[train_mask], tangent[1], conf.seed)
+            f_train, f_test = tangent.features(np.flatnonzero(train_mask), np.flatnonzero(test_mask))
+            runs["fc_tangent"] = fc_logistic(f_train, y_subject[train_mask], f_test, conf.seed)
         for method, p in runs.items():
             y = y_subject[test_mask]
             predictions += [{"method": method, "split": split.name, "subject": sid, "label": classes[t],
@@ -316,7 +322,7 @@ def _read_features(path: str, source: str) -> tuple[np.ndarray, list[str] | None
     raise NeurofmError(f"stimulus features must be .npy, .csv or .tsv (for {source})", path)
 
 
-def _encoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
+def _encoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None = None) -> dict:
 
     task = conf.task
     inputs = _inputs(conf)
@@ -329,6 +335,7 @@ def _encoding(conf: FinetuneConfig, model, run_dir: Path) -> dict:
         features, names = event_features(raw, task.events)
     data = encoding_data(raw, features, feature_names=names, features_sfreq=task.features_sfreq,
                          lags_s=tuple(task.lags_s), window_s=task.window_s, **conf.tokenizer)
+    check_segments(contract, data.segments, inputs[0])
     splits = time_splits(len(data.segments), task.protocol, task.folds, task.test_fraction)
     truth = data.brain()
     methods = {task.mode: lambda s: predict_encoding(fit_encoding(
@@ -371,10 +378,14 @@ def run_finetune(cfg) -> int:
 
     conf: FinetuneConfig = typed(cfg)
     task = conf.task
-    model = load(conf.ckpt).model
+    loaded = load(conf.ckpt)
+    # the checkpoint's input contract sets the tokenizer where the command line does not
+    sections = ("meeg", "fmri") if task.name == "disorder" else ("meeg",)
+    conf.tokenizer = {**{k: v for s in sections for k, v in tokenizer_defaults(loaded.contract, s).items()},
+                      **conf.tokenizer}
     run_dir = Path(conf.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = {"task": asdict(task), **TASKS[task.name](conf, model, run_dir)}
+    result = {"task": asdict(task), **TASKS[task.name](conf, loaded.model, run_dir, loaded.contract)}
     write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=1), "metrics")
     logger.info("results in %s (metrics.json, results.md, PNG)", run_dir)
     return 0

@@ -28,10 +28,13 @@ from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+CARD = "README.md"
 
 
 def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``out`` (atomically, file by file)."""
+    """Write ``config.json``, ``model.safetensors`` and a model card (``README.md``, the
+    Hugging Face Hub's layout) into ``out``, atomically file by file. ``extra``: more keys of
+    ``config.json`` (``input_contract``, the recipe, validation figures), shown on the card."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,51 @@ def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dic
     config = {"neurofm_version": __version__, "architecture": "MaskedAutoencoder",
               "model": asdict(model.config), **(extra or {})}
     write_text_atomic(out / CONFIG, json.dumps(config, indent=1, sort_keys=True) + "\n", "export")
+    write_text_atomic(out / CARD, model_card(model, config), "model card")
     return out
+
+
+def model_card(model: MaskedAutoencoder, config: dict[str, Any]) -> str:
+    """A Hub model card: metadata (``library_name: neurofm``, license, tags) and what a user
+    needs to know before feeding the model data: size, input contract, corpus, recipe, figures."""
+    contract = config.get("input_contract") or {}
+    modalities = contract.get("modalities") or []
+    n_params = sum(p.numel() for p in model.parameters())
+    c = model.config
+    lines = ["---", "library_name: neurofm", "license: bsd-3-clause", "tags:",
+             *[f"- {t}" for t in ("neuroscience", "foundation-model", "masked-autoencoder", *modalities)],
+             "---", "", "# neurofm masked autoencoder", "",
+             f"A neurofm encoder ({n_params / 1e6:.2f} M parameters: dim {c.dim}, depth {c.depth}, "
+             f"{c.heads} heads; patches of {', '.join(f'{m} {s:g} s' for m, s in c.patch_s.items())}), "
+             f"saved by neurofm {config.get('neurofm_version', '?')}.", "",
+             "```python", "import neurofm", "", "model = neurofm.NeuroFM.from_pretrained('<this folder or repo id>')",
+             "emb = model.embed('sub-01_task-rest_eeg.edf')", "```", ""]
+    if not contract:
+        lines += ["No input contract was recorded (a checkpoint pretrained without shards, or by an "
+                  "older neurofm): check the tokenizer settings yourself.", ""]
+    else:
+        corpus = contract.get("corpus", {})
+        lines += ["## Input contract", "",
+                  "`embed` and `finetune` tokenize with these settings by default and refuse an input "
+                  "of another modality, rate or space.", ""]
+        for section in ("meeg", "fmri"):
+            if section in contract:
+                lines += [f"**{'EEG/MEG/iEEG' if section == 'meeg' else 'fMRI'}**", "", "| field | value |",
+                          "|---|---|", *[f"| `{k}` | {v} |" for k, v in contract[section].items()], ""]
+        lines += ["## Pretraining corpus", "",
+                  f"{corpus.get('hours') or 0:.1f} h in {corpus.get('windows')} windows from "
+                  f"{corpus.get('subjects')} subjects ({', '.join(modalities)}); datasets: "
+                  f"{', '.join(corpus.get('datasets', [])[:20]) or 'unnamed'}.", ""]
+    recipe = {k: config[k] for k in ("optim", "max_steps") if k in config}
+    if recipe:
+        lines += ["## Recipe", "", f"- mask: {c.mask_strategy}, ratio {c.mask_ratio}",
+                  f"- steps: {recipe.get('max_steps')}",
+                  *[f"- {k}: {v}" for k, v in (recipe.get("optim") or {}).items()], ""]
+    if "validation" in config:
+        v = config["validation"]
+        lines += ["## Validation", "", f"Masked-token R² on the validation split: {v['first']:.3f} at the "
+                  f"first evaluation, {v['last']:.3f} at the last (best {v['best']:.3f}).", ""]
+    return "\n".join(lines)
 
 
 def _default_mode(path: Path) -> None:
@@ -56,9 +103,11 @@ def _default_mode(path: Path) -> None:
 WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MaskedAutoencoder:
-    """Load an exported directory, a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory."""
-    config, state = read_checkpoint(path, map_location)
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    info: dict | None = None) -> MaskedAutoencoder:
+    """Load an exported directory, a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory.
+    ``info``: filled as :func:`read_checkpoint` fills it (the input contract, the recipe)."""
+    config, state = read_checkpoint(path, map_location, info)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{len(bad)} weight tensors hold NaN/inf ({bad[:3]}): a diverged or "
@@ -115,16 +164,21 @@ def model_config(config: dict[str, Any], path: str | os.PathLike) -> ModelConfig
     return cfg
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model config dict, model state dict) from any of the three checkpoint formats."""
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    info: dict | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(model config dict, model state dict) from any of the three checkpoint formats.
+    ``info``: filled with what the checkpoint says besides the model (``input_contract``,
+    the pretraining recipe ``optim`` and ``max_steps``, an export's other keys)."""
+    info = {} if info is None else info
     path = Path(path)
     if not path.exists():
         raise CheckpointError("checkpoint not found", path)
     if path.is_dir() and (path / WEIGHTS).exists():
 
         try:
-            config = json.loads((path / CONFIG).read_text())["model"]
+            everything = json.loads((path / CONFIG).read_text())
+            config = everything["model"]
+            info.update({k: v for k, v in everything.items() if k != "model"})
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"{CONFIG} is not a neurofm model config ({type(err).__name__}: "
                                   f"{err})", path) from err
@@ -134,7 +188,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise CheckpointError(f"{WEIGHTS} cannot be read ({str(err).splitlines()[0][:160]})",
                                   path) from err
     if path.is_dir():
-        return _read_deepspeed(path)
+        return _read_deepspeed(path, info)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -143,20 +197,27 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as err:  # corrupt or truncated files raise many types
         raise CheckpointError(f"cannot read checkpoint ({type(err).__name__}: "
                               f"{str(err).splitlines()[0][:200]})", path) from err
-    return _from_lightning(ckpt, path)
+    return _from_lightning(ckpt, path, info)
 
 
-def _from_lightning(ckpt: dict, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _recipe(hyper_parameters: dict, info: dict) -> None:
+    """What a Lightning/DeepSpeed checkpoint's hyper-parameters say besides the model."""
+    info.update({k: hyper_parameters[k] for k in ("input_contract", "optim", "max_steps")
+                 if hyper_parameters.get(k) is not None})
+
+
+def _from_lightning(ckpt: dict, path: Path, info: dict) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     try:
         config = ckpt["hyper_parameters"]["model"]
         state = ckpt["state_dict"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"not a neurofm Lightning checkpoint (no {err})", path) from err
+    _recipe(ckpt["hyper_parameters"], info)
     prefix = "model."
     return dict(config), {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _read_deepspeed(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read_deepspeed(path: Path, info: dict) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """A DeepSpeed ZeRO checkpoint directory (Lightning's layout or DeepSpeed's own).
 
     The model config comes from the client state saved beside the weights
@@ -174,6 +235,7 @@ def _read_deepspeed(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     try:
         client = torch.load(states[0], map_location="cpu", weights_only=True)
         config = client["hyper_parameters"]["model"]
+        _recipe(client["hyper_parameters"], info)
     except Exception as err:
         raise CheckpointError(f"DeepSpeed checkpoint without a readable neurofm model config "
                               f"({type(err).__name__}: {err})", states[0]) from err
@@ -236,8 +298,30 @@ def _only_allow_listed_pickles():
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Turn any checkpoint into ``config.json`` + ``model.safetensors`` (``neurofm export``)."""
-    model = load_pretrained(ckpt)
-    return save_pretrained(model, out, extra={"exported_from": os.fspath(ckpt)})
+    info: dict[str, Any] = {}
+    model = load_pretrained(ckpt, info=info)
+    metrics = Path(ckpt).resolve().parent.parent / "metrics.csv"  # <run_dir>/checkpoints/last.ckpt
+    validation = validation_r2(metrics) if Path(ckpt).is_file() else None
+    if validation is not None:
+        info["validation"] = validation
+    info.pop("neurofm_version", None)
+    info.pop("architecture", None)
+    return save_pretrained(model, out, extra={**info, "exported_from": os.fspath(ckpt)})
+
+
+def validation_r2(metrics_csv: Path) -> dict[str, float] | None:
+    """Masked-token R² of a run's validations (first, last, best), from its ``metrics.csv``."""
+    import pandas as pd
+
+    if not metrics_csv.exists():
+        return None
+    try:
+        r2 = pd.read_csv(metrics_csv)["val/r2"].dropna()
+    except (KeyError, ValueError, OSError):
+        return None
+    if r2.empty:
+        return None
+    return {"first": float(r2.iloc[0]), "last": float(r2.iloc[-1]), "best": float(r2.max())}
 
 
 def run_export(cfg) -> int:

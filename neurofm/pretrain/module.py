@@ -28,15 +28,19 @@ class PretrainModule(pl.LightningModule):
         default ``OptimConfig()``.
     max_steps : int
         The step the cosine schedule ends at.
+    input_contract : dict | None
+        What the pretraining corpus looked like (:func:`neurofm.models.contract.input_contract`);
+        stored in the checkpoint and carried to the export.
     """
 
     def __init__(self, model: ModelConfig | dict[str, Any], optim: OptimConfig | dict[str, Any] | None = None,
-                 max_steps: int = 1000):
+                 max_steps: int = 1000, input_contract: dict[str, Any] | None = None):
         super().__init__()
         model = model if isinstance(model, ModelConfig) else ModelConfig(**model)
         optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**(optim or {}))
         # plain dicts in the checkpoint: readable with torch.load(weights_only=True)
-        self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim), "max_steps": max_steps})
+        self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim), "max_steps": max_steps,
+                                   "input_contract": input_contract})
         self.optim, self.max_steps = optim, max_steps
         self.model = MaskedAutoencoder(model)
         # constant buffers (sinusoid periods): DDP need not broadcast them before every forward,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -29,10 +28,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neurofm.configs.schema import PretrainConfig, TrainerConfig, typed
 from neurofm.console import say
-from neurofm.datasets.manifest import load_manifest
+from neurofm.datasets.manifest import is_remote, load_manifest, local
 from neurofm.datasets.shards import PrepareOptions, write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.io import atomic_write
+from neurofm.models.contract import input_contract
+from neurofm.models.io import validation_r2
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.demo import build_demo_corpus
 from neurofm.pretrain.module import PretrainModule
@@ -187,8 +188,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def _check_shards(shards, manifest: dict) -> None:
     """Shards the manifest names but the disk lacks: an error when a whole split is gone
-    (training would wait forever), a warning otherwise."""
-    root = Path(shards)
+    (training would wait forever), a warning otherwise. Remote shards are checked as they are
+    read (a missing one is a counted read failure)."""
+    if is_remote(shards):
+        return
+    root = Path(local(shards))
     for split in ("train", "val"):
         named = [s["name"] for s in manifest["shards"] if s["split"] == split]
         missing = [n for n in named if not (root / n).is_file()]
@@ -217,18 +221,6 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*Total length of `.*` across ranks is zero.*")
-
-
-def _val_r2(metrics_csv: Path) -> tuple[float, float, float] | None:
-    """Validation R² of masked tokens: (first, last, best), from ``metrics.csv``."""
-
-    if not metrics_csv.exists():
-        return None
-    df = pd.read_csv(metrics_csv)
-    if "val/r2" not in df or df["val/r2"].dropna().empty:
-        return None
-    r2 = df["val/r2"].dropna()
-    return float(r2.iloc[0]), float(r2.iloc[-1]), float(r2.max())
 
 
 def run_pretrain(cfg) -> int:
@@ -274,7 +266,8 @@ def run_pretrain(cfg) -> int:
         modality_weights=data.modality_weights, max_tokens=data.max_tokens,
         patch_s=conf.model.patch_s, seed=conf.seed, skip_batches=consumed)
     max_steps = conf.trainer.max_steps
-    module = PretrainModule(conf.model, conf.optim, max_steps=max_steps)
+    module = PretrainModule(conf.model, conf.optim, max_steps=max_steps,
+                            input_contract=input_contract(manifest, conf.model.patch_s))
     if conf.model.compile:
         module.model = torch.compile(module.model)
 
@@ -338,9 +331,9 @@ def _end_loader_workers() -> None:
 
 def _summary(trainer: pl.Trainer, run_dir: Path, last: Path, seconds: float) -> None:
     curve = plot_loss_curve(run_dir / "metrics.csv", run_dir / "loss_curve.png")
-    r2 = _val_r2(run_dir / "metrics.csv")
+    r2 = validation_r2(run_dir / "metrics.csv")
     lines = [f"pretrained to step {trainer.global_step} in {seconds:.0f} s"
-             + (f"; validation R² of masked tokens {r2[0]:.3f} -> {r2[1]:.3f} (best {r2[2]:.3f})"
+             + (f"; validation R² of masked tokens {r2['first']:.3f} -> {r2['last']:.3f} (best {r2['best']:.3f})"
                 if r2 else ""),
              f"  checkpoint:  {last}",
              f"  metrics:     {run_dir / 'metrics.csv'} (TensorBoard: {run_dir / 'tensorboard'})"]

@@ -1,0 +1,130 @@
+"""The input contract: what a checkpoint expects of the recordings it embeds.
+
+Pretraining records, from the shard manifest it read, how its corpus was tokenized: per
+modality the sampling rate, filters, units and scaling, the window, the geometry frame and
+(fMRI) the parcel coordinate space and TR handling. ``neurofm export`` stores it in
+``config.json`` under ``input_contract``; ``neurofm.load(...).embed`` and ``neurofm
+finetune`` tokenize with its settings by default and refuse, in one line naming the field,
+an input the checkpoint cannot serve.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import fields
+from typing import Any
+
+from neurofm.errors import InputContractError
+from neurofm.tokenizers.options import MeegOptions
+
+CONTRACT_VERSION = 1
+MEEG = ("eeg", "meg", "ieeg")
+MEEG_KEYS = ("sfreq", "l_freq", "h_freq", "line_freq", "average_reference")
+FMRI_KEYS = ("resample_tr_s", "detrend", "standardize", "low_pass", "high_pass")
+FMRI_DEFAULTS = {"resample_tr_s": None, "detrend": True, "standardize": True, "low_pass": None,
+                 "high_pass": None}
+UNITS = {"eeg": "uV", "seeg": "uV", "ecog": "uV", "mag": "fT", "grad": "fT/cm"}
+TEMPLATE_SPACES = ("MNI", "Talairach")
+
+
+def input_contract(manifest: dict[str, Any], patch_s: dict[str, float]) -> dict[str, Any]:
+    """The contract of a model pretrained on the shards of ``manifest`` with ``patch_s``."""
+    options = manifest.get("options", {})
+    totals = manifest.get("totals", {})
+    modalities = sorted(totals.get("hours_by_modality", {}))
+    contract: dict[str, Any] = {
+        "version": CONTRACT_VERSION, "modalities": modalities,
+        "patch_s": {m: patch_s[m] for m in modalities if m in patch_s},
+        "corpus": {"hours": totals.get("hours"), "hours_by_modality": totals.get("hours_by_modality", {}),
+                   "windows": totals.get("samples"), "subjects": len(totals.get("hours_by_subject", {})),
+                   "datasets": sorted(totals.get("hours_by_dataset", {}))},
+    }
+    if any(m in MEEG for m in modalities):
+        defaults = {f.name: f.default for f in fields(MeegOptions)}
+        chosen = {**defaults, **dict(options.get("meeg") or {}), "sfreq": float(options.get("sfreq", 200.0))}
+        contract["meeg"] = {
+            **{k: chosen[k] for k in MEEG_KEYS},
+            "window_s": options.get("window_s"),
+            "units": UNITS,
+            "scaling": "per channel: (x - median) / (1.4826 * MAD), in the units above",
+            "geometry": "sensor positions in metres, MNE head frame",
+        }
+    if "fmri" in modalities:
+        chosen = {**FMRI_DEFAULTS, **{k: v for k, v in dict(options.get("fmri") or {}).items() if k in FMRI_KEYS}}
+        atlas = options.get("atlas") or options.get("roi_coords")
+        contract["fmri"] = {
+            **chosen,
+            "window_s": options.get("fmri_window_s"),
+            "tr": "native TR of each run" if chosen["resample_tr_s"] is None else f"resampled to {chosen['resample_tr_s']} s",
+            "scaling": "per parcel: linear detrend, then z-score over the run" if chosen["standardize"]
+                       else "per parcel: as read",
+            "coordinate_space": "MNI",
+            "geometry": "parcel centroids in metres, MNI space",
+            "atlas": os.path.basename(str(atlas)) if atlas else None,
+        }
+    return contract
+
+
+def tokenizer_defaults(contract: dict | None, modality: str) -> dict[str, Any]:
+    """The tokenizer options the contract sets for ``modality`` ('meeg' or 'fmri') where the
+    pretraining corpus was tokenized other than by the tokenizers' defaults, to use where the
+    caller gave none."""
+    if not contract or modality not in contract:
+        return {}
+    if modality == "meeg":
+        defaults = {f.name: f.default for f in fields(MeegOptions)}
+        keys = MEEG_KEYS
+    else:
+        defaults, keys = FMRI_DEFAULTS, FMRI_KEYS
+    section = contract[modality]
+    return {k: section[k] for k in keys if k in section and section[k] != defaults[k]}
+
+
+def default_window(contract: dict | None, modality: str, fallback: float) -> float:
+    """The contract's window for ``modality`` ('meeg' or 'fmri'), else ``fallback``."""
+    window = (contract or {}).get(modality, {}).get("window_s")
+    return float(window) if window else fallback
+
+
+def check_segments(contract: dict | None, segments, source: str | os.PathLike | None = None) -> None:
+    """Refuse segments the contract's checkpoint was not trained for: another modality, or
+    EEG/MEG at another sampling rate. One line naming the contract field."""
+    if not contract:
+        return
+    served = contract.get("modalities", [])
+    for seg in segments:
+        where = seg.meta.get("source") or source
+        if seg.modality not in served:
+            raise InputContractError(
+                f"this checkpoint was pretrained on {', '.join(served) or 'nothing'} "
+                f"(input_contract.modalities); this input is {seg.modality}", where)
+        expected = contract.get("meeg", {}).get("sfreq")
+        if seg.modality in MEEG and expected and abs(float(seg.sfreq) - float(expected)) > 1e-6:
+            raise InputContractError(
+                f"input_contract.meeg.sfreq is {float(expected):g} Hz, this input was tokenized at "
+                f"{float(seg.sfreq):g} Hz: leave the tokenizer's sfreq unset (the contract's is used) "
+                f"or set it to {float(expected):g}", where)
+
+
+def check_bold_space(contract: dict | None, img, path: str | os.PathLike | None) -> None:
+    """Refuse a BOLD image in scanner space (NIfTI sform/qform code 1, no ``space-`` entity in
+    its name) for a checkpoint whose parcels were in a template space."""
+    if not contract or "fmri" not in contract:
+        return
+    name = os.path.basename(os.fspath(path)) if path is not None else ""
+    space = re.search(r"_space-([A-Za-z0-9]+)", name)
+    expected = contract["fmri"].get("coordinate_space", "MNI")
+    if space:
+        if not space.group(1).startswith(TEMPLATE_SPACES):
+            raise InputContractError(
+                f"input_contract.fmri.coordinate_space is {expected}; this image is in space "
+                f"{space.group(1)!r} (its name): use the run normalised to {expected}", path)
+        return
+    header = img.header
+    codes = {int(header["sform_code"]), int(header["qform_code"])} - {0}
+    if codes == {1}:
+        raise InputContractError(
+            f"input_contract.fmri.coordinate_space is {expected}; this image is in scanner space "
+            "(NIfTI sform/qform code 1): normalise it first (e.g. fMRIPrep --output-spaces "
+            "MNI152NLin6Asym)", path)

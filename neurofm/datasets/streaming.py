@@ -13,6 +13,8 @@ shards with replacement from its own seeded stream and never runs dry.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import random
@@ -28,7 +30,7 @@ import webdataset as wds
 
 from neurofm.batch import Batch, collate_segments, patch_samples
 from neurofm.datasets.codec import decode_sample
-from neurofm.datasets.manifest import load_manifest, sha256_of
+from neurofm.datasets.manifest import is_remote, join, load_manifest, local, read_bytes
 from neurofm.errors import ShardError
 from neurofm.tokenizers.segment import Segment
 
@@ -38,65 +40,95 @@ logger = logging.getLogger("neurofm.datasets")
 # --------------------------------------------------------------------------- shard lists
 
 
+def _manifest_root(shards) -> str | None:
+    """The shard location whose manifest selects the shards, or None (a pattern or a list)."""
+    if isinstance(shards, list | tuple):
+        return None
+    shards = local(shards)
+    if is_remote(shards):
+        if shards.endswith("manifest.json"):
+            return shards[: -len("manifest.json")].rstrip("/")
+        return None if "{" in shards or shards.endswith(".tar") else shards.rstrip("/")
+    path = Path(shards)
+    if path.is_dir():
+        return str(path)
+    return str(path.parent) if path.name == "manifest.json" else None
+
+
 def shard_urls(shards: str | os.PathLike | list, split: str | None = "train",
                modality: str | None = None) -> list[str]:
-    """Shard paths from a prepared directory (selected by split/modality via its manifest),
-    a brace pattern (``shards/shard-{000000..000099}.tar``) or a list."""
+    """Shard locations from a prepared directory or URL prefix (selected by split/modality via
+    its manifest), a brace pattern (``shards/shard-{000000..000099}.tar``, local or a URL) or
+    a list."""
     if isinstance(shards, list | tuple):
-        return [os.fspath(s) for s in shards]
-    path = Path(shards)
-    if path.is_dir() or path.name == "manifest.json":
-        root = path if path.is_dir() else path.parent
+        return [os.fspath(local(s)) for s in shards]
+    root = _manifest_root(shards)
+    if root is not None:
         manifest = load_manifest(root)
-        chosen = [root / s["name"] for s in manifest["shards"]
+        chosen = [join(root, s["name"]) for s in manifest["shards"]
                   if (split is None or s["split"] == split)
                   and (modality is None or s["modality"] == modality)]
         if not chosen:
             raise ShardError(f"no shards for split={split!r} modality={modality!r} in the manifest",
-                             root / "manifest.json")
-        return [str(p) for p in chosen]
+                             join(root, "manifest.json"))
+        return chosen
     import braceexpand
 
-    urls = list(braceexpand.braceexpand(os.fspath(shards)))
+    urls = list(braceexpand.braceexpand(os.fspath(local(shards))))
     if not urls:
         raise ShardError(f"pattern {shards!r} names no shard")
     return urls
 
 
 def _manifest_checksums(shards) -> dict[str, str]:
-    """``{shard path: sha256}`` from a prepared directory's manifest (nothing for patterns)."""
-    if isinstance(shards, list | tuple):
-        return {}
-    path = Path(shards)
-    root = path if path.is_dir() else path.parent if path.name == "manifest.json" else None
+    """``{shard location: sha256}`` from a prepared directory's manifest (nothing for patterns)."""
+    root = _manifest_root(shards)
     if root is None:
         return {}
-    return {str(root / s["name"]): s["sha256"] for s in load_manifest(root)["shards"] if s.get("sha256")}
+    return {join(root, s["name"]): s["sha256"] for s in load_manifest(root)["shards"] if s.get("sha256")}
 
 
-def _verified_once(checksums: dict[str, str], handler: Callable) -> Callable:
-    """A pipeline stage that hashes each shard the first time it passes and drops a shard
-    whose sha256 differs from the manifest (one flipped bit anywhere, a torn copy)."""
-    good: set[str] = set()
+def _opened_shards(checksums: dict[str, str], handler: Callable) -> Callable:
+    """A pipeline stage that opens each shard, hashing it in the same pass.
 
-    def check(src: Iterable[dict]) -> Iterator[dict]:
+    A shard with a checksum (a prepared directory or URL) is read whole into memory, hashed,
+    and only then parsed: a shard whose sha256 differs from the manifest (a flipped bit, a torn
+    copy, a truncated download) is dropped whole with a warning and counted, so none of its
+    samples reaches a batch. The cost is one shard in memory per loader worker (the manifest's
+    ``shard_size_mb``, 256 MB by default) and no read twice. A shard that cannot be read
+    (remote reads are retried with back-off first) is counted the same way.
+    """
+    verified: set[str] = set()
+
+    def opened(src: Iterable[dict]) -> Iterator[dict]:
         for item in src:
             url = item["url"]
-            if url in good or url not in checksums:
-                yield item
-                continue
+            expected = checksums.get(url)
             try:
-                digest = sha256_of(url)
+                if expected is None and not is_remote(url):
+                    yield {**item, "stream": open(url, "rb")}  # noqa: SIM115 (closed by the tar reader)
+                    continue
+                data = read_bytes(url)
             except OSError as err:
                 handler(ShardError(f"cannot read shard ({err.strerror or err})", url))
                 continue
-            if digest != checksums[url]:
-                handler(ShardError("sha256 differs from the manifest: the shard changed or is "
-                                   "corrupt (neurofm verify lists every such shard)", url))
-                continue
-            good.add(url)
-            yield item
-    return check
+            if expected is not None and url not in verified:
+                if hashlib.sha256(data).hexdigest() != expected:
+                    handler(ShardError("sha256 differs from the manifest: the shard changed or is "
+                                       "corrupt (neurofm verify lists every such shard)", url))
+                    continue
+                verified.add(url)
+            yield {**item, "stream": io.BytesIO(data)}
+    return opened
+
+
+def _tar_samples(handler: Callable) -> Callable:
+    """Open shards -> files -> samples, as ``wds.tarfile_to_samples`` after its opener."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    def samples(src: Iterable[dict]) -> Iterator[dict]:
+        return group_by_keys(tar_file_expander(src, handler=handler), handler=handler)
+    return samples
 
 
 # --------------------------------------------------------------------------- errors
@@ -179,8 +211,10 @@ def stream(
 
     Parameters
     ----------
-    shards : path | pattern | list
-        A prepared directory (uses its manifest), a brace pattern, or shard paths.
+    shards : path | URL | pattern | list
+        A prepared directory (uses its manifest), the same at a URL fsspec reads
+        (``https://host/corpus/``, ``s3://bucket/corpus/``, ``gs://...``; the ``remote``
+        extra), a brace pattern, or shard paths.
     split, modality : str | None
         Select shards by the manifest's split/modality (directories only).
     shuffle_shards : bool
@@ -198,9 +232,10 @@ def stream(
     errors : ErrorCounter | None
         Pass one to read the skip count afterwards (``errors.count``).
     verify : bool
-        For a prepared directory, check each shard's sha256 against the manifest the first
-        time this process (or loader worker) reads it; a shard that differs is corrupt:
-        skipped whole, with a warning, and counted.
+        For a prepared directory, check each shard's sha256 against the manifest while it is
+        read (one pass: the shard is buffered in memory, hashed, then parsed) the first time
+        this process (or loader worker) reads it; a shard that differs is corrupt: dropped
+        whole before any of its samples is yielded, with a warning, and counted.
     """
     urls = shard_urls(shards, split, modality)
     handler = errors or ErrorCounter(on_error)
@@ -215,9 +250,7 @@ def stream(
             stages.append(wds.detshuffle(bufsize=len(urls), initial=len(urls), seed=seed,
                                          epoch=epoch - 1))  # it counts up before each pass
         stages += [_split_by_node(len(urls), rank, world_size), wds.split_by_worker]
-    if checksums:
-        stages.append(_verified_once(checksums, handler))
-    stages.append(wds.tarfile_to_samples(handler=handler))
+    stages += [_opened_shards(checksums, handler), _tar_samples(handler)]
     if not resampled:
         stages.append(_split_samples_by_node(len(urls), rank, world_size))
     if shuffle_buffer > 0:

@@ -1,0 +1,140 @@
+"""Shards over HTTP from a real server on 127.0.0.1 (Python's http.server with a handler that
+fails or cuts responses on demand): manifest selection, checksums while streaming, retries,
+counted failures, and the same training as from the local directory."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurofm.datasets import PrepareOptions, stream, write_shards
+from neurofm.datasets import manifest as manifest_module
+from neurofm.datasets.streaming import ErrorCounter
+from tests.helpers.cli import run_cli
+
+
+class FaultyHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a directory; ``faults[name]`` is a list of what the next requests of that file
+    get: ``"500"`` (an HTTP 500) or ``"cut"`` (the headers of the whole file, half the body)."""
+
+    faults: dict[str, list[str]] = {}
+    requests: dict[str, int] = {}
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        name = self.path.rsplit("/", 1)[-1]
+        FaultyHandler.requests[name] = FaultyHandler.requests.get(name, 0) + 1
+        plan = FaultyHandler.faults.get(name)
+        fault = plan.pop(0) if plan else None
+        if fault == "500":
+            self.send_error(500, "injected failure")
+            return
+        if fault == "cut":
+            body = Path(self.translate_path(self.path)).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, meeg):
+    root = tmp_path_factory.mktemp("served")
+    files = [meeg / "bdf" / "multiple_annotation_chans.bdf", meeg / "brainvision" / "test.vhdr",
+             meeg / "eeglab" / "test_raw_chanloc.set"]
+    write_shards(files, root / "corpus", PrepareOptions(window_s=2.0, shard_size_mb=0.1,
+                                                        split_fractions=(1.0, 0.0, 0.0)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(FaultyHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root / "corpus", f"http://127.0.0.1:{server.server_address[1]}/corpus/"
+    server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(manifest_module, "BACKOFF_S", 0.01)
+    FaultyHandler.faults.clear()
+    FaultyHandler.requests.clear()
+
+
+def keys(pipeline) -> list[str]:
+    return [s.meta["key"] for s in pipeline]
+
+
+def test_http_stream_equals_the_local_directory(served):
+    local, url = served
+    here = list(stream(local, "train", shuffle_buffer=0, shuffle_shards=False))
+    there = list(stream(url, "train", shuffle_buffer=0, shuffle_shards=False))
+    assert len(here) > 10 and [s.meta["key"] for s in there] == [s.meta["key"] for s in here]
+    for a, b in zip(here, there, strict=True):
+        np.testing.assert_array_equal(a.signal, b.signal)
+    with pytest.raises(Exception, match="no shards for split='val'"):
+        keys(stream(url, "val", shuffle_buffer=0))
+
+
+def test_failed_and_cut_responses_are_retried(served):
+    local, url = served
+    shard = sorted(p.name for p in local.glob("shard-*.tar"))[0]
+    FaultyHandler.faults[shard] = ["500", "cut"]
+    errors = ErrorCounter()
+    got = keys(stream(url, "train", shuffle_buffer=0, shuffle_shards=False, errors=errors))
+    assert got == keys(stream(local, "train", shuffle_buffer=0, shuffle_shards=False))
+    assert FaultyHandler.requests[shard] == 3 and errors.count == 0
+
+
+def test_a_shard_that_keeps_failing_is_a_counted_failure(served, caplog):
+    local, url = served
+    names = sorted(p.name for p in local.glob("shard-*.tar"))
+    FaultyHandler.faults[names[1]] = ["500"] * 10
+    errors = ErrorCounter()
+    got = keys(stream(url, "train", shuffle_buffer=0, shuffle_shards=False, errors=errors))
+    lost = keys(stream([str(local / names[1])], None, shuffle_buffer=0, verify=False))
+    assert errors.count == 1 and FaultyHandler.requests[names[1]] == 1 + manifest_module.RETRIES
+    assert sorted(got + lost) == sorted(keys(stream(local, "train", shuffle_buffer=0)))
+    assert "read failed 5 times" in caplog.text and names[1] in caplog.text
+
+
+def test_a_corrupt_shard_yields_none_of_its_samples(served, tmp_path):
+    local, url = served
+    names = sorted(p.name for p in local.glob("shard-*.tar"))
+    target = local / names[0]
+    original = target.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    try:
+        target.write_bytes(bytes(flipped))
+        errors = ErrorCounter()
+        got = keys(stream(url, "train", shuffle_buffer=0, shuffle_shards=False, errors=errors))
+    finally:
+        target.write_bytes(original)
+    lost = keys(stream([str(target)], None, shuffle_buffer=0, verify=False))
+    assert errors.count == 1 and not set(got) & set(lost)
+    assert sorted(got + lost) == sorted(keys(stream(local, "train", shuffle_buffer=0)))
+
+
+def test_training_from_http_gives_the_local_loss_sequence(served, tmp_path):
+    local, url = served
+    common = ["data=shards", "model=tiny", "trainer.max_steps=20", "trainer.log_every_n_steps=1",
+              "data.batch_size=2", "data.num_workers=0", "optim.warmup_steps=2",
+              "checkpoint.every_n_steps=1000", "val_every_n_steps=1000000", "seed=3"]
+    losses = []
+    for name, shards in (("local", local), ("http", url)):
+        result = run_cli("pretrain", f"data.shards={shards}", f"run_dir={tmp_path / name}", *common)
+        assert result.returncode == 0, result.stderr[-3000:]
+        table = pd.read_csv(tmp_path / name / "metrics.csv")
+        losses.append(table["train/loss"].dropna().to_numpy())
+    assert len(losses[0]) == 20
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)

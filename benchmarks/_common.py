@@ -72,7 +72,7 @@ def pretrain_steps(config, batches, steps: int, lr: float, on_step: Callable | N
         optimizer.step()
         schedule.step()
         if on_step is not None:
-            on_step(step, float(loss), model)
+            on_step(step, float(loss.detach()), model)
     return model
 
 

@@ -1,0 +1,225 @@
+"""Scaling curves: EEGMMI imagery decoding (left vs right fist, leave one subject out) against
+pretraining steps and against the fraction of the pretraining corpus used.
+
+For each of the 5 subjects in ``../shared/data/meeg/eegmmidb`` and each seed, a ``tiny``
+encoder is pretrained (``neurofm pretrain``'s recipe: model, AdamW, warmup + cosine, gradient
+clipping; the benchmarks' ``pretrain_steps``) on the *other* 4 subjects' imagery and execution
+runs (``neurofm prepare`` shards, 4 s windows, train split; the shards ``motor_imagery.py``
+uses), and scored with a linear probe on per-sensor pooled tokens (``task.readout=sensors``):
+trained on the other 4 subjects' labelled imagery windows ([0.5, 2.5] s after T1/T2), tested
+on the held-out subject. No test subject reaches its pretraining.
+
+- ``steps``: one run of the longest length per (subject, seed); the encoder is probed at
+  step 0 (its random init) and at every ``--steps`` point (intermediate snapshots of that one
+  run: the schedule is the longest run's, as in Pythia-style curves).
+- ``data``: ``--data-steps`` steps on a random ``--fractions`` share of the 726 pretraining
+  windows (drawn per seed), each its own run.
+
+Per point: balanced accuracy pooled over the 5 held-out subjects, mean ± sd over seeds; the
+paired difference over subjects (seed means) of the last point against the first, with a
+bootstrap 95 % CI and a Wilcoxon p; a least-squares fit of score on log10(steps) with its slope's
+95 % CI and what it extrapolates to at 10x the longest run. Writes
+``<out>/scaling_eegmmi_<curve>.json`` and the figure ``<out>/scaling_eegmmi.png`` (both curves
+when both JSONs exist).
+
+usage: python benchmarks/pretrain_scaling.py [--curves steps data] [--seeds 3]
+       [--steps 4 16 64 256 1024] [--fractions 0.0625 0.25 1] [--data-steps 256] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import data_dir, neurofm_cli, pretrain_steps
+from matplotlib.figure import Figure
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score
+
+from neurofm.batch import collate_segments
+from neurofm.configs.schema import model_config
+from neurofm.datasets import stream
+from neurofm.finetune.metrics import paired_difference
+from neurofm.finetune.tasks import linear_probe, window_features
+from neurofm.io import write_text_atomic
+from neurofm.models.mae import MaskedAutoencoder
+from neurofm.tokenizers import tokenize_events
+
+SUBJECTS = ("S001", "S002", "S003", "S004", "S005")
+PRETRAIN_RUNS = ("R03", "R04", "R07", "R08", "R11", "R12")   # execution and imagery
+IMAGERY_RUNS = ("R04", "R08", "R12")
+
+
+def shards_without(root: Path, held_out: str, work: Path, log: Path) -> Path:
+    """``neurofm prepare`` (4 s windows) of the other subjects' runs, once per held-out subject."""
+    shards = work / f"shards_no{held_out}"
+    if not (shards / "manifest.json").exists():
+        inputs = [str(root / s / f"{s}{r}.edf") for s in SUBJECTS if s != held_out for r in PRETRAIN_RUNS]
+        neurofm_cli("prepare", f"inputs=[{','.join(inputs)}]", f"out={shards}", "window_s=4.0", "workers=1",
+                    log=log)
+    return shards
+
+
+def random_batches(segments: list, batch: int, rng: np.random.Generator):
+    """Endless batches of ``batch`` windows drawn at random (without replacement within a batch
+    when there are enough windows)."""
+    while True:
+        pick = rng.choice(len(segments), batch, replace=len(segments) < batch)
+        yield collate_segments([segments[i] for i in pick])
+
+
+def probe_scores(model, labelled: dict, held_out: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out subject's labels and probe predictions (per-sensor readout, probe trained on the others)."""
+    names = list(labelled)
+    segments = [s for n in names for s in labelled[n][0]]
+    y = np.concatenate([labelled[n][1] for n in names])
+    owner = np.concatenate([[n] * len(labelled[n][1]) for n in names])
+    features = window_features(model, segments, "sensors")
+    train, test = owner != held_out, owner == held_out
+    return y[test], linear_probe(features[train], y[train], features[test], seed).argmax(1)
+
+
+def pretrain(config, corpus: list, steps: int, seed: int, args, at: tuple[int, ...], on_point) -> None:
+    torch.manual_seed(seed)
+    model = MaskedAutoencoder(config)
+    on_point(0, model)
+    batches = random_batches(corpus, args.batch, np.random.default_rng(seed))
+
+    def on_step(step: int, loss: float, model) -> None:
+        if step in at:
+            on_point(step, model)
+            model.train()
+
+    pretrain_steps(config, batches, steps, args.lr, on_step, model=model, warmup_steps=max(1, steps // 20))
+
+
+def summarise(points: dict, x_name: str) -> dict:
+    """points: x -> seed -> subject -> (y_true, y_pred)."""
+    xs = sorted(points)
+    seeds = sorted(next(iter(points.values())))
+    pooled = {x: [balanced_accuracy_score(np.concatenate([points[x][s][k][0] for k in SUBJECTS]),
+                                          np.concatenate([points[x][s][k][1] for k in SUBJECTS]))
+                  for s in seeds] for x in xs}
+    per_subject = {x: {k: float(np.mean([balanced_accuracy_score(*points[x][s][k]) for s in seeds]))
+                       for k in SUBJECTS} for x in xs}
+    out = {x_name: xs, "seeds": seeds,
+           "balanced_accuracy": {str(x): {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1))
+                                          if len(v) > 1 else 0.0, "per_seed": v} for x, v in pooled.items()},
+           "per_subject": {str(x): v for x, v in per_subject.items()}}
+    first, last = xs[0], xs[-1]
+    diff = paired_difference([per_subject[last][k] for k in SUBJECTS], [per_subject[first][k] for k in SUBJECTS])
+    out["paired_last_minus_first"] = {"last": last, "first": first, **diff}
+    positive = [x for x in xs if x > 0]
+    fit_x = np.log10([x for x in positive for _ in seeds])
+    fit_y = np.array([v for x in positive for v in pooled[x]])
+    fit = stats.linregress(fit_x, fit_y)
+    t = stats.t.ppf(0.975, len(fit_x) - 2)
+    x_new = np.log10(10 * max(positive))
+    se_pred = fit.stderr * abs(x_new - fit_x.mean())  # the slope's uncertainty carried out
+    out["log_fit"] = {"slope_per_decade": fit.slope, "slope_ci": [fit.slope - t * fit.stderr,
+                                                                  fit.slope + t * fit.stderr],
+                      "intercept": fit.intercept, "p": fit.pvalue, "extrapolated_x": 10 * max(positive),
+                      "extrapolated": fit.intercept + fit.slope * x_new,
+                      "extrapolated_ci": [fit.intercept + fit.slope * x_new - t * np.hypot(se_pred, fit.intercept_stderr),
+                                          fit.intercept + fit.slope * x_new + t * np.hypot(se_pred, fit.intercept_stderr)]}
+    return out
+
+
+def report(result: dict, x_name: str) -> None:
+    print(f"{x_name:>10} balanced accuracy (mean ± sd over seeds {result['seeds']})")
+    for x in result[x_name]:
+        v = result["balanced_accuracy"][str(x)]
+        print(f"{x:>10} {v['mean']:.3f} ± {v['sd']:.3f}   per seed " + " ".join(f"{p:.3f}" for p in v["per_seed"]))
+    d, f = result["paired_last_minus_first"], result["log_fit"]
+    print(f"{x_name} {d['last']} - {d['first']}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] over "
+          f"subjects, p={d['wilcoxon_p']:.3f}; fit on log10({x_name}): {f['slope_per_decade']:+.4f} per decade "
+          f"[{f['slope_ci'][0]:+.4f}, {f['slope_ci'][1]:+.4f}], at {f['extrapolated_x']:g}: "
+          f"{f['extrapolated']:.3f} [{f['extrapolated_ci'][0]:.3f}, {f['extrapolated_ci'][1]:.3f}]", flush=True)
+
+
+def plot(out: Path) -> None:
+    curves = {c: json.loads((out / f"scaling_eegmmi_{c}.json").read_text())
+              for c in ("steps", "data") if (out / f"scaling_eegmmi_{c}.json").exists()}
+    fig = Figure(figsize=(5.2 * len(curves), 4.0), layout="constrained")
+    for ax, (curve, result) in zip(np.atleast_1d(fig.subplots(1, len(curves))), curves.items(), strict=True):
+        x_name = "steps" if curve == "steps" else "fraction"
+        xs = result[x_name]
+        mean = [result["balanced_accuracy"][str(x)]["mean"] for x in xs]
+        sd = [result["balanced_accuracy"][str(x)]["sd"] for x in xs]
+        shown = [max(x, xs[1] / 4) if x == 0 else x for x in xs]  # step 0 drawn left of the first point
+        ax.errorbar(shown, mean, yerr=sd, marker="o", capsize=3, label="pretrained + probe (per-sensor)")
+        ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("pretraining steps (leftmost: step 0)" if curve == "steps"
+                      else f"fraction of the pretraining corpus ({result['steps']} steps)")
+        ax.set_ylabel("balanced accuracy, LOSO (5 subjects)")
+        ax.set_title(f"EEGMMI imagery: {'steps' if curve == 'steps' else 'corpus size'}, "
+                     f"{len(result['seeds'])} seeds (± sd)", fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(out / "scaling_eegmmi.png", dpi=130)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--curves", nargs="+", default=["steps", "data"], choices=["steps", "data"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 16, 64, 256, 1024])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.0625, 0.25, 1.0])
+    parser.add_argument("--data-steps", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--work", type=Path, default=None, help="keep shards here (default: a temp folder)")
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    root = data_dir() / "meeg" / "eegmmidb"
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = model_config("tiny", mask_strategy="channels", mask_ratio=0.5)
+    start = time.perf_counter()
+    labelled = {}
+    for s in SUBJECTS:
+        segments = [w for r in IMAGERY_RUNS for w in tokenize_events(root / s / f"{s}{r}.edf", event_id=["T1", "T2"],
+                                                                      tmin=0.5, tmax=2.5)]
+        labelled[s] = (segments, np.array([w.meta["label"] == "T2" for w in segments], dtype=int))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "commands.log"
+        corpora = {s: list(stream(shards_without(root, s, work, log), "train", shuffle_buffer=0)) for s in SUBJECTS}
+        for curve in args.curves:
+            points: dict = {}
+            for seed in range(args.seeds):
+                for s in SUBJECTS:
+                    t0 = time.perf_counter()
+
+                    def on_point(x, model, s=s, seed=seed, points=points):
+                        points.setdefault(x, {}).setdefault(seed, {})[s] = probe_scores(model, labelled, s, seed)
+
+                    if curve == "steps":
+                        pretrain(config, corpora[s], max(args.steps), seed, args, tuple(args.steps), on_point)
+                    else:
+                        rng = np.random.default_rng(1000 + seed)
+                        for f in args.fractions:
+                            n = max(args.batch, int(round(f * len(corpora[s]))))
+                            subset = [corpora[s][i] for i in sorted(rng.choice(len(corpora[s]), n, replace=False))]
+                            pretrain(config, subset, args.data_steps, seed, args, (args.data_steps,),
+                                     lambda x, m, f=f: x and on_point(f, m))
+                    print(f"{curve}: seed {seed}, held out {s} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            x_name = "steps" if curve == "steps" else "fraction"
+            result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                      "corpus_windows": {s: len(c) for s, c in corpora.items()},
+                      "minutes": (time.perf_counter() - start) / 60, "steps": args.data_steps,
+                      **summarise(points, x_name)}
+            report(result, x_name)
+            write_text_atomic(args.out / f"scaling_eegmmi_{curve}.json", json.dumps(result, indent=2, default=float))
+            plot(args.out)
+    print(f"metrics: {args.out}/scaling_eegmmi_*.json; figure: {args.out}/scaling_eegmmi.png "
+          f"({(time.perf_counter() - start) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

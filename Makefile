@@ -8,7 +8,7 @@ CONSTRAINTS ?= .ci/constraints.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint docs clean
+.PHONY: install demo test lint docs wheel clean
 
 # PYTHONWARNINGS=ignore: setuptools' notices about editable installs are not the user's business
 $(STAMP): pyproject.toml
@@ -34,5 +34,20 @@ test: lint
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
+# the sdist and wheel (dist/), checked by twine, installed into a fresh venv (build/wheel-venv)
+# that runs `neurofm --help` and a 5-step pretraining on the demo corpus shipped inside
+WHEEL_VENV := build/wheel-venv
+wheel: $(STAMP)
+	rm -rf dist $(WHEEL_VENV)
+	$(BIN)/python -m build --quiet --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	PIP_CONSTRAINT=$(if $(CONSTRAINTS),$(abspath $(CONSTRAINTS)),$(PIP_CONSTRAINT)) \
+		$(WHEEL_VENV)/bin/python -m pip install -q dist/*.whl
+	cd $(WHEEL_VENV) && bin/neurofm --help > /dev/null
+	cd $(WHEEL_VENV) && NEUROFM_PROGRESS=0 bin/neurofm pretrain model=tiny trainer.max_steps=5 \
+		data.root=demo run_dir=runs/wheel
+	test -f $(WHEEL_VENV)/runs/wheel/checkpoints/last.ckpt
+
 clean:
-	rm -rf $(VENV) runs outputs .pytest_cache site
+	rm -rf $(VENV) runs outputs .pytest_cache site dist build

@@ -77,11 +77,14 @@ class NeuroFM:
         """Load a local checkpoint (any format :func:`neurofm.load` reads) or a Hugging Face
         Hub repo id (``"org/name"``, downloaded once into the Hub cache through
         ``huggingface_hub``; with ``HF_HUB_OFFLINE=1`` the cache alone serves it)."""
-        if Path(name_or_path).exists():
-            return load(name_or_path, device=device)
+        name = os.fspath(name_or_path)
+        looks_local = (not isinstance(name_or_path, str) or name.startswith(("/", ".", "~"))
+                       or name.count("/") != 1 or os.sep != "/" and os.sep in name)
+        if Path(name).expanduser().exists() or looks_local:  # a path: never sent to the Hub
+            return load(Path(name).expanduser(), device=device)
         from neurofm.models.hub import download
 
-        return load(download(os.fspath(name_or_path), revision=revision, cache_dir=cache_dir, token=token),
+        return load(download(name, revision=revision, cache_dir=cache_dir, token=token),
                     device=device)
 
     def save_pretrained(self, out: str | os.PathLike) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 import neurofm
@@ -146,8 +147,9 @@ def test_from_pretrained_reads_the_hub_cache_offline(exported, tmp_path, meeg):
 
 def test_a_path_that_is_not_there_is_not_sent_to_the_hub(tmp_path):
     pytest.importorskip("huggingface_hub")
-    with pytest.raises(CheckpointError, match="neither a local checkpoint"):
-        neurofm.NeuroFM.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
+    for missing in (str(tmp_path / "no" / "such" / "folder"), tmp_path / "gone", "./runs/export"):
+        with pytest.raises(CheckpointError, match="checkpoint not found"):
+            neurofm.NeuroFM.from_pretrained(missing)
 
 
 def test_push_to_hub_uploads_the_saved_folder(exported, monkeypatch):
@@ -171,7 +173,11 @@ def test_push_to_hub_uploads_the_saved_folder(exported, monkeypatch):
     assert url.endswith("/commit/abc") and seen["repo"] == ("org/name", True, True, "model") and seen["token"] == "t"
     assert set(seen["files"]) == {"config.json", "model.safetensors", "README.md"}
     assert json.loads(seen["files"]["config.json"])["input_contract"]["modalities"] == ["eeg"]
-    assert seen["files"]["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    uploaded = safetensors.torch.load(seen["files"]["model.safetensors"])
+    saved = safetensors.torch.load_file(str(folder / "model.safetensors"))
+    assert set(uploaded) == set(saved)
+    for name, tensor in saved.items():
+        torch.testing.assert_close(uploaded[name], tensor, rtol=0, atol=0)
 
 
 def test_a_model_without_contract_embeds_as_before(tmp_path, meeg):

@@ -73,18 +73,22 @@ def random_batches(segments: list, batch: int, rng: np.random.Generator):
         yield collate_segments([segments[i] for i in pick])
 
 
-def probe_scores(model, labelled: dict, held_out: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out subject's labels and probe predictions (per-sensor readout, probe trained on the others)."""
+def probe_scores(model, labelled: dict, held_out: str, seed: int, readout: str = "sensors"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out subject's labels and probe predictions (``readout``: per-sensor pooled tokens by
+    default; probe trained on the other subjects)."""
     names = list(labelled)
     segments = [s for n in names for s in labelled[n][0]]
     y = np.concatenate([labelled[n][1] for n in names])
     owner = np.concatenate([[n] * len(labelled[n][1]) for n in names])
-    features = window_features(model, segments, "sensors")
+    features = window_features(model, segments, readout)
     train, test = owner != held_out, owner == held_out
     return y[test], linear_probe(features[train], y[train], features[test], seed).argmax(1)
 
 
 def pretrain(config, corpus: list, steps: int, seed: int, args, at: tuple[int, ...], on_point) -> None:
+    """Pretrain ``config`` from seed ``seed`` on random batches of ``corpus``; ``on_point(step,
+    model)`` at step 0 and at each step in ``at``."""
     torch.manual_seed(seed)
     model = MaskedAutoencoder(config)
     on_point(0, model)
@@ -164,6 +168,16 @@ def plot(out: Path) -> None:
     fig.savefig(out / "scaling_eegmmi.png", dpi=130)
 
 
+def labelled_windows(root: Path) -> dict:
+    """Per subject: the imagery windows ([0.5, 2.5] s after T1/T2) and their labels (1 = right)."""
+    labelled = {}
+    for s in SUBJECTS:
+        segments = [w for r in IMAGERY_RUNS for w in tokenize_events(root / s / f"{s}{r}.edf", event_id=["T1", "T2"],
+                                                                      tmin=0.5, tmax=2.5)]
+        labelled[s] = (segments, np.array([w.meta["label"] == "T2" for w in segments], dtype=int))
+    return labelled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--curves", nargs="+", default=["steps", "data"], choices=["steps", "data"])
@@ -180,11 +194,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     config = model_config("tiny", mask_strategy="channels", mask_ratio=0.5)
     start = time.perf_counter()
-    labelled = {}
-    for s in SUBJECTS:
-        segments = [w for r in IMAGERY_RUNS for w in tokenize_events(root / s / f"{s}{r}.edf", event_id=["T1", "T2"],
-                                                                      tmin=0.5, tmax=2.5)]
-        labelled[s] = (segments, np.array([w.meta["label"] == "T2" for w in segments], dtype=int))
+    labelled = labelled_windows(root)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -224,3 +224,32 @@ def test_interpolation_prior_on_real_eeg(eeg_segments):
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and model.interp_gate.weight.grad.abs().sum() > 0
     assert model.interp_log_width.grad is not None and model.interp_log_width.grad != 0
+
+
+def test_fourier_and_normalised_patch_targets_on_real_eeg(eeg_segments):
+    """LaBraM's targets (Fourier amplitude z-scored within the patch, phase / pi) and MAE's
+    normalised patches, computed on a real BrainVision recording, against numpy."""
+    from neurofm.models.mae import target_len, targets
+
+    batch = collate_segments(eeg_segments[:2])
+    patch = batch.signal[0, 3, :200].double()
+    fourier = targets(patch[None], tiny(target="fourier"))[0].numpy()
+    spectrum = np.fft.rfft(patch.numpy())
+    amp = np.abs(spectrum)
+    np.testing.assert_allclose(fourier[:101], (amp - amp.mean()) / (amp.std(ddof=1) + 1e-6), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fourier[101:], np.angle(spectrum) / np.pi, atol=1e-8)
+    normed = targets(patch[None], tiny(target_norm="patch"))[0].numpy()
+    x = patch.numpy()
+    np.testing.assert_allclose(normed, (x - x.mean()) / np.sqrt(x.var(ddof=1) + 1e-6), rtol=1e-6)
+    assert target_len(tiny(target="fourier")) == 202 and target_len(tiny()) == 200
+    for overrides in ({"target": "fourier"}, {"target_norm": "patch"}):
+        torch.manual_seed(0)
+        model = MaskedAutoencoder(tiny(**overrides))
+        out = model(batch, generator=torch.Generator().manual_seed(0))
+        out["loss"].backward()
+        assert out["pred"].shape == out["target"].shape and torch.isfinite(out["loss"])
+        assert model.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="model.target=fourier"):
+        tiny(target="fourier", interpolation_prior=True)
+    with pytest.raises(ConfigError, match="model.target"):
+        tiny(target="phase")

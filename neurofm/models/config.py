@@ -13,6 +13,8 @@ from neurofm.errors import ConfigError
 from neurofm.options import check_option
 
 MASK_STRATEGIES = ("random", "channels", "time", "mixed")
+TARGETS = ("signal", "fourier")
+TARGET_NORMS = ("none", "patch")
 
 
 @dataclass
@@ -34,6 +36,13 @@ class ModelConfig:
         Fraction of tokens hidden from the encoder, in (0, 1).
     mask_strategy : str
         ``random | channels | time | mixed``.
+    target : str
+        What a masked token's head predicts: ``signal`` (the patch's samples) or ``fourier``
+        (LaBraM's targets: the patch's Fourier amplitude, z-scored within the patch, and
+        phase / pi).
+    target_norm : str
+        ``none`` or ``patch``: each target patch minus its mean, over its standard deviation
+        (the MAE paper's normalised-pixel loss), for ``target=signal``.
     spectral_weight : float
         Weight of the spectral-amplitude loss term.
     interpolation_prior : bool
@@ -57,6 +66,8 @@ class ModelConfig:
     spatial_latents: int | None = None
     mask_ratio: float = 0.75
     mask_strategy: str = "mixed"
+    target: str = "signal"
+    target_norm: str = "none"
     spectral_weight: float = 0.0
     interpolation_prior: bool = False
     attention: str = "sdpa"
@@ -66,6 +77,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_option("model.mask_strategy", self.mask_strategy, MASK_STRATEGIES)
+        check_option("model.target", self.target, TARGETS)
+        check_option("model.target_norm", self.target_norm, TARGET_NORMS)
+        if self.target != "signal" and (self.target_norm != "none" or self.spectral_weight
+                                        or self.interpolation_prior):
+            raise ConfigError(f"model.target={self.target} predicts Fourier coefficients: "
+                              "target_norm, spectral_weight and interpolation_prior act on the "
+                              "signal and need model.target=signal")
+        if self.target_norm != "none" and self.interpolation_prior:
+            raise ConfigError("model.interpolation_prior adds neighbours' signal to the prediction "
+                              "and needs model.target_norm=none")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if self.spatial_latents is not None and self.spatial_latents < 1:

@@ -5,8 +5,10 @@ tokens only; a light decoder gets the encoded visible tokens back in place plus,
 masked place, a query made of that token's sensor geometry and time; it predicts the
 masked patches; optionally (``interpolation_prior``) it adds, through a learned per-token
 gate, a Gaussian-weighted mean of the visible patches of nearby sensors at the same time:
-the interpolation spherical splines give EEG, which the network corrects. Loss: MSE on the masked patches of the (robust-scaled) signal, plus an
-optional spectral-amplitude term.
+the interpolation spherical splines give EEG, which the network corrects. Loss: MSE on the
+masked patches of the (robust-scaled) signal (``target=signal``; ``target_norm=patch``: each
+patch standardised, as MAE's normalised pixels) or on their Fourier amplitude and phase
+(``target=fourier``, LaBraM's targets), plus an optional spectral-amplitude term.
 
 Shapes: B batch, C sensors, N patches per sensor, L = C * N tokens, K visible tokens,
 P samples per patch, D model width.
@@ -74,6 +76,28 @@ def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strat
     visible_idx = order[:, :k]
     visible_mask = torch.arange(k, device=device)[None, :] < n_keep[:, None]
     return visible_idx, visible_mask
+
+
+def target_len(config: ModelConfig) -> int:
+    """Values the head predicts per token."""
+    return config.patch_len if config.target == "signal" else 2 * (config.patch_len // 2 + 1)
+
+
+def targets(patches: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """What the head learns to predict from patches ``[..., P]``: the samples (optionally each
+    patch standardised), or the Fourier amplitude (z-scored within the patch) and phase / pi
+    side by side. Padding patches (all zero) stay zero."""
+    eps = 1e-6
+    if config.target == "fourier":
+        # half precision has no FFT of any length: compute it in float32
+        spectrum = torch.fft.rfft(patches.float() if patches.element_size() < 4 else patches, dim=-1)
+        amp = spectrum.abs()
+        amp = (amp - amp.mean(-1, keepdim=True)) / (amp.std(-1, keepdim=True) + eps)
+        return torch.cat([amp, spectrum.angle() / math.pi], dim=-1).to(patches.dtype)
+    if config.target_norm == "patch":
+        mean = patches.mean(-1, keepdim=True)
+        return (patches - mean) / (patches.var(-1, keepdim=True) + eps).sqrt()
+    return patches
 
 
 def spatial_interpolation(patches: torch.Tensor, positions: torch.Tensor, kinds: torch.Tensor,
@@ -144,7 +168,7 @@ class MaskedAutoencoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(cfg.decoder_dim))
         self.decoder = Encoder(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
                                cfg.attention, cfg.dropout)
-        self.head = nn.Linear(cfg.decoder_dim, cfg.patch_len)
+        self.head = nn.Linear(cfg.decoder_dim, target_len(cfg))
         if cfg.interpolation_prior:  # prediction = head + gate * interpolation from visible neighbours
             self.interp_gate = nn.Linear(cfg.decoder_dim, 1)
             self.interp_log_width = nn.Parameter(torch.tensor(math.log(0.04)))  # kernel width, m
@@ -225,13 +249,14 @@ class MaskedAutoencoder(nn.Module):
             interp = spatial_interpolation(tokens.patches.view(b, c, n, -1), batch.positions, batch.kinds,
                                            visible.view(b, c, n), self.interp_log_width.exp())
             pred = pred + torch.sigmoid(self.interp_gate(decoded)) * interp.reshape(b, length, -1)
-        err = ((pred - tokens.patches) ** 2).mean(dim=-1)  # [B, L]
+        target = targets(tokens.patches, cfg)
+        err = ((pred - target) ** 2).mean(dim=-1)  # [B, L]
         loss = (err * hidden).sum() / hidden.sum().clamp(min=1)
         if cfg.spectral_weight > 0:
             amp = lambda x: torch.fft.rfft(x, dim=-1).abs()  # noqa: E731
             spec = ((amp(pred) - amp(tokens.patches)) ** 2).mean(dim=-1)
             loss = loss + cfg.spectral_weight * (spec * hidden).sum() / hidden.sum().clamp(min=1)
-        return {"loss": loss, "pred": pred, "target": tokens.patches, "hidden": hidden,
+        return {"loss": loss, "pred": pred, "target": target, "hidden": hidden,
                 "visible_idx": visible_idx, "visible_mask": visible_mask}
 
     def decode(self, context: torch.Tensor, context_mask: torch.Tensor, tokens: Tokens) -> torch.Tensor:

@@ -167,7 +167,7 @@ def _checkpoint_step(path: str, model: dict[str, Any] | None = None) -> int:
 
 # model config keys that change the shapes of the weights
 SHAPE_KEYS = ("dim", "depth", "heads", "mlp_ratio", "decoder_dim", "decoder_depth", "decoder_heads",
-              "patch_len", "spatial_latents", "interpolation_prior")
+              "patch_len", "spatial_latents", "interpolation_prior", "target")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

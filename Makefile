@@ -24,8 +24,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/neurofm pretrain
 
+# ruff, and the import floors of pyproject.toml's [tool.importlinter] (no circles, no layer
+# importing one above it, no Hydra below the commands)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/python -m pytest -q

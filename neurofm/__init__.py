@@ -7,7 +7,7 @@ the tokenizers (:mod:`neurofm.tokenizers`) and the shard tools (:mod:`neurofm.da
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from neurofm._version import __version__
 
 __all__ = ["NeuroFM", "__version__", "load"]
 

@@ -19,22 +19,22 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from neurofm import __version__
+from neurofm._version import __version__
 from neurofm.errors import ConfigError, DiskFullError, NeurofmError
 
 # subcommand -> (one-line summary, "module:function" that receives the composed config)
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("recordings (BIDS, globs, ROI tables) -> WebDataset shards + manifest",
-                "neurofm.datasets.shards:run_prepare"),
+                "neurofm.commands.prepare:run_prepare"),
     "pretrain": ("masked-autoencoding pretraining (Lightning; DDP / DeepSpeed)",
-                 "neurofm.pretrain.train:run_pretrain"),
+                 "neurofm.commands.pretrain:run_pretrain"),
     "finetune": ("decoding / encoding / subject-level tasks (probe / finetune / LoRA / scratch)",
-                 "neurofm.finetune.train:run_finetune"),
+                 "neurofm.commands.finetune:run_finetune"),
     "embed": ("embed recordings with a checkpoint and write .npy/.parquet",
-              "neurofm.embedding:run_embed"),
-    "export": ("checkpoint -> config.json + model.safetensors", "neurofm.models.io:run_export"),
+              "neurofm.commands.embed:run_embed"),
+    "export": ("checkpoint -> config.json + model.safetensors", "neurofm.commands.export:run_export"),
     "verify": ("check shards against their manifest (size, sha256, every sample)",
-               "neurofm.datasets.verify:run_verify"),
+               "neurofm.commands.verify:run_verify"),
 }
 
 USAGE = """usage: neurofm <command> [key=value ...] [--help] [--cfg job] [--config-dir DIR]

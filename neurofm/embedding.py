@@ -14,7 +14,6 @@ import torch
 from neurofm.batch import collate_segments
 from neurofm.console import make_progress
 from neurofm.errors import NeurofmError, TooShortError
-from neurofm.io import atomic_write
 from neurofm.models.contract import (
     check_bold_space,
     check_segments,
@@ -23,7 +22,6 @@ from neurofm.models.contract import (
 )
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
-from neurofm.options import check_keywords
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm")
@@ -250,45 +248,3 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM
     info: dict[str, Any] = {}
     model = load_pretrained(path, map_location="cpu", info=info)
     return NeuroFM(model, source=os.fspath(path), info=info).to(device)
-
-
-OUT_SUFFIXES = (".npy", ".parquet")
-
-
-def run_embed(cfg) -> int:
-    """``neurofm embed ckpt=... input=... out=emb.npy [+tokenizer.montage=... any tokenizer option]``."""
-    from neurofm.configs.schema import typed
-    from neurofm.console import logger as root
-    from neurofm.datasets.shards import FMRI_OPTIONS, MEEG_OPTIONS
-
-    conf = typed(cfg)  # an EmbedConfig
-    out = Path(conf.out)
-    if out.suffix not in OUT_SUFFIXES:  # before any work
-        raise NeurofmError(f"out must end in {' or '.join(OUT_SUFFIXES)}", out)
-    if out.suffix == ".parquet":
-        import importlib.util
-
-        if importlib.util.find_spec("pyarrow") is None:
-            raise NeurofmError("writing .parquet needs pyarrow: pip install 'neurofm[parquet]', "
-                               "or use out=*.npy", out)
-    valid = ["sfreq", *dict.fromkeys([*MEEG_OPTIONS, *FMRI_OPTIONS])]
-    options = check_keywords(conf.tokenizer, valid, "+tokenizer.{}=")
-    device = conf.device if conf.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(conf.ckpt, device=device)
-    result = model.embed(conf.input, atlas=conf.atlas, batch_size=conf.batch_size,
-                         window_s=conf.window_s, **options)
-    if out.suffix == ".parquet":
-        import pandas as pd
-
-        table = pd.DataFrame(result.windows, columns=[f"e{k}" for k in range(result.windows.shape[1])])
-        table.insert(0, "onset_s", result.times)
-        with atomic_write(out, "embeddings table", expected_bytes=result.windows.nbytes) as tmp:
-            table.to_parquet(tmp)
-    else:
-        with atomic_write(out, "embeddings array", expected_bytes=result.windows.nbytes) as tmp:
-            np.save(tmp, result.windows)
-        with atomic_write(out.with_name(out.stem + "_times.npy"), "embedding times array") as tmp:
-            np.save(tmp, result.times)
-    root.info("embedded %d windows (dim %d) of %s -> %s", len(result.windows), result.windows.shape[1],
-              conf.input, out)
-    return 0

@@ -39,17 +39,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from dataclasses import fields as dataclass_fields
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from neurofm import __version__
-from neurofm.console import logger as root_logger
+from neurofm._version import __version__
 from neurofm.console import make_progress, setup_logging
 from neurofm.datasets.codec import FIELDS, encode_segment, json_default
 from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, discover
-from neurofm.datasets.parts import finished_parts, merge_parts, parse_part, part_dir, part_of
+from neurofm.datasets.parts import part_dir, part_of
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
 from neurofm.errors import ConfigError, DiskFullError, NeurofmError
 from neurofm.io import atomic_write, free_bytes, is_disk_full, write_text_atomic
@@ -763,39 +761,3 @@ def _pool_run(todo: list[Source], options: PrepareOptions, workdir: Path, worker
                 future.cancel()
             raise
     return [], set()
-
-
-def run_prepare(cfg) -> int:
-    """``neurofm prepare``: the Hydra entry point over :func:`write_shards`."""
-
-    from neurofm.configs.schema import typed
-
-    if cfg.merge:  # reads the parts' manifests only: no inputs, no options
-        return _report(merge_parts(cfg.out), cfg.out)
-    conf = typed(cfg)  # a PrepareConfig: PrepareOptions + inputs, out, workers, part, merge
-    out = conf.out
-    options = PrepareOptions(**{f.name: getattr(conf, f.name) for f in dataclass_fields(PrepareOptions)})
-    part = parse_part(conf.part)
-    manifest = write_shards(conf.inputs, out, options, workers=conf.workers, part=part)
-    if part is None:
-        return _report(manifest, out)
-    code = _report(manifest, part_dir(out, *part))
-    count, _, missing = finished_parts(out)
-    if missing:
-        root_logger.info("%d of %d parts still to finish; the last one writes %s",
-                         len(missing), count, Path(out) / "manifest.json")
-        return code
-    merged = merge_parts(out)  # the last part to finish merges (again, if two finish at once)
-    root_logger.info("all %d parts finished: merged into %s", count, Path(out) / "manifest.json")
-    return max(code, 1 if merged["failures"] else 0)
-
-
-def _report(manifest: dict, out: str | os.PathLike) -> int:
-    totals = manifest["totals"]
-    root_logger.info(
-        "wrote %d shards, %d samples, %.2f h (%s) to %s; %d of %d files failed%s",
-        len(manifest["shards"]), totals["samples"], totals["hours"],
-        ", ".join(f"{k} {v:.2f} h" for k, v in totals["hours_by_modality"].items()), out,
-        manifest["failures"], manifest["files"]["found"],
-        f" (see {Path(out) / 'failures.jsonl'})" if manifest["failures"] else "")
-    return 1 if manifest["failures"] else 0

@@ -7,9 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from neurofm.configs.schema import typed
-from neurofm.console import logger as root_logger
-from neurofm.console import make_progress, say
+from neurofm.console import make_progress
 from neurofm.datasets.codec import decode_sample
 from neurofm.datasets.manifest import load_manifest, sha256_of
 from neurofm.datasets.shards import read_tar_samples
@@ -64,18 +62,3 @@ def verify_shards(shards: str | os.PathLike, decode: bool = True) -> list[dict[s
                 problems.append({"shard": entry["name"], "problem": problem})
             progress.advance(task)
     return problems
-
-
-def run_verify(cfg) -> int:
-    """``neurofm verify shards=DIR``: exit 0 when every shard matches, 1 otherwise."""
-
-    cfg = typed(cfg)  # a VerifyConfig
-
-    problems = verify_shards(cfg.shards, decode=cfg.decode)
-    n = len(load_manifest(cfg.shards)["shards"])
-    if not problems:
-        root_logger.info("%s: all %d shards match the manifest", cfg.shards, n)
-        return 0
-    say("\n".join(f"{Path(cfg.shards) / p['shard']}: {p['problem']}" for p in problems))
-    root_logger.error("%s: %d of %d shards do not match the manifest", cfg.shards, len(problems), n)
-    return 1

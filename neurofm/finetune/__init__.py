@@ -1,1 +1,1 @@
-"""Finetuning: heads, evaluation protocols (LOSO, k-fold, few-shot) and the finetune entry point."""
+"""Finetuning: heads, evaluation protocols (LOSO, k-fold, few-shot) and the finetuning run (:func:`neurofm.finetune.train.finetune`)."""

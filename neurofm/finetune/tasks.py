@@ -12,11 +12,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from neurofm.batch import collate_segments
-from neurofm.configs.schema import READOUTS
 from neurofm.console import make_progress
 from neurofm.embedding import NeuroFM, shape_batches
 from neurofm.errors import ConfigError, NotAvailableError
 from neurofm.finetune.baselines import shared_sensors
+from neurofm.finetune.config import READOUTS
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.options import check_option
 from neurofm.tokenizers.segment import Segment

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurofm.configs.schema import FinetuneConfig, typed
 from neurofm.console import make_progress, progress_over
 from neurofm.datasets import discover, join_phenotype, read_phenotype
 from neurofm.datasets.shards import (
@@ -36,6 +35,7 @@ from neurofm.finetune.baselines import (
     shared_sensor_array,
     subject_series,
 )
+from neurofm.finetune.config import FinetuneConfig
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
 from neurofm.finetune.metrics import classification_metrics, per_sensor_r
@@ -373,10 +373,11 @@ def _inputs(conf: FinetuneConfig) -> list[str]:
 TASKS = {"decoding": _decoding, "disorder": _disorder, "encoding": _encoding}
 
 
-def run_finetune(cfg) -> int:
-    """The Hydra entry point of ``neurofm finetune``."""
+def finetune(conf: FinetuneConfig) -> dict:
+    """Run ``conf.task`` with the checkpoint ``conf.ckpt``: its splits, the checkpoint's mode
+    and the classical baselines; writes ``metrics.json``, ``results.md``, predictions and
+    figures into ``conf.run_dir`` and returns the metrics."""
 
-    conf: FinetuneConfig = typed(cfg)
     task = conf.task
     loaded = load(conf.ckpt)
     # the checkpoint's input contract sets the tokenizer where the command line does not
@@ -388,4 +389,4 @@ def run_finetune(cfg) -> int:
     result = {"task": asdict(task), **TASKS[task.name](conf, loaded.model, run_dir, loaded.contract)}
     write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=1), "metrics")
     logger.info("results in %s (metrics.json, results.md, PNG)", run_dir)
-    return 0
+    return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from neurofm import __version__
+from neurofm._version import __version__
 from neurofm.errors import CheckpointError, NotAvailableError
 from neurofm.models.io import CARD, CONFIG, WEIGHTS
 

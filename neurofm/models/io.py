@@ -20,8 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from neurofm import __version__
-from neurofm.console import logger
+from neurofm._version import __version__
 from neurofm.errors import CheckpointError
 from neurofm.io import atomic_write, write_text_atomic
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
@@ -322,13 +321,3 @@ def validation_r2(metrics_csv: Path) -> dict[str, float] | None:
     if r2.empty:
         return None
     return {"first": float(r2.iloc[0]), "last": float(r2.iloc[-1]), "best": float(r2.max())}
-
-
-def run_export(cfg) -> int:
-    """``neurofm export ckpt=... out=...``."""
-    from neurofm.configs.schema import typed
-
-    conf = typed(cfg)  # an ExportConfig
-    out = export_checkpoint(conf.ckpt, conf.out)
-    logger.info("exported %s -> %s (%s, %s)", conf.ckpt, out, CONFIG, WEIGHTS)
-    return 0

@@ -1,1 +1,1 @@
-"""Pretraining: LightningModule, shard DataModule and the Hydra entry point."""
+"""Pretraining: LightningModule, shard DataModule and the training run (:func:`neurofm.pretrain.train.pretrain`)."""

@@ -11,9 +11,9 @@ import lightning.pytorch as pl
 import torch
 
 from neurofm.batch import Batch
-from neurofm.configs.schema import OptimConfig
 from neurofm.errors import TrainingError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.pretrain.config import OptimConfig
 
 
 class PretrainModule(pl.LightningModule):

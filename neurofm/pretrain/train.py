@@ -1,4 +1,5 @@
-"""``neurofm pretrain``: Hydra config -> data, model, Lightning Trainer -> checkpoints and metrics.
+"""Pretraining: a :class:`PretrainConfig` -> data, model, Lightning Trainer -> checkpoints and metrics
+(``neurofm pretrain`` is :func:`pretrain`).
 
 The strategy (``trainer=ddp``, ``deepspeed_stage_2`` ...) is only a config switch; multi-node
 comes from the environment Lightning reads (SLURM, torchrun). Checkpoints are written every
@@ -19,14 +20,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from neurofm.configs.schema import PretrainConfig, TrainerConfig, typed
 from neurofm.console import say
 from neurofm.datasets.manifest import is_remote, load_manifest, local
 from neurofm.datasets.shards import PrepareOptions, write_shards
@@ -34,6 +33,7 @@ from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.io import atomic_write
 from neurofm.models.contract import input_contract
 from neurofm.models.io import validation_r2
+from neurofm.pretrain.config import PretrainConfig, TrainerConfig
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.demo import build_demo_corpus
 from neurofm.pretrain.module import PretrainModule
@@ -223,14 +223,13 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*Total length of `.*` across ranks is zero.*")
 
 
-def run_pretrain(cfg) -> int:
-    """``neurofm pretrain``: the Hydra entry point."""
-
+def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?") -> int:
+    """Pretrain as ``conf`` says; ``model_name`` and ``trainer_name`` are the config groups
+    chosen on the command line (for the log and the strategy checks). Returns 0 when trained to
+    ``trainer.max_steps``, 143 when stopped by SIGTERM (a checkpoint of that step written)."""
 
     _quiet_lightning()
-    conf: PretrainConfig = typed(cfg)
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    _check_strategy(conf.trainer, choices.get("trainer", "?"))
+    _check_strategy(conf.trainer, trainer_name)
     trainer_cfg = _trainer_kwargs(conf.trainer)
     run_dir = Path(conf.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +294,7 @@ def run_pretrain(cfg) -> int:
     )
     if trainer.is_global_zero:
         n_params = sum(p.numel() for p in module.model.parameters())
-        logger.info("model %s: %.3f M parameters; %s; %d steps%s -> %s", choices.get("model", ""),
+        logger.info("model %s: %.3f M parameters; %s; %d steps%s -> %s", model_name,
                     n_params / 1e6, f"{manifest.get('totals', {}).get('samples', '?')} windows in {shards}", max_steps,
                     f" (resuming at {start_step})" if resume else "", run_dir)
     start = time.perf_counter()

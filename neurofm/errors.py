@@ -59,6 +59,11 @@ class AtlasError(NeurofmError):
     """An atlas is not usable (not integer labels, wrong space, unknown labels)."""
 
 
+class EpochsError(NeurofmError, ValueError):
+    """Epochs (an array or ``mne.Epochs``) that cannot be embedded: wrong shape, empty, NaN or
+    inf, complex or sparse. A ``ValueError`` too, as scikit-learn expects of bad input."""
+
+
 class ShardError(NeurofmError):
     """A shard or manifest is missing, corrupt or inconsistent."""
 

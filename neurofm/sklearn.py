@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from neurofm.errors import ConfigError, NeurofmError
+from neurofm.errors import ConfigError, EpochsError
+from neurofm.finetune.config import READOUTS
 
-READOUTS = ("mean", "sensors", "connectivity")
 EPOCH = "neurofm_epoch"
 
 
@@ -52,7 +52,15 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     Each call to :meth:`transform` cleans its epochs as one recording (epochs joined end to
     end, filtered, scaled per channel by the robust scale over all of them); no epoch is
-    rejected and no channel dropped, so features line up across calls.
+    rejected and no channel dropped, so features line up across calls. Because of that
+    joint cleaning, an epoch's features depend slightly on the epochs beside it in the
+    call (scikit-learn's sample-order and subset invariance hold only approximately).
+
+    Input is 3-D (scikit-learn's ``three_d_array`` input tag): ``check_estimator``'s
+    data checks, written for 2-D arrays, do not apply; its API checks pass, and the data
+    checks that matter (fit returns self and is idempotent, parameters untouched, float32 and
+    float64 in, float64 out, pickle round trip, NaN, inf, empty, complex and wrongly shaped
+    input refused with a ``ValueError``) are tested on real EEG epochs.
     """
 
     def __init__(self, model: Any, readout: str = "mean", info: Any = None, batch_size: int = 32,
@@ -64,12 +72,21 @@ class Embedder(TransformerMixin, BaseEstimator):
         self.device = device
         self.tokenizer = tokenizer
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = False  # fit only loads the model; transform loads it if needed
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
     def fit(self, X, y=None) -> Embedder:
-        """Load the model (once); nothing is learnt."""
+        """Check ``X`` and load the model (once); nothing is learnt."""
         from neurofm.embedding import NeuroFM
 
         if self.readout not in READOUTS:
             raise ConfigError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        self._epochs(X)
         self.model_ = self.model if isinstance(self.model, NeuroFM) else NeuroFM.from_pretrained(
             os.fspath(self.model), device=self.device)
         return self
@@ -83,6 +100,35 @@ class Embedder(TransformerMixin, BaseEstimator):
         segments = self.segments(X)
         return window_features(self.model_, segments, self.readout, batch_size=self.batch_size).astype(np.float64)
 
+    def _epochs(self, X) -> tuple[np.ndarray, Any]:
+        """``X`` as a checked ``[n_epochs, n_channels, n_times]`` float array and its Info."""
+        import mne
+
+        if isinstance(X, mne.BaseEpochs):
+            data, info = X.get_data(copy=False), X.info
+        else:
+            info = self.info
+            if info is None:
+                raise ConfigError("array input needs the channels' mne.Info: Embedder(..., info=epochs.info)")
+            if hasattr(X, "toarray") or hasattr(X, "todense"):
+                raise EpochsError("sparse input: pass epochs as a dense [n_epochs, n_channels, n_times] array")
+            data = np.asarray(X)
+            if np.iscomplexobj(data):
+                raise EpochsError("complex input: pass real-valued epochs in volts")
+            try:
+                data = data.astype(np.float64, copy=False)
+            except (TypeError, ValueError) as err:
+                raise EpochsError(f"epochs must be numbers; got an array of {data.dtype}") from err
+        n_channels = len(info["ch_names"])
+        if data.ndim != 3 or data.shape[1] != n_channels:
+            raise EpochsError(f"expected epochs [n_epochs, {n_channels} channels, n_times]; "
+                              f"got an array of shape {data.shape}")
+        if data.shape[0] == 0:
+            raise EpochsError("no epochs: X holds 0 epochs")
+        if not np.isfinite(data).all():
+            raise EpochsError(f"{int((~np.isfinite(data)).sum())} samples are NaN or inf")
+        return data, info
+
     def segments(self, X) -> list:
         """The epochs as neurofm segments (one each, in order)."""
         import mne
@@ -90,17 +136,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         from neurofm.models.contract import check_segments, tokenizer_defaults
         from neurofm.tokenizers import tokenize_events
 
-        if isinstance(X, mne.BaseEpochs):
-            data, info = X.get_data(copy=False), X.info
-        else:
-            data, info = np.asarray(X, dtype=np.float64), self.info
-            if info is None:
-                raise ConfigError("array input needs the channels' mne.Info: Embedder(..., info=epochs.info)")
-        if data.ndim != 3 or data.shape[1] != len(info["ch_names"]):
-            raise NeurofmError(f"expected epochs [n_epochs, {len(info['ch_names'])} channels, n_times]; "
-                               f"got an array of shape {data.shape}")
-        if not np.isfinite(data).all():
-            raise NeurofmError(f"{int((~np.isfinite(data)).sum())} samples are NaN or inf")
+        data, info = self._epochs(X)
         n, c, t = data.shape
         raw = mne.io.RawArray(data.transpose(1, 0, 2).reshape(c, n * t), info.copy(), verbose="error")
         sfreq = info["sfreq"]
@@ -109,7 +145,7 @@ class Embedder(TransformerMixin, BaseEstimator):
                    "reject_scaled": None, "drop_flat": False}
         segments = list(tokenize_events(raw, event_id=[EPOCH], tmin=0.0, tmax=(t - 1) / sfreq, **options))
         if len(segments) != n:
-            raise NeurofmError(f"{n} epochs in, {len(segments)} windows out: epochs too short for the model?")
+            raise EpochsError(f"{n} epochs in, {len(segments)} windows out: epochs too short for the model?")
         check_segments(self.model_.contract, segments)
         return segments
 

@@ -82,3 +82,36 @@ def test_embedder_names_bad_input(export, epochs):
         Embedder(str(export), info=ep.info).fit_transform(data)
     with pytest.raises(ConfigError, match="readout must be one of"):
         Embedder(str(export), readout="tokens").fit(ep)
+
+
+def test_embedder_passes_scikit_learns_checks_that_apply(export, epochs):
+    """scikit-learn's API checks, by name (its data checks assume 2-D X and are skipped for a
+    ``three_d_array`` transformer), then the data checks that matter, on real EEG epochs."""
+    from sklearn.utils import estimator_checks as checks
+    from sklearn.utils import get_tags
+
+    emb = Embedder(str(export), readout="mean", info=epochs[0].info)
+    tags = get_tags(emb)
+    assert tags.input_tags.three_d_array and not tags.input_tags.two_d_array and not tags.requires_fit
+    for check in ("check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types",
+                  "check_estimator_repr", "check_no_attributes_set_in_init", "check_get_params_invariance",
+                  "check_set_params", "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order"):
+        getattr(checks, check)("Embedder", clone(emb))
+    data = epochs[0][:12].get_data()
+    params = emb.get_params()
+    assert emb.fit(data) is emb and emb.get_params() == params  # fit returns self, params untouched
+    first = emb.transform(data)
+    np.testing.assert_array_equal(emb.fit(data).transform(data), first)  # idempotent, deterministic
+    as_float32 = emb.transform(data.astype(np.float32))
+    assert as_float32.dtype == np.float64 and first.dtype == np.float64
+    np.testing.assert_allclose(as_float32, first, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(emb)).transform(data), first)
+    bad = {"NaN": np.where(np.arange(data.size).reshape(data.shape) == 5, np.nan, data),
+           "inf": np.where(np.arange(data.size).reshape(data.shape) == 5, np.inf, data),
+           "no epochs": data[:0], "complex": data.astype(complex), "shape": data[:, :, 0],
+           "strings": np.full(data.shape, "a")}
+    messages = {"NaN": "1 samples are NaN or inf", "inf": "1 samples are NaN or inf", "no epochs": "0 epochs",
+                "complex": "complex input", "shape": "expected epochs", "strings": "must be numbers"}
+    for name, x in bad.items():
+        with pytest.raises(ValueError, match=messages[name]):
+            clone(emb).fit(x)

@@ -42,6 +42,7 @@ class PretrainModule(pl.LightningModule):
         self.save_hyperparameters({"model": asdict(model), "optim": asdict(optim), "max_steps": max_steps,
                                    "input_contract": input_contract})
         self.optim, self.max_steps = optim, max_steps
+        self.tokens_seen: torch.Tensor | None = None
         self.model = MaskedAutoencoder(model)
         # constant buffers (sinusoid periods): DDP need not broadcast them before every forward,
         # which would also tie validation to equal batch counts on every rank
@@ -56,6 +57,9 @@ class PretrainModule(pl.LightningModule):
                                 f"on samples {keys}; lower optim.lr, check those samples "
                                 "(neurofm verify <shards>), and resume from the last checkpoint")
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=len(batch), sync_dist=False)
+        # real tokens trained on (hidden + visible), summed on the device: read by Throughput
+        real = (out["hidden"].sum() + out["visible_mask"].sum()).detach()
+        self.tokens_seen = real if self.tokens_seen is None else self.tokens_seen + real
         return out["loss"]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pandas as pd
+import torch
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
@@ -126,6 +127,39 @@ class StepProgress(Callback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class Throughput(Callback):
+    """Speed and memory in ``metrics.csv``, every ``every`` steps: ``perf/step_s`` (wall
+    seconds per optimizer step since the last row), ``perf/tokens_per_s`` (real tokens, all
+    ranks: each rank's count times the world size) and, on CUDA, ``perf/peak_mem_gb`` (this
+    rank's peak allocated memory). The token count accumulates on the device, so the only
+    synchronisation is one per row."""
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+        self.last: float | None = None
+        self.last_step = 0
+        self.tokens = None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        counted = getattr(module, "tokens_seen", None)
+        step = trainer.global_step
+        if counted is None or step % self.every or step == self.last_step:
+            return
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+        now = time.perf_counter()
+        tokens = float(counted)
+        if self.last is not None:  # the first row only starts the clock (warm-up, compilation)
+            seconds = now - self.last
+            steps = step - self.last_step
+            values = {"perf/step_s": seconds / steps,
+                      "perf/tokens_per_s": (tokens - self.tokens) * trainer.world_size / seconds}
+            if module.device.type == "cuda":
+                values["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(module.device) / 1e9
+            module.log_dict(values, rank_zero_only=True)
+        self.last, self.last_step, self.tokens = now, step, tokens
 
 
 def plot_loss_curve(metrics_csv: Path, out: Path, smoothing_steps: int = 50) -> Path | None:

@@ -37,7 +37,7 @@ from neurofm.pretrain.config import PretrainConfig, TrainerConfig
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.demo import build_demo_corpus
 from neurofm.pretrain.module import PretrainModule
-from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, plot_loss_curve
+from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, Throughput, plot_loss_curve
 
 logger = logging.getLogger("neurofm.pretrain")
 LAST = "last.ckpt"
@@ -277,6 +277,7 @@ def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?"
         on_sigterm := CheckpointOnSigterm(checkpoints / LAST),
         LearningRateMonitor(logging_interval="step"),
         StepProgress(max_steps),
+        Throughput(conf.trainer.log_every_n_steps),
     ]
     if conf.log_sample_keys:
         callbacks.append(SampleKeyLog(run_dir))

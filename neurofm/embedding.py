@@ -233,6 +233,12 @@ def shape_batches(segments: list[Segment], batch_size: int) -> list[list[int]]:
 
 
 def _is_shard(x: str | os.PathLike) -> bool:
+    """A shard or a shard directory: local, or a URL fsspec reads (recordings are read from
+    local files only, so any URL is taken for shards)."""
+    from neurofm.datasets.manifest import is_remote
+
+    if is_remote(x):
+        return True
     path = Path(x)
     return path.suffix == ".tar" or (path.is_dir() and (path / "manifest.json").exists())
 

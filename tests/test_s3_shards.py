@@ -111,3 +111,30 @@ def test_pretraining_from_s3_gives_the_local_loss_sequence(bucket, tmp_path):
         losses.append(pd.read_csv(tmp_path / name / "metrics.csv")["train/loss"].dropna().to_numpy())
     assert len(losses[0]) == 10
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+
+
+def test_verify_and_embed_read_shards_from_s3(bucket, tmp_path):
+    import torch
+
+    from neurofm.datasets.verify import verify_shards
+    from neurofm.embedding import NeuroFM
+    from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+
+    local, url, client, _ = bucket
+    assert verify_shards(url) == [] and verify_shards(local) == []
+    name = sorted(p.name for p in Path(local).glob("shard-*.tar"))[0]
+    body = bytearray((Path(local) / name).read_bytes())
+    body[len(body) // 2] ^= 0xFF
+    client.put_object(Bucket="corpus-bucket", Key=f"corpus/{name}", Body=bytes(body))
+    try:
+        assert verify_shards(url, decode=False) == [
+            {"shard": name, "problem": "sha256 differs from the manifest (changed or corrupt)"}]
+    finally:
+        client.upload_file(str(Path(local) / name), "corpus-bucket", f"corpus/{name}")
+    result = run_cli("verify", f"shards={url}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    torch.manual_seed(0)
+    model = NeuroFM(MaskedAutoencoder(ModelConfig()))
+    there, here = model.embed(url), model.embed(local)
+    assert there.windows.shape == here.windows.shape and len(here.windows) > 10
+    np.testing.assert_allclose(there.windows, here.windows, rtol=1e-5, atol=1e-6)

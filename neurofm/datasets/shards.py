@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -334,9 +335,10 @@ def _read_journals(workdir: Path, names: set[str] | None = None) -> tuple[list[d
     return summaries, started
 
 
-def read_tar_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples of a shard (key, files), in order."""
-    with tarfile.open(path, "r") as tar:
+def read_tar_samples(path: Path | bytes) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of a shard (key, files), in order: a file, or the shard's bytes."""
+    with (tarfile.open(fileobj=io.BytesIO(path), mode="r") if isinstance(path, bytes)
+          else tarfile.open(path, "r")) as tar:
         current, files = None, {}
         for member in tar:
             key, _, suffix = member.name.partition(".")

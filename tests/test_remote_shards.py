@@ -138,3 +138,40 @@ def test_training_from_http_gives_the_local_loss_sequence(served, tmp_path):
         losses.append(table["train/loss"].dropna().to_numpy())
     assert len(losses[0]) == 20
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+
+
+def test_two_nodes_on_loopback_stream_disjoint_shards_from_http(served, tmp_path):
+    """Two torchrun "nodes" on 127.0.0.1 (gloo, one process each) pretraining from the HTTP
+    server: each reads its own shards, no sample twice, one checkpoint at the last step."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+
+    local, url = served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "two_nodes"
+    common = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
+              "-m", "neurofm.cli", "pretrain", f"run_dir={run}", "data=shards", f"data.shards={url}",
+              "data.resampled=false", "data.num_workers=0", "data.batch_size=2", "data.shuffle_buffer=0",
+              "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
+              "trainer.precision=32-true", "trainer.max_steps=3", "log_sample_keys=true", "model=tiny",
+              "trainer.log_every_n_steps=2", "checkpoint.every_n_steps=1000", "val_every_n_steps=1000000"]
+    env = {**os.environ, "NEUROFM_PROGRESS": "0"}
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--node_rank={r}", *common],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    keys_of = [(run / f"keys-rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert [len(k) for k in keys_of] == [6, 6] and all(len(set(k)) == 6 for k in keys_of)
+    assert not set(keys_of[0]) & set(keys_of[1])
+    shard_of = {s.meta["key"]: shard.name for shard in sorted(local.glob("shard-*.tar"))
+                for s in stream([str(shard)], None, shuffle_buffer=0)}
+    assert not {shard_of[k] for k in keys_of[0]} & {shard_of[k] for k in keys_of[1]}
+    assert {n for n in FaultyHandler.requests if n.startswith("shard-")}  # served over HTTP
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

@@ -12,7 +12,7 @@ import torch
 import neurofm
 from neurofm.batch import collate_segments
 from neurofm.datasets import PrepareOptions, read_phenotype, stream, write_shards
-from neurofm.datasets.shards import roi_tr_for
+from neurofm.datasets.options import roi_tr_for
 from neurofm.errors import BoldError, ConfigError
 from neurofm.finetune.baselines import riemann_lr, shared_sensor_array, tangent_space
 from neurofm.finetune.protocols import leave_one_group_out, subject_kfold

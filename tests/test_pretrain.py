@@ -110,7 +110,7 @@ def test_ddp_two_processes_on_cpu_over_real_shards(tmp_path, real_shards):
 
 
 def test_ddp_validates_when_the_val_split_has_fewer_shards_than_ranks(tmp_path, meeg):
-    from neurofm.datasets.shards import split_of
+    from neurofm.datasets.options import split_of
 
     files = [meeg / "bdf" / "multiple_annotation_chans.bdf", meeg / "brainvision" / "test.vhdr",
              meeg / "eeglab" / "test_raw_chanloc.set"]

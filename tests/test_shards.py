@@ -245,13 +245,13 @@ def test_sigkill_then_rerun_gives_identical_shards(prepared, inputs, options, tm
 
 def _finished(out: Path) -> list[dict]:
     """Summaries of the files a run has finished, from its journals."""
-    from neurofm.datasets.shards import _read_journals
+    from neurofm.datasets.tar_io import read_journals
 
-    return _read_journals(out / ".work")[0] if (out / ".work").exists() else []
+    return read_journals(out / ".work")[0] if (out / ".work").exists() else []
 
 
 def test_torn_journal_and_lost_samples_are_tokenized_again(prepared, inputs, options, tmp_path, monkeypatch):
-    import neurofm.datasets.shards as shards_module
+    import neurofm.datasets.tokenize as tokenize_module
 
     out = tmp_path / "torn"
     broken = tmp_path / "broken_eeg.edf"
@@ -274,8 +274,8 @@ def test_torn_journal_and_lost_samples_are_tokenized_again(prepared, inputs, opt
     def counting(src, *args, **kwargs):
         tokenized.append(src.path)
         return tokenize_source(src, *args, **kwargs)
-    tokenize_source = shards_module.tokenize_source
-    monkeypatch.setattr(shards_module, "tokenize_source", counting)
+    tokenize_source = tokenize_module.tokenize_source
+    monkeypatch.setattr(tokenize_module, "tokenize_source", counting)
     manifest = write_shards(inputs, out, options)
     assert sorted(tokenized) == sorted([lost["path"]] + [d["path"] for d in done[2:]])
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in load_manifest(prepared)["shards"]]
@@ -480,7 +480,7 @@ def wds_samples(directory: Path):
 
 def test_a_killed_worker_fails_its_file_only(tmp_path, data_dir, options):
     from neurofm.datasets.discovery import discover
-    from neurofm.datasets.shards import _run_workers
+    from neurofm.datasets.pool import run_workers
     from tests.helpers.dying_worker import prepare_or_die
 
     good = [data_dir / "meeg" / "brainvision" / "test.vhdr", data_dir / "meeg" / "bdf" / "multiple_annotation_chans.bdf"]
@@ -490,7 +490,7 @@ def test_a_killed_worker_fails_its_file_only(tmp_path, data_dir, options):
     workdir = tmp_path / "work"
     workdir.mkdir()
     summaries: dict = {}
-    _run_workers(sources, options, workdir, 2, summaries, task=prepare_or_die)
+    run_workers(sources, options, workdir, 2, summaries, task=prepare_or_die)
     assert {Path(p).name: s["status"] for p, s in summaries.items()} == {
         "test.vhdr": "ok", "multiple_annotation_chans.bdf": "ok", "doomed.vhdr": "failed"}
     assert "tokenizer process died" in summaries[str(doomed)]["error"]

@@ -10,7 +10,7 @@ import torch
 
 from neurofm.configs.schema import EmbedConfig, typed
 from neurofm.console import logger
-from neurofm.datasets.shards import FMRI_OPTIONS, MEEG_OPTIONS
+from neurofm.datasets.options import FMRI_OPTIONS, MEEG_OPTIONS
 from neurofm.embedding import load
 from neurofm.errors import NeurofmError
 from neurofm.io import atomic_write

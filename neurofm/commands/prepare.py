@@ -8,8 +8,9 @@ from pathlib import Path
 
 from neurofm.configs.schema import PrepareConfig, typed
 from neurofm.console import logger
+from neurofm.datasets.options import PrepareOptions
 from neurofm.datasets.parts import finished_parts, merge_parts, parse_part, part_dir
-from neurofm.datasets.shards import PrepareOptions, write_shards
+from neurofm.datasets.shards import write_shards
 
 
 def run_prepare(cfg) -> int:

@@ -2,7 +2,7 @@
 
 Each layer owns its options beside its code (``ModelConfig`` in :mod:`neurofm.models.config`,
 ``MeegOptions`` in :mod:`neurofm.tokenizers.options`, ``PrepareOptions`` in
-:mod:`neurofm.datasets.shards`, the pretraining and finetuning runs in
+:mod:`neurofm.datasets.options`, the pretraining and finetuning runs in
 :mod:`neurofm.pretrain.config` and :mod:`neurofm.finetune.config`); this module only composes
 them into the commands' configs and registers those with Hydra. Nothing in the library imports
 it: the commands (:mod:`neurofm.commands`) do.
@@ -16,7 +16,7 @@ hold only what differs from these defaults. Commands receive these objects, type
 =============  ==========================================================
 command        config
 =============  ==========================================================
-``prepare``    :class:`PrepareConfig` (:class:`~neurofm.datasets.shards.PrepareOptions`;
+``prepare``    :class:`PrepareConfig` (:class:`~neurofm.datasets.options.PrepareOptions`;
                EEG/MEG cleaning: :class:`~neurofm.tokenizers.options.MeegOptions`)
 ``pretrain``   :class:`~neurofm.pretrain.config.PretrainConfig` (``model``: :class:`~neurofm.models.config.ModelConfig`,
                ``data``: :class:`~neurofm.pretrain.config.DataConfig`, ``trainer``:
@@ -38,7 +38,7 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from neurofm.datasets.shards import PrepareOptions
+from neurofm.datasets.options import PrepareOptions
 from neurofm.errors import ConfigError
 from neurofm.finetune.config import (  # noqa: F401  (composed here; importable from here)
     MODES,

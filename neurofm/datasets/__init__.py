@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 from neurofm.datasets.codec import decode_sample, encode_segment
 from neurofm.datasets.discovery import Source, discover
 from neurofm.datasets.manifest import load_manifest
+from neurofm.datasets.options import PrepareOptions
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
-from neurofm.datasets.shards import PrepareOptions, write_shards
+from neurofm.datasets.shards import write_shards
 
 if TYPE_CHECKING:
     from neurofm.batch import Batch, collate_segments

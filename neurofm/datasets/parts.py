@@ -6,7 +6,7 @@ on how many other files there are, or on which node asks; re-running a part redo
 files. Each part writes its shards, ``manifest.json`` and ``failures.jsonl`` under
 ``out/part-IIII-of-NNNN/``; the merge checks that every part finished with the same options
 and writes ``out/manifest.json`` naming each shard by its path under ``out``. The
-train/val/test split is a hash of each subject (:func:`~neurofm.datasets.shards.split_of`),
+train/val/test split is a hash of each subject (:func:`~neurofm.datasets.options.split_of`),
 so it is the same on one node or many.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 from neurofm.console import make_progress
 from neurofm.datasets.codec import decode_sample
 from neurofm.datasets.manifest import is_remote, join, load_manifest, local, read_bytes, sha256_of
-from neurofm.datasets.shards import read_tar_samples
+from neurofm.datasets.tar_io import read_tar_samples
 from neurofm.errors import NeurofmError
 
 logger = logging.getLogger("neurofm.datasets")

@@ -15,13 +15,8 @@ import pandas as pd
 
 from neurofm.console import make_progress, progress_over
 from neurofm.datasets import discover, join_phenotype, read_phenotype
-from neurofm.datasets.shards import (
-    FMRI_OPTIONS,
-    MEEG_OPTIONS,
-    PrepareOptions,
-    check_needs,
-    tokenize_source,
-)
+from neurofm.datasets.options import FMRI_OPTIONS, MEEG_OPTIONS, PrepareOptions
+from neurofm.datasets.tokenize import check_needs, tokenize_source
 from neurofm.embedding import load
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune import protocols

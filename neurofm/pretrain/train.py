@@ -28,7 +28,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from neurofm.console import say
 from neurofm.datasets.manifest import is_remote, load_manifest, local
-from neurofm.datasets.shards import PrepareOptions, write_shards
+from neurofm.datasets.options import PrepareOptions
+from neurofm.datasets.shards import write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.io import atomic_write
 from neurofm.models.contract import input_contract

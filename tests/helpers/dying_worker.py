@@ -7,11 +7,12 @@ import os
 import signal
 from pathlib import Path
 
-from neurofm.datasets.shards import _journal, _prepare_one
+from neurofm.datasets.tar_io import open_journal
+from neurofm.datasets.tokenize import prepare_one
 
 
 def prepare_or_die(src, options, workdir):
     if "doomed" in Path(src.path).name:
-        _journal(workdir).started(src.path)
+        open_journal(workdir).started(src.path)
         os.kill(os.getpid(), signal.SIGKILL)
-    return _prepare_one(src, options, workdir)
+    return prepare_one(src, options, workdir)

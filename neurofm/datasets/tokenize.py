@@ -1,0 +1,141 @@
+"""Tokenize one discovered file for ``neurofm prepare`` (in a worker process): its segments,
+their split, and their samples appended to the worker's journal."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import traceback
+from typing import Any
+
+from neurofm.datasets.codec import encode_segment
+from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source
+from neurofm.datasets.options import (
+    MEEG_OPTIONS,
+    PrepareOptions,
+    fmri_options,
+    roi_tr_for,
+    split_of,
+)
+from neurofm.datasets.phenotype import join_phenotype, read_phenotype
+from neurofm.datasets.tar_io import open_journal, sample_bytes
+from neurofm.errors import ConfigError, NeurofmError
+from neurofm.io import is_disk_full
+from neurofm.options import respell
+from neurofm.tokenizers.naming import entities_from_name
+from neurofm.tokenizers.segment import Segment
+
+
+def _sample_key(src: Source) -> str:
+    """The key prefix of a file's samples: stable across runs, unique per path."""
+    return hashlib.sha1(src.path.encode()).hexdigest()[:16]
+
+
+def prepare_spelling(kind: str) -> dict[str, str]:
+    """How ``neurofm prepare`` spells each tokenizer option of a file of this kind."""
+    if kind == "meeg":
+        return {k: f"+meeg.{k}" for k in MEEG_OPTIONS}
+    extra = {k: f"+fmri.{k}" for k in fmri_options()[0]}
+    return {**extra, "window_s": "fmri_window_s",
+            "tr_s": "roi_tr_s" if kind == "roi" else "+fmri.tr_s"}
+
+
+def tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None = None,
+                    spelling: dict[str, str] | None = None) -> list[Segment]:
+    """Tokenize one discovered file with the options of a prepare run.
+
+    Errors name options as ``spelling`` says (default: as ``neurofm prepare`` spells them).
+    """
+    try:
+        return _tokenize_source(src, options, phenotype)
+    except NeurofmError as err:
+        respell(err, prepare_spelling(src.kind) if spelling is None else spelling)
+        raise
+
+
+def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None) -> list[Segment]:
+
+    entities = src.entities or entities_from_name(src.path, options.subject_pattern)
+    if src.kind == "meeg":
+        # mne and scipy.signal: only workers that read M/EEG import them
+        from neurofm.tokenizers.eeg_meg import tokenize_raw
+
+        segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
+                                options=options.meeg_options(), dataset=src.dataset, entities=entities)
+    elif src.kind == "bold":
+        from neurofm.tokenizers.fmri import tokenize_bold
+
+        if options.atlas is None:
+            raise ConfigError("BOLD inputs need an atlas: pass atlas=<labels image>")
+        segments = tokenize_bold(src.path, atlas=options.atlas, window_s=options.fmri_window_s,
+                                 dataset=src.dataset, entities=entities,
+                                 **options.fmri)
+    else:
+        from neurofm.tokenizers.roi_table import tokenize_roi_table
+
+        coords = options.roi_coords or options.atlas
+        if coords is None:
+            raise ConfigError("ROI tables need roi_coords=<atlas or coordinate table>")
+        roi_options = {k: v for k, v in options.fmri.items() if k in fmri_options()[1]}
+        segments = tokenize_roi_table(src.path, coords=coords,
+                                      tr_s=roi_tr_for(src.path, entities, options.roi_tr_s),
+                                      window_s=options.fmri_window_s, dataset=src.dataset,
+                                      entities=entities, **roi_options)
+    if options.modality is not None:
+        segments = [s for s in segments if s.modality == options.modality]
+    if phenotype is not None:
+        join_phenotype(segments, phenotype)
+    return list(segments)
+
+
+def prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str, Any]:
+    """Tokenize ``src`` into this process's journal in ``workdir``; return the summary."""
+
+    journal = open_journal(workdir)
+    journal.started(src.path)  # tells a broken pool which files were running
+    key = _sample_key(src)
+    try:
+        if src.kind == "unknown":
+            raise NeurofmError(UNKNOWN_FORMAT, src.path)
+        phenotype = read_phenotype(options.phenotype) if options.phenotype else None
+        segments = tokenize_source(src, options, phenotype)
+        samples, digest, start = [], hashlib.sha256(), journal.size
+        for k, seg in enumerate(segments):
+            split = split_of(seg.meta.get("dataset"), seg.meta.get("subject"),
+                             options.split_fractions, options.seed)
+            seg.meta["split"] = split
+            sample = sample_bytes(f"{key}-{k:06d}", encode_segment(seg, options.dtype))
+            digest.update(sample)
+            samples.append({"offset": journal.append(sample), "length": len(sample), "split": split,
+                            "modality": seg.modality, "n_sensors": seg.n_sensors,
+                            "duration_s": seg.duration_s, "subject": str(seg.meta.get("subject")),
+                            "dataset": str(seg.meta.get("dataset"))})
+        summary = {"path": src.path, "status": "ok", "samples": samples,
+                   "data": journal.samples_path.name, "offset": start, "length": journal.size - start,
+                   "sha256": digest.hexdigest()}
+    except Exception as err:  # one bad input is that input's failure, never the run's
+        if is_disk_full(err, journal.samples_path):
+            raise  # not the file's fault: the run stops, and a re-run resumes here
+        summary = {"path": src.path, "status": "failed", "error_type": type(err).__name__,
+                   "error": str(err), "samples": []}
+        if os.environ.get("NEUROFM_DEBUG"):
+            summary["traceback"] = traceback.format_exc()
+    journal.done(summary)
+    return summary
+
+
+def check_needs(sources: list[Source], options: PrepareOptions) -> None:
+    """Options every file of a kind needs: one error before any work, not one per file."""
+    found = {s.kind for s in sources}
+    if "bold" in found and options.atlas is None:
+        n = sum(s.kind == "bold" for s in sources)
+        raise ConfigError(f"{n} inputs are 4-D BOLD images, which need an atlas: pass "
+                          "atlas=<labels image> (or modality=eeg|meg|ieeg to skip them)")
+    if "roi" in found and (options.roi_coords or options.atlas) is None:
+        raise ConfigError("ROI tables need the atlas they were extracted with (or an x,y,z table): "
+                          "pass roi_coords=<path>")
+    if "roi" in found and options.roi_tr_s is None:
+        raise ConfigError("ROI tables do not carry a TR: pass roi_tr_s=<seconds>, or one per site "
+                          "as roi_tr_s='{SITE: seconds, ...}'")
+
+

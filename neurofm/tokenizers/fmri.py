@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import csr_matrix
 
-from neurofm.errors import AtlasError, BoldError, BoldTooShortError
+from neurofm.errors import AtlasError, BoldError
 from neurofm.tokenizers.atlas import (
     check_same_space,
     image_extent,
@@ -34,12 +34,17 @@ from neurofm.tokenizers.atlas import (
     parcellate,
     warn_geometry,
 )
-from neurofm.tokenizers.naming import entities_from_name
-from neurofm.tokenizers.segment import Segment, Segments
+from neurofm.tokenizers.parcels import (  # noqa: F401  (importable from here too)
+    PLAUSIBLE_TR_S,
+    clean_series,
+    parcel_segments,
+    resample_series,
+    series_windows,
+)
+from neurofm.tokenizers.segment import Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
 
-PLAUSIBLE_TR_S = (0.05, 20.0)
 # fMRIPrep columns regressed out by default: 6 motion parameters, their derivatives, WM, CSF.
 DEFAULT_CONFOUNDS = (
     "trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
@@ -162,86 +167,6 @@ def _confounds(confounds, columns, n_times: int, where: str) -> np.ndarray | Non
     if not np.isfinite(values).all():
         raise BoldError("confounds contain NaN/inf after filling", name)
     return values
-
-
-def resample_series(signals: np.ndarray, tr_s: float, new_tr_s: float) -> np.ndarray:
-    """Resample ``[T, P]`` series from ``tr_s`` to ``new_tr_s`` seconds.
-
-    Cubic-spline interpolation onto the new grid (same start, up to the last
-    original sample); when downsampling, a zero-phase 5th-order Butterworth
-    low-pass at 0.9x the new Nyquist frequency first prevents aliasing.
-    """
-
-    from scipy.interpolate import CubicSpline  # scipy.signal/interpolate cost ~1 s to import:
-    from scipy.signal import butter, sosfiltfilt  # only resampling runs pay for them
-
-    n = signals.shape[0]
-    if new_tr_s > tr_s and n > 18:
-        sos = butter(5, 0.9 * (0.5 / new_tr_s), fs=1.0 / tr_s, output="sos")
-        signals = sosfiltfilt(sos, signals, axis=0)
-    times = np.arange(n) * tr_s
-    new_times = np.arange(0.0, times[-1] + 1e-9, new_tr_s)
-    return CubicSpline(times, signals, axis=0)(new_times)
-
-
-def series_windows(
-    series: np.ndarray, tr_s: float, window_s: float, stride_s: float | None, meta: dict,
-    positions: np.ndarray, where: str,
-) -> Segments:
-    """Cut ``[T, P]`` series into segments of ``window_s`` seconds."""
-    length = int(round(window_s / tr_s))
-    step = max(1, int(round((stride_s or window_s) / tr_s)))
-    n_times = series.shape[0]
-    if length < 1:
-        raise BoldError(f"window_s={window_s:g} s is shorter than one TR ({tr_s:g} s)", where)
-    if n_times < length:
-        raise BoldTooShortError(
-            f"{n_times} timepoints x {tr_s:g} s = {n_times * tr_s:g} s, fewer than one window "
-            f"({window_s:g} s); pass a smaller window_s", where, duration_s=n_times * tr_s)
-    starts = np.arange(0, n_times - length + 1, step)
-    signal = np.ascontiguousarray(series.T, dtype=np.float32)  # [P, T]
-    n = signal.shape[0]
-    orientations = np.zeros((n, 3), np.float32)
-    kinds = ("parcel",) * n
-    segments = Segments(report={"source": where, "n_windows": int(len(starts)), "rejected": [],
-                                "dropped_parcels": meta.get("dropped_parcels", {})})
-    for start in starts:
-        segments.append(Segment(
-            signal=signal[:, start : start + length].copy(),
-            positions=positions,
-            orientations=orientations,
-            kinds=kinds,
-            meta=dict(meta, onset_s=float(start * tr_s), events=[]),
-        ))
-    return segments
-
-
-def clean_series(series, tr_s, confounds, detrend, standardize, low_pass, high_pass):
-    """``nilearn.signal.clean`` of ``[T, P]`` series. Linear detrend and z-score alone (the
-    default for ROI tables) take the same arithmetic in numpy: importing nilearn.signal costs
-    each prepare worker about a second, more than tokenizing a hundred tables."""
-    if confounds is None and not (low_pass or high_pass):
-        series = np.array(series, dtype=np.float64)
-        n = series.shape[0]
-        if n < 2 or not (detrend or standardize):
-            return series
-        series -= series.mean(axis=0)
-        if detrend:  # least-squares line through each column (its mean is already gone)
-            ramp = np.arange(n) - (n - 1) / 2
-            series -= np.outer(ramp, ramp @ series / (ramp @ ramp))
-        if standardize:
-            std = series.std(axis=0, ddof=1)
-            std[std < np.finfo(np.float64).eps] = 1.0
-            series /= std
-        return series
-
-    from nilearn.signal import clean  # nilearn costs ~1 s to import: only fMRI work pays it
-
-    return clean(
-        series, detrend=detrend, standardize="zscore_sample" if standardize else False,
-        confounds=confounds, low_pass=low_pass, high_pass=high_pass, t_r=tr_s,
-        filter="butterworth" if (low_pass or high_pass) else False,
-    )
 
 
 def tokenize_bold(
@@ -372,42 +297,21 @@ def tokenize_bold(
         full = np.zeros((n_times, len(counts)))
         full[:, ~outside] = series
         series = full
-    native_tr = tr
-    if resample_tr_s is not None and not np.isclose(resample_tr_s, tr):
-        series = resample_series(series, tr, resample_tr_s)
-        tr = float(resample_tr_s)
     if outside.any():
         logger.info("%s: %d of %d parcels of %s are outside the field of view (%s)", where,
                     outside.sum(), len(counts), os.path.basename(parc.source), empty_parcels)
-
-    meta = {
-        "modality": "fmri",
-        "sfreq": 1.0 / tr,
-        "tr_s": tr,
-        "native_tr_s": native_tr,
-        "n_volumes": n_times,
-        "atlas": parc.source,
-        "parcel_labels": parc.labels[keep].tolist(),
-        "parcel_names": [n for n, k in zip(parc.names, keep, strict=True) if k],
-        "parcel_volumes_mm3": parc.volumes_mm3[keep].tolist(),
-        "parcel_voxels_in_fov": counts[keep].tolist(),
-        "unit_scale": [1.0] * int(keep.sum()),
-        "channel_scale": [1.0] * int(keep.sum()),
-        "units": {"parcel": "z-score" if standardize else "BOLD a.u."},
-        "dropped_parcels": {
-            "outside_fov": parc.labels[outside_fov].tolist(),
-            "all_zero": parc.labels[zero].tolist(),
-        } if empty_parcels == "drop" else {},
-        "clean": {"detrend": detrend, "standardize": standardize, "low_pass": low_pass,
-                  "high_pass": high_pass, "confounds": confounds is not None},
-        "source": where,
-        "dataset": dataset,
-        **(entities if entities is not None else entities_from_name(where)),
-    }
-    if empty_parcels == "keep":
-        meta["parcel_valid"] = (~outside).tolist()
-    positions = (parc.centroids_mm[keep] / 1000.0).astype(np.float32)
-    return series_windows(series, tr, window_s, stride_s, meta, positions, where)
+    return parcel_segments(
+        series, tr, resample_tr_s=resample_tr_s, window_s=window_s, stride_s=stride_s,
+        positions_mm=parc.centroids_mm[keep], where=where, n_volumes=n_times, standardize=standardize,
+        dataset=dataset, entities=entities, parcel_valid=~outside if empty_parcels == "keep" else None,
+        atlas=parc.source, parcel_labels=parc.labels[keep].tolist(),
+        parcel_names=[n for n, k in zip(parc.names, keep, strict=True) if k],
+        parcel_volumes_mm3=parc.volumes_mm3[keep].tolist(), parcel_voxels_in_fov=counts[keep].tolist(),
+        units={"parcel": "z-score" if standardize else "BOLD a.u."},
+        dropped_parcels={"outside_fov": parc.labels[outside_fov].tolist(),
+                         "all_zero": parc.labels[zero].tolist()} if empty_parcels == "drop" else {},
+        clean={"detrend": detrend, "standardize": standardize, "low_pass": low_pass,
+               "high_pass": high_pass, "confounds": confounds is not None})
 
 
 def parcel_means(img: nib.Nifti1Image, labels: np.ndarray, parcels: np.ndarray) -> np.ndarray:

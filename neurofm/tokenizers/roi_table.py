@@ -17,8 +17,7 @@ import pandas as pd
 
 from neurofm.errors import AtlasError, BoldError
 from neurofm.tokenizers.atlas import parcellate
-from neurofm.tokenizers.fmri import PLAUSIBLE_TR_S, clean_series, resample_series, series_windows
-from neurofm.tokenizers.naming import entities_from_name
+from neurofm.tokenizers.parcels import PLAUSIBLE_TR_S, clean_series, parcel_segments
 from neurofm.tokenizers.segment import Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
@@ -216,31 +215,11 @@ def tokenize_roi_table(
     if zero.any():
         logger.debug("%s: %d of %d ROI columns are all zero (%s)", where, zero.sum(), len(labels),
                     empty_parcels)
-    series, centroids = series[:, keep], centroids[keep]
-    labels, names = [k for k, m in zip(labels, keep, strict=True) if m], [
-        n for n, m in zip(names, keep, strict=True) if m]
-    tr = tr_s
-    if resample_tr_s is not None and not np.isclose(resample_tr_s, tr_s):
-        series = resample_series(series, tr_s, resample_tr_s)
-        tr = float(resample_tr_s)
-    n = len(labels)
-    meta = {
-        "modality": "fmri",
-        "sfreq": 1.0 / tr,
-        "tr_s": tr,
-        "native_tr_s": float(tr_s),
-        "n_volumes": int(values.shape[0]),
-        "atlas": os.fspath(coords) if isinstance(coords, str | os.PathLike) else "<coords>",
-        "parcel_labels": labels,
-        "parcel_names": list(names),
-        "unit_scale": [1.0] * n,
-        "channel_scale": [1.0] * n,
-        "units": {"parcel": "z-score" if standardize else "a.u."},
-        "dropped_parcels": {"all_zero": zero_labels} if empty_parcels == "drop" else {},
-        "source": where,
-        "dataset": dataset,
-        **(entities if entities is not None else entities_from_name(where)),
-    }
-    if empty_parcels == "keep":
-        meta["parcel_valid"] = (~zero).tolist()
-    return series_windows(series, tr, window_s, stride_s, meta, (centroids / 1000.0).astype(np.float32), where)
+    return parcel_segments(
+        series[:, keep], tr_s, resample_tr_s=resample_tr_s, window_s=window_s, stride_s=stride_s,
+        positions_mm=centroids[keep], where=where, n_volumes=values.shape[0], standardize=standardize,
+        dataset=dataset, entities=entities, parcel_valid=~zero if empty_parcels == "keep" else None,
+        atlas=os.fspath(coords) if isinstance(coords, str | os.PathLike) else "<coords>",
+        parcel_labels=[k for k, m in zip(labels, keep, strict=True) if m],
+        parcel_names=[n for n, m in zip(names, keep, strict=True) if m],
+        dropped_parcels={"all_zero": zero_labels} if empty_parcels == "drop" else {})

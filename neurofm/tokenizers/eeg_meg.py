@@ -18,7 +18,6 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mne
@@ -36,6 +35,12 @@ from neurofm.tokenizers.cleaning import (
 )
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.options import MeegOptions
+from neurofm.tokenizers.recording import (  # noqa: F401  (read_recording: importable from here)
+    annotation_events,
+    as_raw,
+    read_recording,
+    stim_events,
+)
 from neurofm.tokenizers.segment import Segment, Segments
 
 logger = logging.getLogger("neurofm.tokenizers")
@@ -60,116 +65,6 @@ class _Continuous:
     meta: dict[str, Any]
 
 
-# --------------------------------------------------------------------------- reading
-
-
-_TRUNCATED = ("does not match the file size", "truncat", "file is smaller", "incomplete")
-
-
-def _edf_records(path: Path) -> tuple[int, int] | None:
-    """(data records the EDF/BDF header declares, whole records the file holds), or None."""
-    if path.suffix.lower() not in (".edf", ".bdf"):
-        return None
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(256)
-            header_bytes, declared = int(head[184:192]), int(head[236:244])
-            n_signals = int(head[252:256])
-            fh.seek(256 + n_signals * 216)
-            samples = [int(fh.read(8)) for _ in range(n_signals)]
-    except (OSError, ValueError):
-        return None
-    record_bytes = sum(samples) * (3 if path.suffix.lower() == ".bdf" else 2)
-    if record_bytes <= 0:
-        return None
-    return declared, (path.stat().st_size - header_bytes) // record_bytes
-
-
-def read_recording(
-    path: str | os.PathLike, preload: bool = False, allow_truncated: bool = False
-) -> mne.io.BaseRaw:
-    """Read any recording MNE reads, lazily; a clear :class:`RecordingError` otherwise.
-
-    Handles the formats :func:`mne.io.read_raw` dispatches on by extension, EGI
-    ``.raw``/``.mff``, and 4D/BTi runs (a ``*pdf*`` file with its ``config``
-    and ``hs`` files beside it). A file shorter than its header says is an
-    error unless ``allow_truncated=True`` (then what is there is read).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise RecordingError("file not found", path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise RecordingError("file is empty (0 bytes)", path)
-    kwargs = {"preload": preload, "verbose": "warning"}
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            suffix = path.suffix.lower()
-            if suffix in (".raw", ".mff"):
-                raw = mne.io.read_raw_egi(path, **kwargs)
-            elif "pdf" in path.name and not path.suffix:
-                config = path.with_name(path.name.replace("pdf", "config"))
-                head_shape = path.with_name(path.name.replace("pdf", "hs"))
-                raw = mne.io.read_raw_bti(
-                    path, config, head_shape if head_shape.exists() else None, **kwargs
-                )
-            else:
-                raw = mne.io.read_raw(path, **kwargs)
-    except Exception as err:  # readers raise many types for corrupt files
-        raise RecordingError(f"cannot read recording ({type(err).__name__}: {err})", path) from err
-    truncated = [str(w.message) for w in caught if any(t in str(w.message) for t in _TRUNCATED)]
-    records = _edf_records(path) if truncated else None
-    if records is not None and (records[0] <= 0 or records[1] >= records[0]):
-        # a header that under-counts (or says -1: a recorder not stopped) is not truncation
-        logger.warning("%s: the header declares %d data records, the file holds %d; reading all %d",
-                       path, records[0], records[1], records[1])
-        truncated = []
-    if records is not None and truncated and not allow_truncated:
-        raise RecordingError(
-            f"file holds {records[1]} data records but its header declares {records[0]}: truncated? "
-            "pass allow_truncated=True to use the samples that are there", path)
-    if truncated and not allow_truncated:
-        raise RecordingError(
-            f"file is shorter than its header says, truncated? ({truncated[0]}); "
-            "pass allow_truncated=True to use the samples that are there", path)
-    return raw
-
-
-def _as_raw(
-    raw_or_path: mne.io.BaseRaw | str | os.PathLike, allow_truncated: bool = False
-) -> tuple[mne.io.BaseRaw, str]:
-    if isinstance(raw_or_path, mne.io.BaseRaw):
-        source = raw_or_path.filenames[0] if raw_or_path.filenames and raw_or_path.filenames[0] else "<Raw>"
-        return raw_or_path.copy(), str(source)
-    return read_recording(raw_or_path, allow_truncated=allow_truncated), os.fspath(raw_or_path)
-
-
-# --------------------------------------------------------------------------- events
-
-
-def _annotation_events(raw: mne.io.BaseRaw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Onsets (s from the first sample), durations (s) and descriptions of all annotations."""
-    ann = raw.annotations
-    offset = raw.first_time if ann.orig_time is not None else 0.0
-    return (
-        np.asarray(ann.onset, dtype=np.float64) - offset,
-        np.asarray(ann.duration, dtype=np.float64),
-        np.asarray(ann.description, dtype=object),
-    )
-
-
-def _stim_events(raw: mne.io.BaseRaw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    stim = mne.pick_types(raw.info, meg=False, stim=True)
-    if len(stim) == 0:
-        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=object)
-    try:
-        events = mne.find_events(raw, shortest_event=1, initial_event=True, verbose="error")
-    except (ValueError, RuntimeError):
-        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=object)
-    onset = (events[:, 0] - raw.first_samp) / raw.info["sfreq"]
-    return onset, np.zeros(len(onset)), np.array([str(e) for e in events[:, 2]], dtype=object)
-
-
 # --------------------------------------------------------------------------- core
 
 
@@ -185,7 +80,7 @@ def _continuous(
     o = options
     sfreq, l_freq, h_freq = float(o.sfreq), o.l_freq, o.h_freq
     tmin_s, tmax_s, events_from = o.tmin_s, o.tmax_s, events_from or o.events_from
-    raw, source = _as_raw(raw_or_path, o.allow_truncated)
+    raw, source = as_raw(raw_or_path, o.allow_truncated)
     if tmin_s is not None or tmax_s is not None:
         tmax = None if tmax_s is None else min(tmax_s, raw.times[-1])
         raw.crop(tmin=tmin_s or 0.0, tmax=tmax)
@@ -202,9 +97,9 @@ def _continuous(
             source, duration_s=duration,
         )
 
-    ann_onset, ann_dur, ann_desc = _annotation_events(raw)
+    ann_onset, ann_dur, ann_desc = annotation_events(raw)
     if events_from == "stim" or (events_from == "auto" and not (~is_bad_label(ann_desc)).any()):
-        stim_onset, stim_dur, stim_desc = _stim_events(raw)
+        stim_onset, stim_dur, stim_desc = stim_events(raw)
         bad = is_bad_label(ann_desc)
         ann_onset = np.concatenate([ann_onset[bad], stim_onset])
         ann_dur = np.concatenate([ann_dur[bad], stim_dur])

@@ -138,13 +138,13 @@ def masked_parcel_references(abide: Path, sites, widths_mm=(10, 15, 20, 30), see
     (the global signal) and by a Gaussian kernel over the distance between centroids (the
     interpolation prior's form), each with its best gain; the mean over tables."""
     from neurofm.tokenizers import read_roi_table
-    from neurofm.tokenizers.roi_table import _coordinates
+    from neurofm.tokenizers.roi_table import roi_coordinates
 
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {"global mean": [], **{f"Gaussian {w} mm": [] for w in widths_mm}}
     for path in (p for site in sites for p in sorted((abide / "rois_cc200").glob(f"{site}_0*_rois_cc200.1D"))):
         values, columns = read_roi_table(path)
-        centroids = np.asarray(_coordinates(abide / "CC200.nii.gz", values.shape[1], columns, str(path))[0])
+        centroids = np.asarray(roi_coordinates(abide / "CC200.nii.gz", values.shape[1], columns, str(path))[0])
         real = values.any(axis=0)
         z = (values[:, real] - values[:, real].mean(0)) / values[:, real].std(0)
         xyz = centroids[real]

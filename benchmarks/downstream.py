@@ -5,8 +5,9 @@ labels, no stimulus information used), then:
 
 - **decoding** (within subject): the EEGLAB tutorial recording (32 ch, 128 Hz),
   event-locked windows [0, 1] s after `square` stimuli (80) vs `rt` responses (74);
-  stratified 5-fold over events and 10-shot (5 draws). Baselines: CSP + LDA
-  (`mne.decoding.CSP`), and the evoked waveform with shrinkage LDA.
+  stratified 5-fold over events and 10-shot (5 draws). Baselines: the ones `neurofm finetune`
+  runs (`neurofm.finetune.baselines`): CSP + LDA and Riemann + LR on 8-30 Hz, and the evoked
+  waveform with shrinkage LDA.
 - **encoding**: the same recording; the event times (impulse trains, lags 0-0.5 s) ->
   every EEG channel, 4 s windows, 5 contiguous time blocks held out in turn; Pearson r per
   channel on held-out time. Baseline: ridge TRF (`mne.decoding.ReceptiveField`).
@@ -35,14 +36,15 @@ import mne
 import numpy as np
 import torch
 from _common import data_dir, eeglab_tutorial, pretrain_steps
-from mne.decoding import CSP, Vectorizer
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, write_shards
-from neurofm.finetune.baselines import connectivity_features, fc_logistic, ridge_trf
+from neurofm.finetune.baselines import (
+    connectivity_features,
+    decoding_baselines,
+    fc_logistic,
+    ridge_trf,
+)
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
 from neurofm.finetune.metrics import classification_metrics, per_sensor_r
@@ -93,8 +95,9 @@ def decoding(model: MaskedAutoencoder, raw, args) -> dict:
     labels = np.array([0 if s.meta["label"] == "square" else 1 for s in segments])
     groups = np.array([round(s.meta["event_onset_s"], 3) for s in segments])
     embeddings = window_embeddings(model, segments)
-    x_csp = np.stack([s.signal for s in segments]).astype(np.float64)  # [N, C, T]
-    x_erp = x_csp[:, :, ::10]  # the waveform at 20 Hz: 30 ch x 20 samples
+    # the baselines `neurofm finetune` runs (neurofm.finetune.baselines), on the same windows
+    windows = np.stack([s.signal for s in segments]).astype(np.float64)  # [N, C, T]
+    baselines = decoding_baselines(windows, segments[0].sfreq)
     protocols = {"5-fold": event_kfold(labels, groups, k=5, seed=0),
                  "10-shot": few_shot(labels, groups, shots=10, repeats=5, seed=0)}
     tune = dict(epochs=args.epochs, lr=1e-3)
@@ -105,11 +108,9 @@ def decoding(model: MaskedAutoencoder, raw, args) -> dict:
                                                                  lora_rank=8, epochs=args.epochs, lr=3e-3)[0],
         "same architecture, scratch": lambda s: finetune_classifier(None, segments, labels, s.train, s.test,
                                                                     config=model.config, **tune)[0],
-        "CSP + LDA": lambda s: make_pipeline(CSP(n_components=4), LinearDiscriminantAnalysis())
-        .fit(x_csp[s.train], labels[s.train]).predict_proba(x_csp[s.test]),
-        "ERP samples + shrinkage LDA": lambda s: make_pipeline(
-            Vectorizer(), StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
-        .fit(x_erp[s.train], labels[s.train]).predict_proba(x_erp[s.test]),
+        **{name: (lambda s, fit=fit: fit(s.train, labels[s.train], s.test)) for name, fit in (
+            ("CSP + LDA (8-30 Hz)", baselines["csp_lda"]), ("Riemann + LR (8-30 Hz)", baselines["riemann_lr"]),
+            ("ERP samples + shrinkage LDA", baselines["erp_lda"]))},
     }
     print(f"\n## decoding: {len(segments)} events ({np.bincount(labels).tolist()} square/rt), 30 ch, 1 s")
     return _classification_table(protocols, methods, labels)

@@ -98,8 +98,9 @@ def _is_number(token: str) -> bool:
 
 
 
-def _coordinates(coords, n_parcels: int, columns: list[str] | None, where: str):
-    """(centroids_mm [P, 3], labels, names) for a table's columns."""
+def roi_coordinates(coords, n_parcels: int, columns: list[str] | None, where: str):
+    """(centroids_mm [P, 3], labels, names) of a table's ``n_parcels`` columns from ``coords``: an
+    atlas image (labels in column order), an x, y, z table in mm, or a ``[P, 3]`` array."""
     if isinstance(coords, np.ndarray):
         if coords.shape != (n_parcels, 3):
             raise BoldError(f"coords has shape {coords.shape}; expected ({n_parcels}, 3) in mm", where)
@@ -133,7 +134,7 @@ def _coordinates(coords, n_parcels: int, columns: list[str] | None, where: str):
 @lru_cache(maxsize=64)
 def _atlas_coordinates(cpath: str, stamp: int, n_parcels: int,
                        columns: tuple[str, ...] | None) -> tuple[np.ndarray, list, list] | None:
-    """``_coordinates`` for an atlas image (cached; ``stamp`` is its mtime): read-only
+    """``roi_coordinates`` for an atlas image (cached; ``stamp`` is its mtime): read-only
     centroids, labels and names, or None if unnamed columns do not match its labels."""
     parc = parcellate(cpath)
     lookup = {int(k): j for j, k in enumerate(parc.labels)}
@@ -200,7 +201,7 @@ def tokenize_roi_table(
         values, columns = np.asarray(table, dtype=np.float64), None
     if tr_s is None or not PLAUSIBLE_TR_S[0] <= tr_s <= PLAUSIBLE_TR_S[1]:
         raise BoldError(f"tr_s={tr_s} is not a plausible TR in seconds", where)
-    centroids, labels, names = _coordinates(coords, values.shape[1], columns, where)
+    centroids, labels, names = roi_coordinates(coords, values.shape[1], columns, where)
     labels = [int(k) if isinstance(k, int | np.integer) else k for k in labels]
     zero = ~values.any(axis=0)  # outside this participant's brain mask: no data
     zero_labels = [labels[j] for j in np.flatnonzero(zero)]

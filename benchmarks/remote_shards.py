@@ -19,6 +19,7 @@ import argparse
 import functools
 import http.server
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -77,6 +78,7 @@ def main() -> None:
             import boto3
             from moto.server import ThreadedMotoServer
 
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
             port = free_port()
             s3_server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             s3_server.start()

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from _common import data_dir
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pretrain_scaling import SUBJECTS, labelled_windows, pretrain, probe_scores, shards_without
 from sklearn.metrics import balanced_accuracy_score
 
@@ -106,6 +107,7 @@ def plot(result: dict, path: Path) -> None:
         ax.axvline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_yticks(range(len(names)), [f"{n} ({rows[n]['mean']:.3f})" for n in names], fontsize=8)
         ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel("paired Δ balanced accuracy vs default (95 % CI over subjects)", fontsize=8)
         ax.set_title(f"EEGMMI imagery LOSO, probe on {readout} tokens\ndefault recipe "
                      f"{rows['default']['mean']:.3f}; {len(result['seeds'])} seeds, {result['steps']} steps",

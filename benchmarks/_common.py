@@ -13,8 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # ABIDE-I repetition time per site, s (the PCP tables do not carry it)
 ABIDE_TR_S = {"Caltech": 2.0, "KKI": 2.5, "Leuven_1": 1.66, "Leuven_2": 1.66, "Olin": 1.5, "Pitt": 1.5,
               "SDSU": 2.0, "Trinity": 2.0}
-if str(ROOT) not in sys.path:  # tests.helpers: what tests and benchmarks share
-    sys.path.append(str(ROOT))
 
 
 def data_dir() -> Path:
@@ -38,7 +36,7 @@ def best_of(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
 
 def eeglab_tutorial():
     """The real EEGLAB tutorial recording (preloaded), channels renamed to its labels."""
-    from tests.helpers.data import read_eeglab_tutorial
+    from neurofm.testing import read_eeglab_tutorial
 
     return read_eeglab_tutorial(data_dir() / "meeg")
 

@@ -53,8 +53,8 @@ from neurofm.finetune.protocols import event_kfold, few_shot, subject_kfold, tim
 from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_embeddings
 from neurofm.models.io import load_pretrained, save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
+from neurofm.testing import plant_group_difference
 from neurofm.tokenizers import tokenize_events, tokenize_raw
-from tests.helpers.planted import plant_group_difference
 
 warnings.simplefilter("ignore")
 mne.set_log_level("ERROR")

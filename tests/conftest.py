@@ -62,7 +62,7 @@ def eegmmidb(meeg) -> Path:
 @pytest.fixture(scope="session")
 def eeglab_tutorial(meeg) -> mne.io.BaseRaw:
     """The real EEGLAB tutorial recording, preloaded, channels named (copy before changing it)."""
-    from tests.helpers.data import read_eeglab_tutorial
+    from neurofm.testing import read_eeglab_tutorial
 
     return read_eeglab_tutorial(meeg)
 

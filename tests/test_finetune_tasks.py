@@ -25,9 +25,9 @@ from neurofm.finetune.metrics import classification_metrics, per_sensor_r
 from neurofm.finetune.protocols import subject_kfold, time_splits
 from neurofm.finetune.tasks import add_lora, finetune_classifier
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.testing import plant_group_difference
 from neurofm.tokenizers import tokenize_raw
 from tests.helpers.cli import run_cli
-from tests.helpers.planted import plant_group_difference
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from neurofm.errors import MissingPositionsError, RecordingError
+from neurofm.testing import read_eeglab_tutorial
 from neurofm.tokenizers import Segment, plot_sensors, tokenize_events, tokenize_raw
 from neurofm.tokenizers.cleaning import detect_line_freq
 from neurofm.tokenizers.eeg_meg import UNIT_SCALE, read_recording
-from tests.helpers.data import read_eeglab_tutorial
 
 # file, options, expected kinds, expected modality
 DEVICES = {

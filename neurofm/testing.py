@@ -1,12 +1,33 @@
-"""A planted group difference (tests and benchmarks; not part of neurofm)."""
+"""Helpers for checking neurofm on real recordings (its own tests and benchmarks use them;
+so can a user's): the EEGLAB tutorial recording with its published channel labels, and a
+known group difference planted into real segments.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from neurofm.tokenizers.segment import Segment
+
+# The EEGLAB tutorial recording's channel labels: its .set in MNE's testing data was saved
+# without chanlocs, so it reads as "EEG 000..." and needs these to get positions.
+EEGLAB_TUTORIAL_CHANNELS = (
+    "FPz EOG1 F3 Fz F4 EOG2 FC5 FC1 FC2 FC6 T7 C3 C4 Cz T8 CP5 CP1 CP2 CP6 "
+    "P7 P3 Pz P4 P8 PO7 PO3 POz PO4 PO8 O1 Oz O2"
+).split()
+
+
+def read_eeglab_tutorial(meeg: str | Path, preload: bool = True):
+    """The real EEGLAB tutorial recording (32 ch, 128 Hz, events ``square`` and ``rt``) under
+    ``<meeg>/eeglab/test_raw.set``, its channels renamed to their published labels."""
+    import mne
+
+    raw = mne.io.read_raw_eeglab(Path(meeg) / "eeglab" / "test_raw.set", preload=preload, verbose="error")
+    raw.rename_channels(dict(zip(raw.ch_names, EEGLAB_TUTORIAL_CHANNELS, strict=True)))
+    return raw
 
 
 def plant_group_difference(segments: Sequence[Segment], amplitude: float, freq_hz: float = 6.0,
@@ -17,7 +38,7 @@ def plant_group_difference(segments: Sequence[Segment], amplitude: float, freq_h
     sensor with a Gaussian falloff of ``width_m``, at ``amplitude`` (scaled units, i.e.
     robust SDs) times a per-window gain in [0.5, 1.5] and a random phase.
 
-    Used to test the subject-level path on real recordings when no labelled cohort is at
+    For checking a subject-level pipeline on real recordings when no labelled cohort is at
     hand: the planted group must be told apart, the other must not change.
     """
     rng = np.random.default_rng(seed)

@@ -175,3 +175,22 @@ def test_two_nodes_on_loopback_stream_disjoint_shards_from_http(served, tmp_path
     assert not {shard_of[k] for k in keys_of[0]} & {shard_of[k] for k in keys_of[1]}
     assert {n for n in FaultyHandler.requests if n.startswith("shard-")}  # served over HTTP
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_an_epoch_from_http_reads_every_sample_once_across_four_ranks(served):
+    """4 ranks (as 2 nodes x 2 processes would be), 2 loader workers each, one non-resampled
+    epoch from the HTTP server: every sample of the split exactly once across all of them."""
+    from neurofm.datasets import batched_stream
+    from neurofm.datasets.streaming import make_loader
+
+    local, url = served
+    expected = keys(stream(local, "train", shuffle_buffer=0))
+    seen = []
+    for rank in range(4):
+        pipeline = batched_stream(url, 2, "train", resampled=False, shuffle_buffer=10, rank=rank, world_size=4)
+        loader = make_loader(pipeline, num_workers=2)
+        per_rank = [m["key"] for batch in loader for m in batch.meta]
+        assert per_rank, f"rank {rank} read nothing"
+        seen += per_rank
+    assert len(seen) == len(expected) and sorted(seen) == sorted(expected)
+    assert {n for n in FaultyHandler.requests if n.startswith("shard-")}  # served over HTTP

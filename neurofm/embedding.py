@@ -119,6 +119,20 @@ class NeuroFM:
         self.model.to(device)
         return self
 
+    @torch.no_grad()
+    def encoded(self, segments: list[Segment], batch_size: int = 32, description: str = "embedding"):
+        """The one embedding loop: the frozen encoder over ``segments`` in batches of one shape
+        (no padding, so a window's output does not depend on its batch), with progress.
+        Yields ``(indices, batch, tokens [B, L, D], pooled [B, D])`` per batch."""
+        self.model.eval()
+        with make_progress(transient=True) as progress:
+            task = progress.add_task(description, total=len(segments))
+            for group in shape_batches(segments, batch_size):
+                batch = collate_segments([segments[i] for i in group]).to(self.device)
+                tokens, pooled = self.model.embed_tokens(batch)
+                yield group, batch, tokens, pooled
+                progress.advance(task, len(group))
+
     def _segments(self, x, atlas, window_s: float | None, options: dict) -> list[Segment]:
         from neurofm.tokenizers import tokenize_bold, tokenize_raw
 
@@ -203,16 +217,9 @@ class NeuroFM:
         if not segments:
             raise NeurofmError("nothing to embed: every window was rejected (see the tokenizer report)")
         check_segments(self.contract, segments, x if isinstance(x, str | os.PathLike) else None)
-        # batches of one shape: no padding, and the same numbers whatever the batch size
-        groups = shape_batches(segments, batch_size)
         out = np.zeros((len(segments), self.model.config.dim), np.float32)
-        with make_progress(transient=True) as progress:
-            task = progress.add_task("embedding", total=len(segments))
-            for group in groups:
-                batch = collate_segments([segments[i] for i in group]).to(self.device)
-                _, pooled = self.model.embed_tokens(batch)
-                out[group] = pooled.float().cpu().numpy()
-                progress.advance(task, len(group))
+        for group, _, _, pooled in self.encoded(segments, batch_size):
+            out[group] = pooled.float().cpu().numpy()
         times = np.array([s.meta.get("onset_s", 0.0) for s in segments], dtype=np.float64)
         return Embeddings(windows=out, pooled=out.mean(axis=0), times=times,
                           meta=[{k: v for k, v in s.meta.items() if not isinstance(v, list)} for s in segments])

@@ -12,8 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from neurofm.batch import collate_segments
-from neurofm.console import make_progress
-from neurofm.embedding import NeuroFM, shape_batches
+from neurofm.embedding import NeuroFM
 from neurofm.errors import ConfigError, NotAvailableError
 from neurofm.finetune.baselines import shared_sensors
 from neurofm.finetune.config import READOUTS
@@ -65,18 +64,13 @@ def window_features(model, segments: list[Segment], readout: str = "mean",
     _check_sensor_axis(backbone, readout)
     rows = shared_sensors(segments)
     out = None
-    backbone.eval()
-    with torch.no_grad(), make_progress(transient=True) as progress:
-        bar = progress.add_task(f"embedding ({readout} readout)", total=len(segments))
-        for group in shape_batches(segments, batch_size):
-            batch = collate_segments([segments[i] for i in group])
-            tokens, _ = backbone.embed_tokens(batch)
-            take = torch.as_tensor(np.stack([rows[i] for i in group]))   # [B, C_shared]
-            feats = sensor_readout(tokens.double(), batch.signal.shape[1], take, readout)
-            if out is None:
-                out = np.zeros((len(segments), feats.shape[1]), np.float32)
-            out[group] = feats.float().numpy()
-            progress.advance(bar, len(group))
+    encoder = NeuroFM(backbone)
+    for group, batch, tokens, _ in encoder.encoded(segments, batch_size, f"embedding ({readout} readout)"):
+        take = torch.as_tensor(np.stack([rows[i] for i in group]), device=tokens.device)   # [B, C_shared]
+        feats = sensor_readout(tokens.double(), batch.signal.shape[1], take, readout)
+        if out is None:
+            out = np.zeros((len(segments), feats.shape[1]), np.float32)
+        out[group] = feats.float().cpu().numpy()
     return out
 
 

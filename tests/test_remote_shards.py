@@ -194,3 +194,62 @@ def test_an_epoch_from_http_reads_every_sample_once_across_four_ranks(served):
         seen += per_rank
     assert len(seen) == len(expected) and sorted(seen) == sorted(expected)
     assert {n for n in FaultyHandler.requests if n.startswith("shard-")}  # served over HTTP
+
+
+def _two_nodes(run, url: str, max_steps: int, *more: str) -> list:
+    """Two torchrun "nodes" on 127.0.0.1 (gloo, one process each) pretraining from ``url``."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
+              "-m", "neurofm.cli", "pretrain", f"run_dir={run}", "data=shards", f"data.shards={url}",
+              "data.num_workers=0", "data.batch_size=2", "trainer=ddp", "trainer.accelerator=cpu",
+              "trainer.devices=1", "trainer.num_nodes=2", "trainer.precision=32-true",
+              f"trainer.max_steps={max_steps}", "log_sample_keys=true", "model=tiny", "trainer.log_every_n_steps=2",
+              "checkpoint.every_n_steps=100000", "val_every_n_steps=1000000", *more]
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--node_rank={r}", *common],
+                             env={**os.environ, "NEUROFM_PROGRESS": "0"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True) for r in (0, 1)]
+
+
+def test_two_nodes_stopped_by_sigterm_resume_at_the_same_step_and_data_position(served, tmp_path):
+    """SIGTERM to every process of a 2-node run streaming from HTTP (as SLURM preemption
+    does): a checkpoint of the step reached; resumed, both ranks train on exactly the samples
+    of an uninterrupted 2-node run, and the step count continues."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    _, url = served
+    run = tmp_path / "run"
+    procs = _two_nodes(run, url, 100000)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "metrics.csv").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.exists(), outputs[0][-3000:]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step > 0
+    extra = 4
+    for target, more in ((run, ["resume=auto"]), (tmp_path / "reference", [])):
+        procs = _two_nodes(target, url, step + extra, *more)
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+        assert torch.load(target / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step + extra
+    for r in (0, 1):
+        seen = (run / f"keys-rank{r}.txt").read_text().split()
+        expected = (tmp_path / "reference" / f"keys-rank{r}.txt").read_text().split()
+        assert len(expected) == 2 * (step + extra)
+        assert seen[: 2 * step] == expected[: 2 * step]
+        assert seen[-2 * extra:] == expected[2 * step:]  # a batch cut by SIGTERM is retrained

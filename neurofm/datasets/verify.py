@@ -28,21 +28,29 @@ def _read_samples(path: Path | str, data: bytes | None = None) -> int:
     return count
 
 
-def _check_remote(url: str, entry: dict, decode: bool) -> str | None:
-    """What is wrong with one remote shard (read once, with retries), or None."""
-    try:
-        data = read_bytes(url)
-    except FileNotFoundError:
-        return "missing"
-    except OSError as err:
-        return f"unreadable ({err})"
-    if entry.get("bytes") is not None and len(data) != entry["bytes"]:
-        return f"{len(data)} bytes, the manifest says {entry['bytes']}"
-    if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+def _check(location: Path | str, entry: dict, decode: bool) -> str | None:
+    """What is wrong with one shard, or None: present, the manifest's size and sha256, and
+    (``decode``) every sample readable, in the manifest's number. A remote shard is read once
+    (with retries) and checked from memory; a local one is read from disk."""
+    if isinstance(location, Path):
+        if not location.is_file():
+            return "missing"
+        size, digest, data = location.stat().st_size, (lambda: sha256_of(location)), None
+    else:
+        try:
+            data = read_bytes(location)
+        except FileNotFoundError:
+            return "missing"
+        except OSError as err:
+            return f"unreadable ({err})"
+        size, digest = len(data), (lambda: hashlib.sha256(data).hexdigest())
+    if entry.get("bytes") is not None and size != entry["bytes"]:
+        return f"{size} bytes, the manifest says {entry['bytes']}"
+    if entry.get("sha256") and digest() != entry["sha256"]:
         return "sha256 differs from the manifest (changed or corrupt)"
     if decode:
         try:
-            n = _read_samples(url, data)
+            n = _read_samples(location, data)
         except (NeurofmError, OSError, ValueError, KeyError, tarfile.TarError) as err:
             return f"unreadable ({err})"
         if entry.get("n_samples") is not None and n != entry["n_samples"]:
@@ -70,28 +78,8 @@ def verify_shards(shards: str | os.PathLike, decode: bool = True) -> list[dict[s
     with make_progress() as progress:
         task = progress.add_task("verifying shards", total=len(entries))
         for entry in entries:
-            if remote:
-                problem = _check_remote(join(root, entry["name"]), entry, decode)
-                if problem:
-                    problems.append({"shard": entry["name"], "problem": problem})
-                progress.advance(task)
-                continue
-            path = root / entry["name"]
-            problem = None
-            if not path.is_file():
-                problem = "missing"
-            elif entry.get("bytes") is not None and path.stat().st_size != entry["bytes"]:
-                problem = f"{path.stat().st_size} bytes, the manifest says {entry['bytes']}"
-            elif entry.get("sha256") and sha256_of(path) != entry["sha256"]:
-                problem = "sha256 differs from the manifest (changed or corrupt)"
-            elif decode:
-                try:
-                    n = _read_samples(path)
-                except (NeurofmError, OSError, ValueError, KeyError) as err:
-                    problem = f"unreadable ({err})"
-                else:
-                    if entry.get("n_samples") is not None and n != entry["n_samples"]:
-                        problem = f"{n} samples, the manifest says {entry['n_samples']}"
+            location = join(root, entry["name"]) if remote else root / entry["name"]
+            problem = _check(location, entry, decode)
             if problem:
                 problems.append({"shard": entry["name"], "problem": problem})
             progress.advance(task)

@@ -1,4 +1,4 @@
-"""One command that measures neurofm on one CUDA device, in one table (about 8 minutes).
+"""One command that measures neurofm on one CUDA device, in one table (defaults sized for 8 minutes; not yet timed on a GPU).
 
 On a corpus it makes itself (the offline demo corpus: synthetic EEG and fMRI tables, written
 and sharded by ``neurofm prepare``'s code; nothing to upload):

@@ -76,18 +76,21 @@ def pretrain_steps(config, batches, steps: int, lr: float, on_step: Callable | N
 
 # --------------------------------------------------------------- cohort benchmarks (CLI runs)
 
-def neurofm_cli(*args: str, log: Path) -> None:
+def neurofm_cli(*args: str, log: Path) -> float:
     """Run ``neurofm <args>`` as a user would, output appended to ``log``; print the command's
-    mode/readout/protocol and time; stop with the log's path if it fails."""
+    mode/readout/protocol and time; return its wall seconds; stop with the log's tail (the log
+    may sit in a temporary folder that goes with the run) if it fails."""
     start = time.perf_counter()
     with log.open("a") as out:
         out.write(f"\n$ neurofm {' '.join(args)}\n")
         out.flush()
         result = subprocess.run([sys.executable, "-m", "neurofm.cli", *args], stdout=out, stderr=out)
+    seconds = time.perf_counter() - start
     shown = " ".join(a for a in args[1:] if a.startswith(("task.mode", "task.readout", "task.protocol")))
-    print(f"  neurofm {args[0]} {shown} ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"  neurofm {args[0]} {shown} ({seconds:.0f} s)", flush=True)
     if result.returncode != 0:
-        sys.exit(f"neurofm {args[0]} failed (exit {result.returncode}); see {log}")
+        sys.exit(f"neurofm {args[0]} failed (exit {result.returncode}); {log} ends:\n{log.read_text()[-3000:]}")
+    return seconds
 
 
 def add_pretrain_arguments(parser, *, steps: int, batch: int, window: float, per: str) -> None:

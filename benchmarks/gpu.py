@@ -34,29 +34,16 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import neurofm_cli
+
 # dense bf16 peak FLOP/s from the vendors' datasheets (no sparsity)
 BF16_PEAK = {"H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
              "GH200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
-
-
-def neurofm(*args: str, log: Path, env: dict | None = None) -> float:
-    """``neurofm <args>`` in a subprocess as a user runs it; its output appended to ``log``;
-    wall seconds. Stops with the log's tail when it fails."""
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"\n$ neurofm {' '.join(args)}\n")
-        out.flush()
-        result = subprocess.run([sys.executable, "-m", "neurofm.cli", *args], stdout=out, stderr=out,
-                                env={**os.environ, "NEUROFM_PROGRESS": "0", **(env or {})})
-    if result.returncode != 0:
-        sys.exit(f"neurofm {args[0]} failed (exit {result.returncode}):\n" + log.read_text()[-3000:])
-    return time.perf_counter() - start
 
 
 def peak_flops(name: str) -> float | None:
@@ -103,7 +90,7 @@ def pretrain_runs(corpus: Path, args, work: Path, log: Path, device_name: str) -
         per_token = flops_per_token(model_config(size))
         for trainer in trainers:
             run_dir = work / f"{size}_{trainer}"
-            seconds = neurofm("pretrain", "data=shards", f"data.shards={corpus}", f"model={size}",
+            seconds = neurofm_cli("pretrain", "data=shards", f"data.shards={corpus}", f"model={size}",
                               f"trainer={trainer}", "trainer.devices=1", f"trainer.precision={precision}",
                               f"trainer.max_steps={args.steps}", f"trainer.log_every_n_steps={args.every}",
                               f"data.batch_size={args.batch}", "data.num_workers=2",
@@ -118,20 +105,20 @@ def pretrain_runs(corpus: Path, args, work: Path, log: Path, device_name: str) -
     return rows
 
 
-def sdpa_kernels(batch, device: str, dtype) -> dict:
-    """Which attention kernel the encoder ran, from the profiler's kernel and op names, for
-    the batch as it is (no padding) and with one window's sensors padded."""
+def sdpa_kernels(segments, device: str, dtype) -> dict:
+    """Which attention kernel the encoder ran, from the profiler's op names, for ``segments``
+    as a batch (no padding) and with 3 sensors of the first window cut (padded in the batch)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from neurofm.batch import collate_segments
     from neurofm.configs.schema import model_config
     from neurofm.models.mae import MaskedAutoencoder
+    from neurofm.tokenizers.segment import Segment
 
     model = MaskedAutoencoder(model_config("tiny" if device == "cpu" else "small")).to(device).eval()
-    segments = batch
-    fewer = type(segments[0])(segments[0].signal[:-3], segments[0].positions[:-3], segments[0].orientations[:-3],
-                              segments[0].kinds[:-3], segments[0].meta)
+    first = segments[0]
+    fewer = Segment(first.signal[:-3], first.positions[:-3], first.orientations[:-3], first.kinds[:-3], first.meta)
     found = {}
     for name, group in (("unpadded", segments), ("padded", [fewer, *segments[1:]])):
         b = collate_segments(group).to(device)
@@ -231,7 +218,7 @@ def resume_from(row: dict, corpus: Path, args, log: Path) -> dict:
     run_dir = Path(row["run_dir"])
     extra = args.every * max(2, args.steps // (4 * args.every))  # a whole number of log rows
     before = log.read_text()
-    neurofm("pretrain", "data=shards", f"data.shards={corpus}", f"model={row['model']}", f"trainer={row['trainer']}",
+    neurofm_cli("pretrain", "data=shards", f"data.shards={corpus}", f"model={row['model']}", f"trainer={row['trainer']}",
             "trainer.devices=1", f"trainer.precision={row['precision']}", f"trainer.max_steps={args.steps + extra}",
             f"trainer.log_every_n_steps={args.every}", f"data.batch_size={args.batch}", "data.num_workers=2",
             f"checkpoint.every_n_steps={args.steps}", f"val_every_n_steps={args.steps}", "val_batches=2",

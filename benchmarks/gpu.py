@@ -33,13 +33,14 @@ import argparse
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _common import neurofm_cli
+
+from neurofm.testing import free_port
 
 # dense bf16 peak FLOP/s from the vendors' datasheets (no sparsity)
 BF16_PEAK = {"H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
@@ -178,9 +179,7 @@ def zero3_export_matches_live(segments, corpus_batch: int, device: str, work: Pa
     from neurofm.models.io import export_checkpoint
     from neurofm.models.mae import MaskedAutoencoder
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if device == "cpu":
         # gloo does the collectives; skip DeepSpeed's C++ shared-memory all-reduce (a JIT build)

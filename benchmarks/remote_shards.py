@@ -21,7 +21,6 @@ import http.server
 import json
 import logging
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from _common import data_dir
 
 from neurofm.datasets import PrepareOptions, stream, write_shards
 from neurofm.io import write_text_atomic
+from neurofm.testing import free_port
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -43,12 +43,6 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def one_pass(location) -> tuple[float, int]:

@@ -20,6 +20,15 @@ EEGLAB_TUTORIAL_CHANNELS = (
 ).split()
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a local test server or a process group)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_eeglab_tutorial(meeg: str | Path, preload: bool = True):
     """The real EEGLAB tutorial recording (32 ch, 128 Hz, events ``square`` and ``rt``) under
     ``<meeg>/eeglab/test_raw.set``, its channels renamed to their published labels."""

@@ -60,11 +60,9 @@ def test_three_checkpoint_formats_embed_identically(checkpoints, meeg, tmp_path)
 
     write_shards([path], shards, PrepareOptions(window_s=2.0, shard_size_mb=0.05,
                                                 split_fractions=(1.0, 0.0, 0.0)))
-    import socket
+    from neurofm.testing import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                              f"--master_port={port}", str(helper), "2", str(shards), str(tmp_path / "ds")],
                             env={**os.environ, "DS_ACCELERATOR": "cpu"}, capture_output=True,

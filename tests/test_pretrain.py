@@ -17,6 +17,7 @@ import torch
 from neurofm.datasets import PrepareOptions, collate_segments, stream, write_shards
 from neurofm.models.io import load_pretrained, read_checkpoint
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.testing import free_port
 
 ENV = {**os.environ, "NEUROFM_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
 FAST = ["model=tiny", "trainer.log_every_n_steps=2", "checkpoint.every_n_steps=1000",
@@ -184,11 +185,8 @@ def test_pickled_checkpoint_is_refused(tmp_path):
 
 
 def test_two_nodes_on_loopback_read_disjoint_shards(tmp_path, real_shards):
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     run = tmp_path / "two_nodes"
     common = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
               "-m", "neurofm.cli", "pretrain", f"run_dir={run}", "data=shards",
@@ -215,13 +213,10 @@ def test_two_nodes_on_loopback_read_disjoint_shards(tmp_path, real_shards):
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_on_cpu_then_consolidate_to_safetensors(tmp_path, real_shards, stage):
     pytest.importorskip("deepspeed")
-    import socket
 
     from neurofm.models.io import export_checkpoint
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / f"zero{stage}"
     helper = Path(__file__).parent / "helpers" / "deepspeed_zero.py"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -244,13 +239,10 @@ def test_deepspeed_zero_on_cpu_then_consolidate_to_safetensors(tmp_path, real_sh
 def test_deepspeed_consolidation_never_runs_pickled_code(tmp_path, real_shards):
     pytest.importorskip("deepspeed")
     import shutil
-    import socket
 
     from neurofm.errors import CheckpointError
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / "zero2"
     helper = Path(__file__).parent / "helpers" / "deepspeed_zero.py"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",

@@ -16,6 +16,7 @@ import pytest
 from neurofm.datasets import PrepareOptions, stream, write_shards
 from neurofm.datasets import manifest as manifest_module
 from neurofm.datasets.streaming import ErrorCounter
+from neurofm.testing import free_port
 from tests.helpers.cli import run_cli
 
 
@@ -144,16 +145,13 @@ def test_two_nodes_on_loopback_stream_disjoint_shards_from_http(served, tmp_path
     """Two torchrun "nodes" on 127.0.0.1 (gloo, one process each) pretraining from the HTTP
     server: each reads its own shards, no sample twice, one checkpoint at the last step."""
     import os
-    import socket
     import subprocess
     import sys
 
     import torch
 
     local, url = served
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     run = tmp_path / "two_nodes"
     common = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
               "-m", "neurofm.cli", "pretrain", f"run_dir={run}", "data=shards", f"data.shards={url}",

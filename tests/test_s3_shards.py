@@ -4,7 +4,6 @@ the environment as a user's would be (AWS_* variables), never from the config.""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ moto_server = pytest.importorskip("moto.server")
 from neurofm.datasets import PrepareOptions, stream, write_shards  # noqa: E402
 from neurofm.datasets import manifest as manifest_module  # noqa: E402
 from neurofm.datasets.streaming import ErrorCounter  # noqa: E402
+from neurofm.testing import free_port  # noqa: E402
 from tests.helpers.cli import run_cli  # noqa: E402
 
 
@@ -28,9 +28,7 @@ def bucket(tmp_path_factory, meeg):
     files = [meeg / "bdf" / "multiple_annotation_chans.bdf", meeg / "brainvision" / "test.vhdr",
              meeg / "eeglab" / "test_raw_chanloc.set"]
     write_shards(files, root, PrepareOptions(window_s=2.0, shard_size_mb=0.1, split_fractions=(1.0, 0.0, 0.0)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",

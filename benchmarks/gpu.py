@@ -42,6 +42,8 @@ from _common import neurofm_cli
 
 from neurofm.testing import free_port
 
+# the SDPA kernel -> the op it dispatches to (any suffix, e.g. _for_cpu); none of them: math
+SDPA_OPS = {"flash": "_flash_attention", "memory-efficient": "_efficient_attention", "cudnn": "_cudnn_attention"}
 # dense bf16 peak FLOP/s from the vendors' datasheets (no sparsity)
 BF16_PEAK = {"H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
              "GH200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
@@ -129,10 +131,10 @@ def sdpa_kernels(segments, device: str, dtype) -> dict:
             model.embed_tokens(b)
         # the op SDPA dispatched to: aten::_scaled_dot_product_{flash,efficient,cudnn}_attention
         # (any suffix, e.g. _for_cpu), or none of them: the math path (matmul + softmax)
-        ops = " ".join(e.name.lower() for e in prof.events() if "_scaled_dot_product_" in e.name.lower())
-        kernel = ("flash" if "_flash_attention" in ops else "memory-efficient" if "_efficient_attention" in ops
-                  else "cudnn" if "_cudnn_attention" in ops else "math")
-        found[name] = {"kernel": kernel, "padded": name == "padded"}
+        ops = sorted({e.name for e in prof.events() if "_scaled_dot_product_" in e.name.lower()})
+        joined = " ".join(ops).lower()
+        kernel = next((label for label, op in SDPA_OPS.items() if op in joined), "math")
+        found[name] = {"kernel": kernel, "ops": ops, "padded": name == "padded"}
         print(f"  SDPA, {name} batch: {kernel}", flush=True)
     return found
 

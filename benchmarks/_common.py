@@ -99,8 +99,12 @@ def add_pretrain_arguments(parser, *, steps: int, batch: int, window: float, per
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--window", type=float, default=window, help="pretraining window length, s")
-    parser.add_argument("--mask", default="channels", help="random | channels | time | mixed")
-    parser.add_argument("--mask-ratio", type=float, default=0.5)
+    from neurofm.models.config import ModelConfig
+
+    default = ModelConfig()   # the package's recipe unless told otherwise
+    parser.add_argument("--mask", default=default.mask_strategy, help="random | channels | time | mixed "
+                        f"(default: the package's, {default.mask_strategy})")
+    parser.add_argument("--mask-ratio", type=float, default=default.mask_ratio)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="more `neurofm pretrain` overrides, e.g. model.interpolation_prior=true")
     parser.add_argument("--seeds", type=int, default=1,

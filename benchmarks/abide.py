@@ -5,7 +5,7 @@ would from the shell:
 
 1. ``neurofm prepare`` the half's CC200 tables (each site with its TR; no phenotype, so no
    label reaches pretraining);
-2. ``neurofm pretrain`` ``tiny`` on them (whole parcels masked, half of them), then ``neurofm export``;
+2. ``neurofm pretrain`` ``tiny`` on them (the package's default masking unless ``--mask``), then ``neurofm export``;
 3. ``neurofm finetune task=disorder task.protocol=logo task.group_by=SITE_ID`` on the *other*
    half: each of its 4 sites is tested in turn by a model trained on the other 3.
 

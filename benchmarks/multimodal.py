@@ -23,7 +23,7 @@ Riemannian classifier, ERP + shrinkage LDA), run on the same splits. Predictions
 test subjects. Balanced accuracy and AUROC with 95 % bootstrap CIs. The probes and the
 baselines are the ones ``abide.py`` and ``motor_imagery.py`` report (all their baselines are kept).
 
-Same recipe as ``abide.py`` (batch 8, 60 s fMRI windows, whole channels/parcels masked, 50 %)
+Same recipe as ``abide.py`` (batch 8, 60 s fMRI windows, the package's default masking unless ``--mask``)
 and ``motor_imagery.py`` (4 s EEG windows), except that the EEG-only checkpoints here see 2 or 3
 subjects (``motor_imagery.py``'s see 4) and use batch 8. Writes ``docs/multimodal.json`` and
 ``docs/multimodal.png``. Deterministic.

@@ -141,38 +141,82 @@ def test_training_from_http_gives_the_local_loss_sequence(served, tmp_path):
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
 
 
-def test_two_nodes_on_loopback_stream_disjoint_shards_from_http(served, tmp_path):
-    """Two torchrun "nodes" on 127.0.0.1 (gloo, one process each) pretraining from the HTTP
-    server: each reads its own shards, no sample twice, one checkpoint at the last step."""
+def _two_nodes(run, url: str, max_steps: int, *more: str) -> list:
+    """Two torchrun "nodes" on 127.0.0.1 (gloo, two processes each: 4 ranks) pretraining
+    ``tiny`` from ``url``; each node in its own session, so a signal can reach a whole node."""
     import os
     import subprocess
     import sys
 
+    common = ["--nnodes=2", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+              "-m", "neurofm.cli", "pretrain", f"run_dir={run}", "data=shards", f"data.shards={url}",
+              "data.num_workers=0", "data.batch_size=2", "trainer=ddp", "trainer.accelerator=cpu",
+              "trainer.devices=2", "trainer.num_nodes=2", "trainer.precision=32-true",
+              f"trainer.max_steps={max_steps}", "log_sample_keys=true", "model=tiny", "trainer.log_every_n_steps=1",
+              "checkpoint.every_n_steps=100000", "val_every_n_steps=1000000", *more]
+    env = {**os.environ, "NEUROFM_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--node_rank={r}", *common],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True) for r in (0, 1)]
+
+
+def _finish(procs, timeout: float = 600) -> list[str]:
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    return outputs
+
+
+def test_two_nodes_of_two_processes_stream_disjoint_shards_from_http(served, tmp_path):
+    """2 torchrun "nodes" x 2 processes on 127.0.0.1 pretraining from the HTTP server, one
+    non-resampled pass: each rank reads its own shards, no sample twice, one checkpoint."""
     import torch
 
     local, url = served
-    port = free_port()
     run = tmp_path / "two_nodes"
-    common = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}",
-              "-m", "neurofm.cli", "pretrain", f"run_dir={run}", "data=shards", f"data.shards={url}",
-              "data.resampled=false", "data.num_workers=0", "data.batch_size=2", "data.shuffle_buffer=0",
-              "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2",
-              "trainer.precision=32-true", "trainer.max_steps=3", "log_sample_keys=true", "model=tiny",
-              "trainer.log_every_n_steps=2", "checkpoint.every_n_steps=1000", "val_every_n_steps=1000000"]
-    env = {**os.environ, "NEUROFM_PROGRESS": "0"}
-    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--node_rank={r}", *common],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in (0, 1)]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    keys_of = [(run / f"keys-rank{r}.txt").read_text().split() for r in (0, 1)]
-    assert [len(k) for k in keys_of] == [6, 6] and all(len(set(k)) == 6 for k in keys_of)
-    assert not set(keys_of[0]) & set(keys_of[1])
+    _finish(_two_nodes(run, url, 3, "data.resampled=false", "data.shuffle_buffer=0"))
+    keys_of = [(run / f"keys-rank{r}.txt").read_text().split() for r in range(4)]
+    assert [len(k) for k in keys_of] == [6] * 4 and all(len(set(k)) == 6 for k in keys_of)
     shard_of = {s.meta["key"]: shard.name for shard in sorted(local.glob("shard-*.tar"))
                 for s in stream([str(shard)], None, shuffle_buffer=0)}
-    assert not {shard_of[k] for k in keys_of[0]} & {shard_of[k] for k in keys_of[1]}
+    shards_of = [{shard_of[k] for k in keys} for keys in keys_of]
+    assert all(not shards_of[a] & shards_of[b] for a in range(4) for b in range(a + 1, 4))
     assert {n for n in FaultyHandler.requests if n.startswith("shard-")}  # served over HTTP
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_two_nodes_stopped_by_sigterm_resume_at_the_same_step_and_data_position(served, tmp_path):
+    """SIGTERM to every process of both nodes (as SLURM preemption does) while 4 ranks stream
+    from HTTP: all ranks agree on the step to stop after and write one ``last.ckpt``; resumed,
+    every rank trains on exactly the samples of an uninterrupted run, and the steps continue."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    _, url = served
+    run = tmp_path / "run"
+    procs = _two_nodes(run, url, 100000)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "keys-rank3.txt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for p in procs:
+        os.killpg(p.pid, signal.SIGTERM)
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.exists(), outputs[0][-3000:] + outputs[1][-3000:]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step > 0
+    extra = 3
+    _finish(_two_nodes(run, url, step + extra, "resume=auto"))
+    _finish(_two_nodes(tmp_path / "reference", url, step + extra))
+    assert torch.load(last, weights_only=True)["global_step"] == step + extra
+    for r in range(4):
+        seen = (run / f"keys-rank{r}.txt").read_text().split()
+        expected = (tmp_path / "reference" / f"keys-rank{r}.txt").read_text().split()
+        assert len(expected) == 2 * (step + extra)
+        assert seen == expected, f"rank {r}: the resumed run trained on other samples"
 
 
 def test_an_epoch_from_http_reads_every_sample_once_across_four_ranks(served):

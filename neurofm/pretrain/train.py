@@ -45,26 +45,54 @@ LAST = "last.ckpt"
 
 
 class CheckpointOnSigterm(Callback):
-    """Save ``last.ckpt`` when the run is stopped by SIGTERM (e.g. SLURM preemption).
+    """Stop at a step every rank agrees on when the run is sent SIGTERM (e.g. SLURM
+    preemption), so that ``last.ckpt`` is written by all ranks together.
 
-    SLURM signals the whole process group, so the loader workers may die first and the
-    main process sees a dead DataLoader before Lightning sees the signal: a SIGTERM seen
-    by :meth:`watch` counts as the reason for any exception that follows.
+    Lightning's own SIGTERM handler runs a collective inside the signal handler, and each rank
+    then stops at whatever step it was in when its signal came: on several ranks a save can
+    wait forever on a rank that already left. Here the handler only notes the signal; after
+    every training step the ranks take the maximum of their notes (one all-reduce of one
+    number, every step, on every rank) and, when any was signalled, all stop after that same
+    step. :func:`pretrain` then saves the checkpoint on every rank and returns 143.
+
+    SLURM signals the whole process group, so the loader workers may die first and the main
+    process sees a dead DataLoader before the next step: a SIGTERM seen by this handler counts
+    as the reason for any exception that follows (then each rank saves on its own).
     """
 
     def __init__(self, path: Path):
         self.path = path
-        self.received = False
+        self.received = False  # this process was sent SIGTERM
+        self.stopping = False  # the ranks agreed to stop after the current step
+
+    def _note(self, signum, frame) -> None:
+        self.received = True
 
     def watch(self) -> None:
-        """Note SIGTERM in this process (Lightning adds its own handler on top of this one)."""
-        previous = signal.getsignal(signal.SIGTERM)
+        """Note SIGTERM in this process until :meth:`on_train_start` takes over from Lightning."""
+        signal.signal(signal.SIGTERM, self._note)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Lightning registered its handler when fit began: replace it with the note alone,
+        # forwarding the signal to processes Lightning launched itself (as Lightning does)
+        launcher = trainer.strategy.launcher
 
         def note(signum, frame) -> None:
+            if not self.received and launcher is not None:
+                launcher.kill(signum)
             self.received = True
-            if callable(previous):
-                previous(signum, frame)
         signal.signal(signal.SIGTERM, note)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        signalled = torch.tensor([1.0 if self.received else 0.0])
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and trainer.world_size > 1:
+            signalled = signalled.to(trainer.strategy.root_device)
+            torch.distributed.all_reduce(signalled, op=torch.distributed.ReduceOp.MAX)
+        if signalled.item() > 0:
+            self.stopping = True
+            trainer.should_stop = True
+            trainer.limit_val_batches = 0  # no validation on the way out: the grace time is short
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) or self.received:
@@ -316,6 +344,10 @@ def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?"
     finally:
         _end_loader_workers()
     trainer.save_checkpoint(checkpoints / LAST)  # the final state, whatever the save interval
+    if on_sigterm.stopping:
+        logger.warning("SIGTERM: every rank stopped after step %d, checkpoint saved to %s; resume with "
+                       "resume=auto run_dir=%s", trainer.global_step, checkpoints / LAST, run_dir)
+        return 143
     if trainer.is_global_zero:
         _summary(trainer, run_dir, checkpoints / LAST, time.perf_counter() - start)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from neurofm.models.mae import MaskedAutoencoder
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm")
-BOLD_SUFFIXES = (".nii", ".nii.gz")
 
 
 @dataclass
@@ -134,7 +133,7 @@ class NeuroFM:
                 progress.advance(task, len(group))
 
     def _segments(self, x, atlas, window_s: float | None, options: dict) -> list[Segment]:
-        from neurofm.tokenizers import tokenize_bold, tokenize_raw
+        from neurofm.datasets.tokenize import detect_kind, tokenize_file
 
         if isinstance(x, Segment):
             return [x]
@@ -150,29 +149,45 @@ class NeuroFM:
             if not segments:
                 raise NeurofmError("shard holds no samples", x)
             return segments
-        import mne
-        import nibabel as nib
+        if not isinstance(x, str | os.PathLike) and not _is_recording_object(x):
+            raise TypeError(f"cannot embed a {type(x).__name__}: pass an mne Raw, a recording path, "
+                            "a 4-D NIfTI (with atlas=), an ROI table (with atlas= and tr_s=) or a list of Segment")
+        kind = detect_kind(x)
+        section = "meeg" if kind == "meeg" else "fmri"
+        where = x if isinstance(x, str | os.PathLike) else None
+        if kind == "bold":
+            import nibabel as nib
 
-        is_bold = isinstance(x, nib.spatialimages.SpatialImage) or (
-            isinstance(x, str | os.PathLike) and os.fspath(x).endswith(BOLD_SUFFIXES))
-        if is_bold:
             if atlas is None:
-                raise NeurofmError("embedding BOLD needs an atlas: embed(img, atlas=...)",
-                                   x if isinstance(x, str | os.PathLike) else None)
-            path = x if isinstance(x, str | os.PathLike) else None
-            img = nib.load(x) if path is not None else x
-            check_bold_space(self.contract, img, path)
-            options = {**tokenizer_defaults(self.contract, "fmri"), **options}
-            return self._fit_window(lambda w: tokenize_bold(x, atlas=atlas, window_s=w, **options),
-                                    window_s or default_window(self.contract, "fmri", 120.0),
-                                    self.model.config.patch_s["fmri"])
-        if isinstance(x, mne.io.BaseRaw | str | os.PathLike):
-            options = {**tokenizer_defaults(self.contract, "meeg"), **options}
-            return self._fit_window(lambda w: tokenize_raw(x, window_s=w, **options),
-                                    window_s or default_window(self.contract, "meeg", 10.0),
-                                    min(self.model.config.patch_s[m] for m in ("eeg", "meg", "ieeg")))
-        raise TypeError(f"cannot embed a {type(x).__name__}: pass an mne Raw, a recording path, "
-                        "a 4-D NIfTI (with atlas=) or a list of Segment")
+                raise NeurofmError("embedding BOLD needs an atlas: embed(img, atlas=...)", where)
+            check_bold_space(self.contract, nib.load(x) if where is not None else x, where)
+        if kind == "roi" and (atlas is None or "tr_s" not in options):
+            raise NeurofmError("embedding an ROI table needs the atlas it was extracted with and its TR: "
+                               "embed(table, atlas=..., tr_s=...)", where)
+        prepare = self._prepare_options(kind, atlas, {**tokenizer_defaults(self.contract, section), **options})
+        patch_s = (self.model.config.patch_s["fmri"] if section == "fmri"
+                   else min(self.model.config.patch_s[m] for m in ("eeg", "meg", "ieeg")))
+        window = window_s or default_window(self.contract, section, prepare.window_s if section == "meeg"
+                                            else prepare.fmri_window_s)
+        return self._fit_window(lambda w: tokenize_file(x, replace(prepare, window_s=w, fmri_window_s=w)),
+                                window, patch_s)
+
+    @staticmethod
+    def _prepare_options(kind: str, atlas, options: dict) -> Any:
+        """``embed``'s keyword options as the :class:`PrepareOptions` of one recording (named as
+        the caller spells them when one is wrong)."""
+        from neurofm.datasets.options import PrepareOptions, fmri_options
+        from neurofm.options import check_keywords
+        from neurofm.tokenizers.options import MeegOptions
+
+        options = dict(options)
+        if kind == "meeg":
+            cleaning = MeegOptions.of(options)  # checked here: a wrong name is the caller's
+            return PrepareOptions(sfreq=cleaning.sfreq, meeg={k: v for k, v in options.items() if k != "sfreq"})
+        tr_s = options.pop("tr_s", None) if kind == "roi" else None
+        valid = fmri_options()[0] if kind == "bold" else fmri_options()[1]
+        check_keywords(options, valid, "{}")
+        return PrepareOptions(atlas=atlas, roi_tr_s=tr_s, fmri=options)
 
     def _fit_window(self, tokenize, window_s: float, patch_s: float) -> list[Segment]:
         """Tokenize; a recording shorter than one window becomes one shorter window, and one
@@ -196,11 +211,12 @@ class NeuroFM:
         ----------
         x : mne.io.Raw | path | nibabel image | list of Segment
             EEG/MEG/iEEG (any format ``tokenize_raw`` reads), 4-D BOLD (with
-            ``atlas``), a shard (``shard-*.tar``) or shard directory written by
-            ``neurofm prepare`` (its segments, in order, all splits), or segments
-            already tokenized.
+            ``atlas``), an ROI table (with ``atlas`` and ``tr_s``), a shard
+            (``shard-*.tar``) or shard directory written by ``neurofm prepare`` (its
+            segments, in order, all splits), or segments already tokenized. Recordings
+            go through :func:`neurofm.datasets.tokenize.tokenize_file`, as in ``neurofm prepare``.
         atlas : image | path | None
-            Labels atlas for BOLD.
+            Labels atlas for BOLD; the atlas (or coordinate table) of an ROI table.
         window_s : float | None
             Window length (default: the input contract's, else 10 s for EEG/MEG and 120 s
             for fMRI). A recording shorter than one window is embedded as one shorter
@@ -208,7 +224,8 @@ class NeuroFM:
         batch_size : int
             Windows per forward pass.
         **tokenizer_options
-            Passed to ``tokenize_raw`` / ``tokenize_bold``; where not given, the input
+            Passed to ``tokenize_raw`` / ``tokenize_bold`` / ``tokenize_roi_table`` (``tr_s``
+            for ROI tables); where not given, the input
             contract's rate, filters and fMRI cleaning apply. An input of a modality, rate
             or (fMRI) space the checkpoint was not pretrained on is an
             :class:`~neurofm.errors.InputContractError`.
@@ -248,6 +265,12 @@ def _is_shard(x: str | os.PathLike) -> bool:
         return True
     path = Path(x)
     return path.suffix == ".tar" or (path.is_dir() and (path / "manifest.json").exists())
+
+
+def _is_recording_object(x: Any) -> bool:
+    """An ``mne.io.Raw`` or a nibabel image (checked by type name: neither library is imported here)."""
+    module = type(x).__module__
+    return module.startswith("nibabel") or (module.startswith("mne") and hasattr(x, "info") and hasattr(x, "n_times"))
 
 
 def _same_shape(a: Segment, b: Segment) -> bool:

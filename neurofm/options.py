@@ -1,15 +1,45 @@
 """Checks of user options, in MNE's ``_check_option`` style: the bad value, the valid
-ones, and the spelling the user typed (``+meeg.montag=``), in one line."""
+ones, and the spelling the user typed (``+meeg.montag=``), in one line.
+
+An option has one name in Python (``montage``) and the spelling of the command that sets it
+(``+meeg.montage`` in ``neurofm prepare``, ``+tokenizer.montage`` in ``neurofm finetune``).
+A command states its spellings once with :func:`spelled_as`; an error raised anywhere below
+names the option with :func:`option_name` at the moment it is raised."""
 
 from __future__ import annotations
 
 import difflib
 import inspect
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from neurofm.errors import ConfigError
+
+_SPELLING: ContextVar[Mapping[str, str] | None] = ContextVar("neurofm_option_spelling", default=None)
+
+
+@contextmanager
+def spelled_as(spelling: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, :func:`option_name` names options as ``spelling`` says (``{'montage':
+    '+meeg.montage'}``): how the command being run spells them. Nested blocks add to it."""
+    token = _SPELLING.set({**(_SPELLING.get() or {}), **spelling})
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
+
+
+def option_name(name: str) -> str:
+    """How the user spells option ``name`` where it is set (see :func:`spelled_as`); in
+    Python, ``name`` itself.
+
+    >>> with spelled_as({"montage": "+meeg.montage"}):
+    ...     option_name("montage"), option_name("sfreq")
+    ('+meeg.montage', 'sfreq')
+    """
+    return (_SPELLING.get() or {}).get(name, name)
 
 
 def check_option(name: str, value: Any, allowed: Iterable[Any]) -> Any:
@@ -24,7 +54,7 @@ def check_option(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     if value in allowed:
         return value
     hint = _did_you_mean(value, allowed)
-    raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}{hint}")
+    raise ConfigError(f"{option_name(name)} must be one of {', '.join(map(repr, allowed))}; got {value!r}{hint}")
 
 
 def keyword_names(func: Callable, exclude: Iterable[str] = ()) -> list[str]:
@@ -58,14 +88,3 @@ def check_keywords(options: Mapping[str, Any], valid: Iterable[str], spelled: st
 def _did_you_mean(value: Any, allowed: Iterable[Any]) -> str:
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def respell(err: Exception, spelling: Mapping[str, str]) -> Exception:
-    """Rewrite the option names in ``err``'s message as the user spells them on the command
-    line (``window_s`` -> ``fmri_window_s``, ``montage`` -> ``+meeg.montage``), in place."""
-    if not spelling or not err.args or not isinstance(err.args[0], str):
-        return err
-    names = sorted(spelling, key=len, reverse=True)
-    pattern = re.compile(r"(?<![\w.+/])(" + "|".join(map(re.escape, names)) + r")(?![\w/])")
-    err.args = (pattern.sub(lambda m: spelling[m.group(1)], err.args[0]), *err.args[1:])
-    return err

@@ -215,6 +215,28 @@ def test_prepare_option_errors_are_one_line_before_any_work(tmp_path, data_dir):
                                      "(see neurofm prepare --help)")
 
 
+def test_a_refusal_names_the_option_as_each_caller_spells_it(tmp_path, meeg):
+    """One refusal raised in the tokenizer (the EEGLAB tutorial's channels are named ``EEG 000``
+    ..., so none has a position), named where it is raised: as ``neurofm prepare`` spells the
+    options, as Python does, and as a command that states other spellings does."""
+    from neurofm.errors import MissingPositionsError
+    from neurofm.options import spelled_as
+    from neurofm.tokenizers import tokenize_raw
+
+    path = meeg / "eeglab" / "test_raw.set"
+    manifest = write_shards([path], tmp_path / "out", PrepareOptions(window_s=2.0))
+    failure = json.loads((tmp_path / "out" / "failures.jsonl").read_text())
+    assert manifest["failures"] == 1 and failure["error_type"] == "MissingPositionsError"
+    assert "pass +meeg.montage='<a standard montage>' or a DigMontage" in failure["error"]
+    assert "or +meeg.on_missing_positions='drop'" in failure["error"]
+    with pytest.raises(MissingPositionsError, match=r"32 of 32 channels have no position .* pass "
+                                                    r"montage='<a standard montage>' .* or on_missing_positions='drop'"):
+        tokenize_raw(path, window_s=2.0)
+    with spelled_as({"montage": "+tokenizer.montage"}), pytest.raises(
+            MissingPositionsError, match=r"pass \+tokenizer.montage='<a standard montage>' .* on_missing_positions="):
+        tokenize_raw(path, window_s=2.0)
+
+
 def test_too_short_hint_names_the_cli_option(tmp_path, fmri, atlases):
     options = PrepareOptions(atlas=str(atlases / "AAL_space-MNI152NLin6_res-2x2x2.nii.gz"),
                              fmri_window_s=600.0)
@@ -273,9 +295,9 @@ def test_torn_journal_and_lost_samples_are_tokenized_again(prepared, inputs, opt
 
     def counting(src, *args, **kwargs):
         tokenized.append(src.path)
-        return tokenize_source(src, *args, **kwargs)
-    tokenize_source = tokenize_module.tokenize_source
-    monkeypatch.setattr(tokenize_module, "tokenize_source", counting)
+        return tokenize_file(src, *args, **kwargs)
+    tokenize_file = tokenize_module.tokenize_file
+    monkeypatch.setattr(tokenize_module, "tokenize_file", counting)
     manifest = write_shards(inputs, out, options)
     assert sorted(tokenized) == sorted([lost["path"]] + [d["path"] for d in done[2:]])
     assert [s["sha256"] for s in manifest["shards"]] == [s["sha256"] for s in load_manifest(prepared)["shards"]]

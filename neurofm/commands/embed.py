@@ -14,7 +14,7 @@ from neurofm.datasets.options import FMRI_OPTIONS, MEEG_OPTIONS
 from neurofm.embedding import load
 from neurofm.errors import NeurofmError
 from neurofm.io import atomic_write
-from neurofm.options import check_keywords
+from neurofm.options import check_keywords, spelled_as
 
 OUT_SUFFIXES = (".npy", ".parquet")
 
@@ -32,8 +32,9 @@ def run_embed(cfg) -> int:
     options = check_keywords(conf.tokenizer, valid, "+tokenizer.{}=")
     device = conf.device if conf.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(conf.ckpt, device=device)
-    result = model.embed(conf.input, atlas=conf.atlas, batch_size=conf.batch_size,
-                         window_s=conf.window_s, **options)
+    with spelled_as({k: f"+tokenizer.{k}" for k in valid}):
+        result = model.embed(conf.input, atlas=conf.atlas, batch_size=conf.batch_size,
+                             window_s=conf.window_s, **options)
     if out.suffix == ".parquet":
         import pandas as pd
 

@@ -9,6 +9,7 @@ from neurofm.datasets.manifest import load_manifest
 from neurofm.datasets.options import PrepareOptions
 from neurofm.datasets.phenotype import join_phenotype, read_phenotype, subject_key
 from neurofm.datasets.shards import write_shards
+from neurofm.datasets.tokenize import tokenize_file
 
 if TYPE_CHECKING:
     from neurofm.batch import Batch, collate_segments
@@ -41,5 +42,6 @@ __all__ = [
     "shard_urls",
     "stream",
     "subject_key",
+    "tokenize_file",
     "write_shards",
 ]

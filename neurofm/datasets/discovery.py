@@ -47,7 +47,8 @@ class Source:
     entities: dict = field(default_factory=dict, hash=False, compare=False)
 
 
-def _kind(path: str) -> str | None:
+def kind_of(path: str) -> str | None:
+    """``'meeg'``, ``'bold'``, ``'roi'`` by the file's name, or None (not a recording neurofm reads)."""
     name = os.path.basename(path)
     lower = name.lower()
     if lower.endswith(SKIP_SUFFIXES):
@@ -91,7 +92,7 @@ def _bids_sources(root: Path) -> list[Source]:
         for bp in find_matching_paths(root, datatypes=datatype, suffixes=datatype,
                                       ignore_json=True, ignore_nosub=True):
             path = str(bp.fpath)
-            if _kind(path) == "meeg" and not path.endswith((".eeg", ".vmrk", ".fdt")):
+            if kind_of(path) == "meeg" and not path.endswith((".eeg", ".vmrk", ".fdt")):
                 found.append(Source(path, "meeg", dataset, _entities(get_entities_from_fname(bp.basename))))
     for bp in find_matching_paths(root, datatypes="func", suffixes="bold",
                                   extensions=[".nii", ".nii.gz"], ignore_nosub=True):
@@ -136,7 +137,7 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
             fixed = re.split(r"[*?\[]", item)[0]
             dataset = Path(os.path.dirname(fixed) or ".").resolve().name or "glob"
             for path in paths:
-                kind = _kind(path)
+                kind = kind_of(path)
                 if kind:
                     sources.setdefault(path, Source(path, kind, dataset))
             continue
@@ -144,7 +145,7 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
         if not root.exists():
             raise NeurofmError("input not found", item)
         if root.is_file() or root.suffix == ".ds" or root.suffix == ".mff":
-            kind = _kind(str(root))
+            kind = kind_of(str(root))
             if kind is None and not keep_unknown:
                 raise NeurofmError(UNKNOWN_FORMAT, item)
             sources.setdefault(str(root), Source(str(root), kind or "unknown", root.parent.name))
@@ -153,7 +154,7 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
                 sources.setdefault(src.path, src)
         else:
             for path in sorted(glob.glob(str(root / "**" / "*"), recursive=True)):
-                kind = _kind(path)
+                kind = kind_of(path)
                 if kind == "bold" and not _is_4d(path):
                     continue  # atlases, masks and anatomicals live beside BOLD runs
                 if kind and not any(part.endswith((".ds", ".mff")) for part in Path(path).parent.parts):

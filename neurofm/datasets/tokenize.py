@@ -1,5 +1,5 @@
-"""Tokenize one discovered file for ``neurofm prepare`` (in a worker process): its segments,
-their split, and their samples appended to the worker's journal."""
+"""One recording -> segments (:func:`tokenize_file`, for every command), and for ``neurofm
+prepare`` (in a worker process) their split and their samples appended to the worker's journal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import traceback
 from typing import Any
 
 from neurofm.datasets.codec import encode_segment
-from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source
+from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source, kind_of
 from neurofm.datasets.options import (
     MEEG_OPTIONS,
     PrepareOptions,
@@ -21,7 +21,7 @@ from neurofm.datasets.phenotype import join_phenotype, read_phenotype
 from neurofm.datasets.tar_io import open_journal, sample_bytes
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.io import is_disk_full
-from neurofm.options import respell
+from neurofm.options import option_name, spelled_as
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.segment import Segment
 
@@ -40,46 +40,69 @@ def prepare_spelling(kind: str) -> dict[str, str]:
             "tr_s": "roi_tr_s" if kind == "roi" else "+fmri.tr_s"}
 
 
-def tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None = None,
-                    spelling: dict[str, str] | None = None) -> list[Segment]:
-    """Tokenize one discovered file with the options of a prepare run.
+def detect_kind(recording: Any) -> str:
+    """``'meeg'``, ``'bold'`` or ``'roi'``: an ``mne.io.Raw`` or a nibabel image in memory, or
+    a path by its name (what :func:`neurofm.datasets.discovery.discover` decides for a file).
+    A path neurofm does not know is handed to MNE's readers, whose error names it."""
+    if isinstance(recording, Source):
+        return recording.kind
+    if isinstance(recording, str | os.PathLike):
+        return kind_of(os.fspath(recording)) or "meeg"
+    module = type(recording).__module__
+    if module.startswith("nibabel"):
+        return "bold"
+    return "meeg"
 
-    Errors name options as ``spelling`` says (default: as ``neurofm prepare`` spells them).
+
+def tokenize_file(recording: Any, options: PrepareOptions, phenotype: dict | None = None) -> list[Segment]:
+    """The one way a recording becomes segments (``neurofm prepare``, ``neurofm embed`` and
+    ``neurofm finetune`` all come here): the kind detected once (:func:`detect_kind`), then
+    the tokenizer of that kind with ``options``.
+
+    Parameters
+    ----------
+    recording : path | Source | mne.io.Raw | nibabel image
+        EEG/MEG/iEEG (anything ``mne.io.read_raw`` reads), a 4-D BOLD image or an ROI table.
+    options : PrepareOptions
+        Windows (``window_s``, ``fmri_window_s``, ``stride_s``), cleaning (``sfreq``,
+        ``meeg``, ``fmri``), the atlas of BOLD and the coordinates and TR of ROI tables.
+    phenotype : dict | None
+        Participants' rows joined into each segment's ``meta['phenotype']``.
+
+    Errors name options as the command being run spells them (:func:`neurofm.options.spelled_as`).
     """
-    try:
-        return _tokenize_source(src, options, phenotype)
-    except NeurofmError as err:
-        respell(err, prepare_spelling(src.kind) if spelling is None else spelling)
-        raise
-
-
-def _tokenize_source(src: Source, options: PrepareOptions, phenotype: dict | None) -> list[Segment]:
-
-    entities = src.entities or entities_from_name(src.path, options.subject_pattern)
-    if src.kind == "meeg":
+    src = recording if isinstance(recording, Source) else None
+    kind = detect_kind(recording)
+    where = src.path if src is not None else recording
+    path_like = isinstance(where, str | os.PathLike)
+    # a Raw or an image in memory: the tokenizer reads what it can from its file name
+    entities = (src.entities if src is not None else None) or (
+        entities_from_name(os.fspath(where), options.subject_pattern) if path_like else None)
+    dataset = src.dataset if src is not None else (os.path.basename(os.path.dirname(os.fspath(where)))
+                                                    if path_like else None)
+    if kind == "meeg":
         # mne and scipy.signal: only workers that read M/EEG import them
         from neurofm.tokenizers.eeg_meg import tokenize_raw
 
-        segments = tokenize_raw(src.path, window_s=options.window_s, stride_s=options.stride_s,
-                                options=options.meeg_options(), dataset=src.dataset, entities=entities)
-    elif src.kind == "bold":
+        segments = tokenize_raw(where, window_s=options.window_s, stride_s=options.stride_s,
+                                options=options.meeg_options(), dataset=dataset, entities=entities)
+    elif kind == "bold":
         from neurofm.tokenizers.fmri import tokenize_bold
 
         if options.atlas is None:
-            raise ConfigError("BOLD inputs need an atlas: pass atlas=<labels image>")
-        segments = tokenize_bold(src.path, atlas=options.atlas, window_s=options.fmri_window_s,
-                                 dataset=src.dataset, entities=entities,
-                                 **options.fmri)
+            raise ConfigError(f"BOLD inputs need an atlas: pass {option_name('atlas')}=<labels image>")
+        segments = tokenize_bold(where, atlas=options.atlas, window_s=options.fmri_window_s,
+                                 dataset=dataset, entities=entities, **options.fmri)
     else:
         from neurofm.tokenizers.roi_table import tokenize_roi_table
 
         coords = options.roi_coords or options.atlas
         if coords is None:
-            raise ConfigError("ROI tables need roi_coords=<atlas or coordinate table>")
+            raise ConfigError(f"ROI tables need {option_name('roi_coords')}=<atlas or coordinate table>")
         roi_options = {k: v for k, v in options.fmri.items() if k in fmri_options()[1]}
-        segments = tokenize_roi_table(src.path, coords=coords,
-                                      tr_s=roi_tr_for(src.path, entities, options.roi_tr_s),
-                                      window_s=options.fmri_window_s, dataset=src.dataset,
+        segments = tokenize_roi_table(where, coords=coords,
+                                      tr_s=roi_tr_for(os.fspath(where), entities or {}, options.roi_tr_s),
+                                      window_s=options.fmri_window_s, dataset=dataset,
                                       entities=entities, **roi_options)
     if options.modality is not None:
         segments = [s for s in segments if s.modality == options.modality]
@@ -98,7 +121,8 @@ def prepare_one(src: Source, options: PrepareOptions, workdir: str) -> dict[str,
         if src.kind == "unknown":
             raise NeurofmError(UNKNOWN_FORMAT, src.path)
         phenotype = read_phenotype(options.phenotype) if options.phenotype else None
-        segments = tokenize_source(src, options, phenotype)
+        with spelled_as(prepare_spelling(src.kind)):
+            segments = tokenize_file(src, options, phenotype)
         samples, digest, start = [], hashlib.sha256(), journal.size
         for k, seg in enumerate(segments):
             split = split_of(seg.meta.get("dataset"), seg.meta.get("subject"),

@@ -110,3 +110,12 @@ class FinetuneConfig:
     tokenizer: dict[str, Any] = field(default_factory=dict)   # +tokenizer.<MeegOptions field>=...
     seed: int = 0
     run_dir: str = "runs/finetune"
+
+
+def finetune_spelling() -> dict[str, str]:
+    """How ``neurofm finetune`` spells the tokenizer options: its errors name them so."""
+    from neurofm.datasets.options import FMRI_OPTIONS, MEEG_OPTIONS
+
+    return {**{k: f"+tokenizer.{k}" for k in ("sfreq", *MEEG_OPTIONS, *FMRI_OPTIONS)},
+            "window_s": "task.window_s", "tr_s": "task.roi_tr_s", "atlas": "task.atlas",
+            "roi_coords": "task.roi_coords"}

@@ -16,7 +16,7 @@ import pandas as pd
 from neurofm.console import make_progress, progress_over
 from neurofm.datasets import discover, join_phenotype, read_phenotype
 from neurofm.datasets.options import FMRI_OPTIONS, MEEG_OPTIONS, PrepareOptions
-from neurofm.datasets.tokenize import check_needs, tokenize_source
+from neurofm.datasets.tokenize import check_needs, tokenize_file
 from neurofm.embedding import load
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune import protocols
@@ -30,7 +30,7 @@ from neurofm.finetune.baselines import (
     shared_sensor_array,
     subject_series,
 )
-from neurofm.finetune.config import FinetuneConfig
+from neurofm.finetune.config import FinetuneConfig, finetune_spelling
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
 from neurofm.finetune.metrics import classification_metrics, per_sensor_r
@@ -39,7 +39,7 @@ from neurofm.finetune.protocols import time_splits
 from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.io import atomic_write, write_text_atomic
 from neurofm.models.contract import check_segments, tokenizer_defaults
-from neurofm.options import check_keywords
+from neurofm.options import check_keywords, spelled_as
 from neurofm.tokenizers import read_recording, tokenize_events
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.options import MeegOptions
@@ -209,14 +209,12 @@ def _cohort(conf: FinetuneConfig) -> list:
     options = _prepare_options(conf, task.window_s)
     sources = discover(inputs)
     check_needs(sources, options)
-    spelling = {**{k: f"+tokenizer.{k}" for k in (*MEEG_OPTIONS, *FMRI_OPTIONS)},
-                "window_s": "task.window_s", "tr_s": "task.roi_tr_s"}  # as this command spells them
     segments, failed = [], []
     with make_progress() as progress:
         bar = progress.add_task("tokenizing the cohort", total=len(sources))
         for source in sources:
             try:
-                segments += tokenize_source(source, options, spelling=spelling)
+                segments += tokenize_file(source, options)
             except ConfigError:
                 raise
             except NeurofmError as err:
@@ -381,7 +379,8 @@ def finetune(conf: FinetuneConfig) -> dict:
                       **conf.tokenizer}
     run_dir = Path(conf.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = {"task": asdict(task), **TASKS[task.name](conf, loaded.model, run_dir, loaded.contract)}
+    with spelled_as(finetune_spelling()):  # errors name options as this command spells them
+        result = {"task": asdict(task), **TASKS[task.name](conf, loaded.model, run_dir, loaded.contract)}
     write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=1), "metrics")
     logger.info("results in %s (metrics.json, results.md, PNG)", run_dir)
     return result

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from neurofm.errors import AtlasError, NeurofmError
+from neurofm.options import option_name
 
 logger = logging.getLogger("neurofm.tokenizers")
 
@@ -241,7 +242,7 @@ def warn_geometry(parc: Parcellation) -> None:
         warnings.warn(
             f"{parc.source}: {len(parc.bilateral)} labels span both hemispheres "
             f"({parcel_names(parc, parc.bilateral)}); their tokens sit near the midline. "
-            "Pass split_hemispheres=True to split them into left and right parcels.",
+            f"Pass {option_name('split_hemispheres')}=True to split them into left and right parcels.",
             stacklevel=3,
         )
     odd = sorted(set(parc.off_centre) - set(parc.bilateral))
@@ -285,7 +286,7 @@ def check_same_space(img, path: str | None, parc: Parcellation, where: str) -> N
             f"the image is in scanner space (NIfTI sform/qform code 1) but the atlas {parc.source} "
             f"is in {SPACE_CODES[atlas_code]} space (code {atlas_code}): normalise the BOLD to the "
             "atlas' template first (e.g. fMRIPrep --output-spaces MNI152NLin6Asym), or, if the "
-            "header is wrong, pass check_space=False (+fmri.check_space=false)", where)
+            f"header is wrong, pass {option_name('check_space')}=False", where)
 
 
 

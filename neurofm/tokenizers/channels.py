@@ -8,6 +8,7 @@ import numpy as np
 from mne.io.constants import FIFF
 
 from neurofm.errors import MissingPositionsError, RecordingError
+from neurofm.options import option_name
 from neurofm.tokenizers.geometry import (
     NON_EEG_NAME,
     channel_geometry,
@@ -54,7 +55,7 @@ def select_channels(
     if not keep:
         raise RecordingError(
             f"no usable channels of kinds {list(kinds)} (found {other_types or 'none'}; "
-            f"dropped {len(dropped)}); pass kinds=... to choose others",
+            f"dropped {len(dropped)}); pass {option_name('kinds')}=... to choose others",
             source,
         )
     info = mne.pick_info(raw.info, keep)
@@ -73,8 +74,9 @@ def select_channels(
             shown = ", ".join(absent[:8]) + (", ..." if len(absent) > 8 else "")
             raise MissingPositionsError(
                 f"{len(absent)} of {len(names)} channels have no position ({shown}) and are not "
-                f"in montage {_montage_label(montage, names)}; pass montage='<a standard montage>' or a DigMontage, "
-                "rename the channels to standard names, or on_missing_positions='drop'",
+                f"in montage {_montage_label(montage, names)}; pass {option_name('montage')}='<a standard "
+                f"montage>' or a DigMontage, rename the channels to standard names, or "
+                f"{option_name('on_missing_positions')}='drop'",
                 source,
             )
         for name in absent:
@@ -84,7 +86,7 @@ def select_channels(
         chan_kinds = [k for k, m in zip(chan_kinds, keep_mask, strict=True) if m]
         positions, orientations = positions[keep_mask], orientations[keep_mask]
         if not names:
-            raise MissingPositionsError("no channel has a position; pass a montage", source)
+            raise MissingPositionsError(f"no channel has a position; pass {option_name('montage')}=...", source)
     return names, positions, orientations, chan_kinds, dropped, other_types
 
 

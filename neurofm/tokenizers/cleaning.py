@@ -10,6 +10,7 @@ import numpy as np
 from scipy.signal import oaconvolve, welch
 
 from neurofm.errors import RecordingError
+from neurofm.options import option_name
 
 ONE_PASS_MIN_S = 60.0  # recordings at least this long are notched and band-passed in one pass
 
@@ -130,7 +131,7 @@ def filter_raw(
                 raw.filter(l_freq, h_freq, picks="all", **quiet)
     except ValueError as err:  # MNE's filter design refuses bands it cannot build at this rate
         raise RecordingError(f"cannot filter {l_freq}-{h_freq:g} Hz at {native:g} Hz ({err}); "
-                             "check the sampling rate, or pass l_freq / h_freq", source) from err
+                             f"check the sampling rate, or pass {option_name('l_freq')} / {option_name('h_freq')}", source) from err
     return (float(line_freq) if line_freq else None), float(h_freq)
 
 

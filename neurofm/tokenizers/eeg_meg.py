@@ -25,6 +25,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from neurofm.errors import RecordingError, RecordingTooShortError
+from neurofm.options import option_name
 from neurofm.tokenizers.channels import select_channels
 from neurofm.tokenizers.cleaning import (
     filter_raw,
@@ -93,7 +94,7 @@ def _continuous(
     if duration < min_duration_s:
         raise RecordingTooShortError(
             f"recording lasts {duration:.3f} s, shorter than one window ({min_duration_s:g} s); "
-            "pass a smaller window_s",
+            f"pass a smaller {option_name('window_s')}",
             source, duration_s=duration,
         )
 

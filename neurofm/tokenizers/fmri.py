@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 
 from neurofm.errors import AtlasError, BoldError
+from neurofm.options import option_name
 from neurofm.tokenizers.atlas import (
     check_same_space,
     image_extent,
@@ -74,10 +75,10 @@ def _sidecar(path: str | None) -> dict:
             found = json.load(fh)
     except json.JSONDecodeError as err:
         raise BoldError(f"sidecar is not valid JSON ({err.msg} at line {err.lineno}, column "
-                        f"{err.colno}); fix it or remove it (then pass tr_s=<seconds>)", side) from err
+                        f"{err.colno}); fix it or remove it (then pass {option_name('tr_s')}=<seconds>)", side) from err
     except UnicodeDecodeError as err:
         raise BoldError(f"sidecar is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
-                        f"{err.start}); fix it or remove it (then pass tr_s=<seconds>)", side) from err
+                        f"{err.start}); fix it or remove it (then pass {option_name('tr_s')}=<seconds>)", side) from err
     if not isinstance(found, dict):
         raise BoldError(f"sidecar holds a JSON {type(found).__name__}, not an object of BIDS keys",
                         side)
@@ -127,7 +128,7 @@ def repetition_time(img: nib.Nifti1Image, path: str | None, tr_s: float | None =
         hint = f" (in ms that would be {header / 1000:g} s)" if header > PLAUSIBLE_TR_S[1] else ""
         raise BoldError(
             f"header TR is {zooms[3]:g} {unit}, implausible for fMRI{hint}, and there is no "
-            "sidecar JSON with RepetitionTime; pass tr_s=<seconds>", where)
+            f"sidecar JSON with RepetitionTime; pass {option_name('tr_s')}=<seconds>", where)
     return header
 
 
@@ -265,7 +266,7 @@ def tokenize_bold(
     if outside.any() and empty_parcels == "raise":
         raise BoldError(f"{outside.sum()} of {len(counts)} parcels have no voxel in the field of "
                         f"view ({parcel_names(parc, parc.labels[outside].tolist())}); pass "
-                        "empty_parcels='drop' or 'keep'", where)
+                        f"{option_name('empty_parcels')}='drop' or 'keep'", where)
 
     present = parc.labels[~outside]
     raw_series = parcel_means(img, grid_labels, present)  # [T, P_present]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from neurofm.errors import BoldError, BoldTooShortError
+from neurofm.options import option_name
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.segment import Segment, Segments
 
@@ -80,7 +81,7 @@ def series_windows(
     if n_times < length:
         raise BoldTooShortError(
             f"{n_times} timepoints x {tr_s:g} s = {n_times * tr_s:g} s, fewer than one window "
-            f"({window_s:g} s); pass a smaller window_s", where, duration_s=n_times * tr_s)
+            f"({window_s:g} s); pass a smaller {option_name('window_s')}", where, duration_s=n_times * tr_s)
     starts = np.arange(0, n_times - length + 1, step)
     signal = np.ascontiguousarray(series.T, dtype=np.float32)  # [P, T]
     n = signal.shape[0]

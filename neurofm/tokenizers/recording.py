@@ -13,6 +13,7 @@ import mne
 import numpy as np
 
 from neurofm.errors import RecordingError
+from neurofm.options import option_name
 
 logger = logging.getLogger("neurofm.tokenizers")
 
@@ -81,11 +82,11 @@ def read_recording(
     if records is not None and truncated and not allow_truncated:
         raise RecordingError(
             f"file holds {records[1]} data records but its header declares {records[0]}: truncated? "
-            "pass allow_truncated=True to use the samples that are there", path)
+            f"pass {option_name('allow_truncated')}=True to use the samples that are there", path)
     if truncated and not allow_truncated:
         raise RecordingError(
             f"file is shorter than its header says, truncated? ({truncated[0]}); "
-            "pass allow_truncated=True to use the samples that are there", path)
+            f"pass {option_name('allow_truncated')}=True to use the samples that are there", path)
     return raw
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from neurofm.errors import AtlasError, BoldError
+from neurofm.options import option_name
 from neurofm.tokenizers.atlas import parcellate
 from neurofm.tokenizers.parcels import PLAUSIBLE_TR_S, clean_series, parcel_segments
 from neurofm.tokenizers.segment import Segments
@@ -209,7 +210,7 @@ def tokenize_roi_table(
         raise BoldError("every ROI column is all zero: an empty table", where)
     if zero.any() and empty_parcels == "raise":
         raise BoldError(f"{zero.sum()} ROI columns are all zero (labels {zero_labels[:10]}); pass "
-                        "empty_parcels='drop' or 'keep'", where)
+                        f"{option_name('empty_parcels')}='drop' or 'keep'", where)
     series = np.zeros_like(values)
     series[:, ~zero] = clean_series(values[:, ~zero], tr_s, None, detrend, standardize, None, None)
     keep = ~zero if empty_parcels == "drop" else np.ones(len(labels), dtype=bool)

@@ -359,3 +359,28 @@ def test_string_options_are_checked(meeg):
         tokenize_raw(path, window_s=1.0, on_missing_positions="dorp")
     with pytest.raises(ConfigError, match="events_from must be one of 'auto', 'annotations', 'stim'; got 'annotation'"):
         tokenize_raw(path, window_s=1.0, events_from="annotation")
+
+
+def test_cleaning_steps_leave_the_callers_raw_alone_and_do_what_they_say(eegmmidb):
+    """The named steps of ``tokenize_raw`` on a real EEGMMI run: the caller's Raw (with a NaN
+    burst) is unchanged afterwards; ``zero_nonfinite`` marks and zeroes exactly the NaN
+    instants; ``average_reference`` leaves every instant's EEG mean at 0; the samples a step
+    reads cannot be written."""
+    from neurofm.tokenizers import tokenize_raw
+    from neurofm.tokenizers.steps import average_reference, samples_of, zero_nonfinite
+
+    raw = mne.io.read_raw_edf(eegmmidb / "S001" / "S001R04.edf", preload=True, verbose="error")
+    raw._data[3, 1000:1200] = np.nan
+    before = raw.get_data()
+    segments = tokenize_raw(raw, window_s=2.0, average_reference=True)
+    np.testing.assert_array_equal(raw.get_data(), before)  # NaN included: same positions, same values
+    assert len(segments) > 0 and all(np.isfinite(s.signal).all() for s in segments)
+    work = raw.copy()
+    mask = zero_nonfinite(work, "S001R04.edf")
+    assert mask.sum() == 200 and mask[1000:1200].all()
+    assert np.isfinite(work.get_data()).all() and (work.get_data()[3, 1000:1200] == 0).all()
+    np.testing.assert_array_equal(work.get_data()[:, ~mask], before[:, ~mask])
+    average_reference(work, tuple(["eeg"] * len(work.ch_names)))
+    np.testing.assert_allclose(work.get_data().mean(axis=0), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="read-only"):
+        samples_of(work)[0, 0] = 1.0

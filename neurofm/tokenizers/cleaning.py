@@ -107,7 +107,7 @@ def filter_raw(
             source,
         )
     if line_freq == "auto":
-        line_freq = raw.info["line_freq"] or detect_line_freq(raw._data[:, : int(30 * native)], native)
+        line_freq = raw.info["line_freq"] or detect_line_freq(raw.get_data(stop=int(30 * native)), native)
     quiet = {"verbose": "error"}
     if l_freq is not None and l_freq >= h_freq:
         raise RecordingError(f"at {native:g} Hz the band top is {h_freq:g} Hz, not above l_freq="
@@ -150,12 +150,15 @@ def notch_and_band_pass(raw: mne.io.BaseRaw, notches: np.ndarray, l_freq: float 
     stop = mne.filter.create_filter(None, sfreq, notches + widths / 2 + 0.5, notches - widths / 2 - 0.5,
                                     l_trans_bandwidth=0.5, h_trans_bandwidth=0.5, **quiet)
     kernel = np.convolve(band, stop)  # symmetric, odd length: zero phase with mode="same"
-    data = raw._data  # [C, T]
-    n, pad = data.shape[1], len(kernel)
-    reflect = min(pad, n - 1)
-    padded = np.pad(data, ((0, 0), (reflect, reflect)), mode="reflect", reflect_type="odd")
-    padded = np.pad(padded, ((0, 0), (pad - reflect, pad - reflect)))
-    data[:] = oaconvolve(padded, kernel[None], mode="same", axes=-1)[:, pad : pad + n]
+
+    def one_pass(data: np.ndarray) -> np.ndarray:  # [C, T]
+        n, pad = data.shape[1], len(kernel)
+        reflect = min(pad, n - 1)
+        padded = np.pad(data, ((0, 0), (reflect, reflect)), mode="reflect", reflect_type="odd")
+        padded = np.pad(padded, ((0, 0), (pad - reflect, pad - reflect)))
+        return oaconvolve(padded, kernel[None], mode="same", axes=-1)[:, pad : pad + n]
+
+    raw.apply_function(one_pass, picks="all", channel_wise=False)
 
 
 def is_bad_label(labels: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ A recording in any format MNE reads becomes :class:`Segment` windows whose
 sensors carry their geometry (head-frame position, coil normal, kind), so the
 model never depends on channel names or a fixed montage.
 
-Pipeline (one pass over the data, MNE for every signal operation)::
+Pipeline (one pass over the data, MNE for every signal operation; each cleaning step is a
+named function of :mod:`neurofm.tokenizers.steps`)::
 
     read lazily -> pick EEG/MEG(/iEEG) -> drop bads, flat, saturated, no-position
     -> load only the kept channels -> notch (configured or detected) -> resample
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +25,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from neurofm.errors import RecordingError, RecordingTooShortError
-from neurofm.options import option_name
-from neurofm.tokenizers.channels import select_channels
 from neurofm.tokenizers.cleaning import (
     filter_raw,
-    flat_or_saturated,
     is_bad_label,
-    row_median,
-    subsample,
 )
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.options import MeegOptions
@@ -43,12 +38,21 @@ from neurofm.tokenizers.recording import (  # noqa: F401  (read_recording: impor
     stim_events,
 )
 from neurofm.tokenizers.segment import Segment, Segments
+from neurofm.tokenizers.steps import (
+    average_reference,
+    bad_times_of,
+    crop_and_check_length,
+    drop_flat,
+    events_of,
+    pick_and_load,
+    robust_scale,
+    zero_nonfinite,
+)
 
 logger = logging.getLogger("neurofm.tokenizers")
 
 # Physical unit -> model unit: EEG/iEEG in uV, magnetometers in fT, gradiometers in fT/cm.
 UNIT_SCALE = {"eeg": 1e6, "seeg": 1e6, "ecog": 1e6, "mag": 1e15, "grad": 1e13}
-_MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
@@ -78,121 +82,51 @@ def _continuous(
     entities: dict[str, str] | None,
     events_from: str | None = None,
 ) -> _Continuous:
+    """The cleaning steps, in order, each one named function (MNE for every signal operation;
+    the recording's samples change only through MNE's own methods)."""
     o = options
-    sfreq, l_freq, h_freq = float(o.sfreq), o.l_freq, o.h_freq
-    tmin_s, tmax_s, events_from = o.tmin_s, o.tmax_s, events_from or o.events_from
     raw, source = as_raw(raw_or_path, o.allow_truncated)
-    if tmin_s is not None or tmax_s is not None:
-        tmax = None if tmax_s is None else min(tmax_s, raw.times[-1])
-        raw.crop(tmin=tmin_s or 0.0, tmax=tmax)
-    native = raw.info["sfreq"]
-    duration = raw.n_times / native
-    if raw.n_times == 0:
-        raise RecordingError("recording has no samples", source)
-    if raw.n_times < 2:  # not "every channel is flat": there is nothing to look at
-        raise RecordingTooShortError(f"recording has {raw.n_times} sample", source, duration_s=duration)
-    if duration < min_duration_s:
-        raise RecordingTooShortError(
-            f"recording lasts {duration:.3f} s, shorter than one window ({min_duration_s:g} s); "
-            f"pass a smaller {option_name('window_s')}",
-            source, duration_s=duration,
-        )
-
-    ann_onset, ann_dur, ann_desc = annotation_events(raw)
-    if events_from == "stim" or (events_from == "auto" and not (~is_bad_label(ann_desc)).any()):
-        stim_onset, stim_dur, stim_desc = stim_events(raw)
-        bad = is_bad_label(ann_desc)
-        ann_onset = np.concatenate([ann_onset[bad], stim_onset])
-        ann_dur = np.concatenate([ann_dur[bad], stim_dur])
-        ann_desc = np.concatenate([ann_desc[bad], stim_desc])
-
-    names, positions, orientations, chan_kinds, dropped, other_types = select_channels(
-        raw, o.kinds, o.montage, o.on_missing_positions, source
-    )
-    raw.pick(names)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            raw.load_data(verbose="error")
-    except Exception as err:
-        raise RecordingError(f"cannot load samples, file truncated or corrupt? ({err})", source) from err
-
-    data = raw._data  # [C, T] float64, volts / tesla, modified in place below
-    kind_arr = np.array(chan_kinds)
+    native = crop_and_check_length(raw, o.tmin_s, o.tmax_s, min_duration_s, source)
+    events = events_of(raw, events_from or o.events_from)
+    channels = pick_and_load(raw, o, source)
     if o.drop_flat:
-        flagged = flat_or_saturated(data, kind_arr)
-        if flagged:
-            drop = sorted(flagged)
-            for i in drop:
-                dropped[names[i]] = flagged[i]
-            keep = np.setdiff1d(np.arange(len(names)), drop)
-            if len(keep) == 0:
-                raise RecordingError(
-                    f"no usable channels: all {len(names)} are flat, saturated or NaN", source
-                )
-            raw.pick([names[i] for i in keep])
-            data = raw._data
-            names = [names[i] for i in keep]
-            kind_arr, positions, orientations = kind_arr[keep], positions[keep], orientations[keep]
-
-    nonfinite = ~np.isfinite(data).all(axis=0)  # [T_native]
-    if nonfinite.all():
-        raise RecordingError("every sample is NaN or inf", source)
-    if nonfinite.any():
-        data[:, nonfinite] = 0.0  # keep NaN from spreading through the filters; windows rejected below
-    used_line, used_h = filter_raw(raw, sfreq, l_freq, h_freq, o.line_freq, source)
-    data = raw._data
-    eeg = kind_arr == "eeg"
-    if o.average_reference and eeg.sum() > 1:
-        data[eeg] -= data[eeg].mean(axis=0, keepdims=True)
-
-    unit = np.array([UNIT_SCALE[k] for k in kind_arr])  # [C]
-    bad_times = np.zeros(data.shape[1], dtype=bool)  # [T] at the new rate
-    if nonfinite.any():
-        bad_s = np.flatnonzero(nonfinite) / native
-        bad_times[np.clip(np.round(bad_s * sfreq).astype(int), 0, data.shape[1] - 1)] = True
-    bad = is_bad_label(ann_desc)
-    for onset, dur in zip(ann_onset[bad], ann_dur[bad], strict=True):
-        lo, hi = int(np.floor(onset * sfreq)), int(np.ceil((onset + dur) * sfreq))
-        bad_times[max(lo, 0) : max(hi, lo + 1)] = True
-
-    # robust scale (MAD as SD) in model units, from clean samples (a strided subsample)
-    good = data[:, ~bad_times] if bad_times.any() and (~bad_times).any() else data
-    good = subsample(good) * unit[:, None]  # a scale, not a statistic: 5k samples are ample
-    center = row_median(good)[:, None]
-    scale = _MAD_TO_SD * row_median(np.abs(good - center))  # [C]
-    fallback = good.std(axis=1)
-    scale = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
-    scaled = np.multiply(data, (unit / scale)[:, None], dtype=np.float32)  # [C, T]
-
+        channels = drop_flat(raw, channels, source)
+    nonfinite = zero_nonfinite(raw, source)
+    used_line, used_h = filter_raw(raw, float(o.sfreq), o.l_freq, o.h_freq, o.line_freq, source)
+    if o.average_reference:
+        average_reference(raw, channels.kinds)
+    bad_times = bad_times_of(nonfinite, native, float(o.sfreq), len(raw.times), events)
+    unit = np.array([UNIT_SCALE[k] for k in channels.kinds])  # [C]
+    scaled, scale = robust_scale(raw, unit, bad_times)
+    kinds = np.array(channels.kinds)
     meta = {
-        "modality": "meg" if np.isin(kind_arr, ("mag", "grad")).any()
-        else ("eeg" if eeg.any() else "ieeg"),
-        "sfreq": float(sfreq),
+        "modality": "meg" if np.isin(kinds, ("mag", "grad")).any()
+        else ("eeg" if (kinds == "eeg").any() else "ieeg"),
+        "sfreq": float(o.sfreq),
         "native_sfreq": float(native),
-        "ch_names": list(names),
-        "coil_types": [int(raw.info["chs"][i]["coil_type"]) for i in range(len(names))],
+        "ch_names": list(channels.names),
+        "coil_types": [int(raw.info["chs"][i]["coil_type"]) for i in range(len(channels.names))],
         "unit_scale": unit.tolist(),
         "channel_scale": scale.tolist(),
         "units": {"eeg": "uV", "seeg": "uV", "ecog": "uV", "mag": "fT", "grad": "fT/cm"},
-        "filter": {"l_freq": l_freq, "h_freq": used_h, "line_freq": used_line,
+        "filter": {"l_freq": o.l_freq, "h_freq": used_h, "line_freq": used_line,
                    "average_reference": bool(o.average_reference)},
-        "dropped_channels": dropped,
-        "other_channel_types": other_types,
+        "dropped_channels": channels.dropped,
+        "other_channel_types": channels.other_types,
         "source": source,
         "dataset": dataset,
         **(entities if entities is not None else entities_from_name(source)),
     }
-    good_events = ~bad
+    good = ~is_bad_label(events[2])
     return _Continuous(
         data=scaled,
-        positions=positions.astype(np.float32),
-        orientations=orientations.astype(np.float32),
-        kinds=tuple(kind_arr.tolist()),
-        sfreq=float(sfreq),
+        positions=channels.positions.astype(np.float32),
+        orientations=channels.orientations.astype(np.float32),
+        kinds=channels.kinds,
+        sfreq=float(o.sfreq),
         bad_times=bad_times,
         first_time=float(raw.first_time),
-        events=(ann_onset[good_events], ann_dur[good_events], ann_desc[good_events]),
+        events=(events[0][good], events[1][good], events[2][good]),
         meta=meta,
     )
 

@@ -105,7 +105,7 @@ def decoding(model: MaskedAutoencoder, raw, args) -> dict:
         "pretrained + linear probe": lambda s: linear_probe(embeddings[s.train], labels[s.train], embeddings[s.test]),
         "pretrained + finetune": lambda s: finetune_classifier(model, segments, labels, s.train, s.test, **tune)[0],
         "pretrained + LoRA (r=8)": lambda s: finetune_classifier(model, segments, labels, s.train, s.test,
-                                                                 lora_rank=8, epochs=args.epochs, lr=3e-3)[0],
+                                                                 mode="lora", lora_rank=8, epochs=args.epochs, lr=3e-3)[0],
         "same architecture, scratch": lambda s: finetune_classifier(None, segments, labels, s.train, s.test,
                                                                     config=model.config, **tune)[0],
         **{name: (lambda s, fit=fit: fit(s.train, labels[s.train], s.test)) for name, fit in (
@@ -196,7 +196,7 @@ def _disorder_at(model: MaskedAutoencoder, windows: list, group: np.ndarray, amp
         "pretrained + finetune": subject_level(
             lambda s: finetune_classifier(model, segments, labels, s.train, s.test, **tune)[0]),
         "pretrained + LoRA (r=8)": subject_level(
-            lambda s: finetune_classifier(model, segments, labels, s.train, s.test, lora_rank=8,
+            lambda s: finetune_classifier(model, segments, labels, s.train, s.test, mode="lora", lora_rank=8,
                                           epochs=args.epochs, lr=3e-3)[0]),
         "same architecture, scratch": subject_level(
             lambda s: finetune_classifier(None, segments, labels, s.train, s.test, config=model.config,

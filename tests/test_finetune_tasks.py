@@ -229,6 +229,50 @@ def test_finetune_on_subject_labels_learns_its_training_subjects(cohort):
     assert (subject_prob.argmax(1) == np.arange(12) % 2).all()  # window labels follow the phenotype
 
 
+def test_classifier_modes_train_only_their_parameters(cohort, monkeypatch):
+    """The classifier's modes through the one loop, on the real tutorial windows:
+    ``linear_probe`` moves the head only, ``lora`` adapters and the head, ``finetune`` the
+    encoder; the pretrained network passed in is never trained in place; a misspelt mode is
+    one line."""
+    from neurofm.errors import ConfigError
+    from neurofm.finetune.loops import Mode
+
+    segments, labels, _ = subject_labels(cohort, "diagnosis")
+    torch.manual_seed(0)
+    backbone = MaskedAutoencoder(ModelConfig(dim=64, depth=2, heads=2, decoder_dim=32, decoder_depth=1))
+    before = {n: p.detach().clone() for n, p in backbone.named_parameters()}
+    idx = np.arange(16)
+    from neurofm.finetune import tasks
+
+    trained: dict = {}
+
+    def watching(model, *args, **kwargs):  # the one loop, watched: which parameters it steps
+        optimizer = args[2]
+        ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        trained["names"] = {n.split(".")[0] if n.startswith("head") else n for n, p in model.named_parameters()
+                            if id(p) in ids}
+        return train_epochs(model, *args, **kwargs)
+
+    from neurofm.finetune.loops import train_epochs
+    monkeypatch.setattr(tasks, "train_epochs", watching)
+    for mode in Mode:
+        probs, losses = finetune_classifier(backbone, segments, labels, idx, idx, mode=mode, epochs=2, lr=3e-3)
+        assert probs.shape == (16, 2) and np.allclose(probs.sum(1), 1, atol=1e-5) and len(losses) > 0
+        names = trained["names"]
+        if mode is Mode.LINEAR_PROBE:
+            assert names == {"head"}
+        elif mode is Mode.LORA:
+            assert "head" in names and all(n == "head" or "lora_" in n for n in names)
+            assert any("lora_A" in n for n in names)
+        else:
+            assert any(n.startswith("backbone.encoder.blocks.0.") for n in names)
+    for name, p in backbone.named_parameters():
+        torch.testing.assert_close(p, before[name])  # trained copies, never the model passed in
+    with pytest.raises(ConfigError, match=r"mode must be one of 'linear_probe', 'finetune', 'lora', "
+                                          r"'scratch'; got 'lroa' \(did you mean 'lora'\?\)"):
+        finetune_classifier(backbone, segments, labels, idx, idx, mode="lroa")
+
+
 def test_cli_finetune_disorder_on_a_planted_cohort(tutorial, tmp_path):
     from neurofm.models.io import save_pretrained
 

@@ -17,7 +17,6 @@ N patches of P samples, X = before + T + after samples of stimulus with lag cont
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,6 +28,7 @@ from torch import nn
 
 from neurofm.batch import collate_segments, patch_samples
 from neurofm.errors import ConfigError, NeurofmError
+from neurofm.finetune.loops import Mode, network_for, train_epochs
 from neurofm.finetune.tasks import add_lora, backbone_of
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import read_recording, tokenize_raw
@@ -200,11 +200,11 @@ class EncodingModel(nn.Module):
         return y.reshape(b, c, n * self.patch)
 
 
-def _trainable(model: EncodingModel, mode: str) -> list[nn.Parameter]:
+def _trainable(model: EncodingModel, mode: Mode) -> list[nn.Parameter]:
     own = [model.kernels, *model.stimulus_token.parameters(), *model.readout.parameters()]
-    if mode == "linear_probe":  # frozen decoder; the kernels and the readout are linear maps
+    if mode is Mode.LINEAR_PROBE:  # frozen decoder; the kernels and the readout are linear maps
         return own
-    if mode == "lora":  # adapters on the frozen decoder
+    if mode is Mode.LORA:  # adapters on the frozen decoder
         return own + [p for name, p in model.named_parameters() if "lora_" in name]
     return own + model.backbone.decoder_parameters()
 
@@ -238,21 +238,16 @@ def fit_encoding(
     windows for ``epochs``.
     """
 
-    backbone = backbone_of(backbone)
-    if mode not in ("linear_probe", "finetune", "lora", "scratch"):
-        raise ConfigError(f"mode must be linear_probe, finetune, lora or scratch, got {mode!r}")
+    mode = Mode.of(mode)
     torch.manual_seed(seed)
-    if mode == "scratch" or backbone is None:
-        backbone = MaskedAutoencoder(config or (backbone.config if backbone is not None else ModelConfig()))
-    else:
-        backbone = copy.deepcopy(backbone)
+    backbone = network_for(mode, backbone_of(backbone), config)
     seg = data.segments[0]
     patch = patch_samples(backbone.config.patch_s[seg.modality], seg.sfreq)
     if seg.n_times % patch:
         raise ConfigError(f"windows of {seg.duration_s:g} s are not a whole number of "
                           f"{backbone.config.patch_s[seg.modality]:g} s patches")
     model = EncodingModel(backbone, data.stimulus.shape[2], data.before + data.after, patch, components)
-    if mode == "lora":
+    if mode is Mode.LORA:
         add_lora(model.backbone, "decoder", lora_rank)
     params = _trainable(model, mode)
     model.requires_grad_(False)
@@ -263,26 +258,15 @@ def fit_encoding(
     train = np.sort(np.asarray(train))
     n_val = int(round(val_fraction * len(train))) if len(train) > 4 else 0
     fit, val = (train[:-n_val], train[-n_val:]) if n_val else (train, train[:0])
-    rng = np.random.default_rng(seed)
-    losses, best = [], (float("inf"), None)
-    for _ in range(epochs):
-        model.train()
+
+    def batches(rng: np.random.Generator) -> list[np.ndarray]:
         order = rng.permutation(fit)
-        for k in range(0, len(order), batch_size):
-            loss = _mse(model, data, stimulus, order[k : k + batch_size])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        if len(val):
-            model.eval()
-            with torch.no_grad():
-                error = float(_mse(model, data, stimulus, val))
-            if error < best[0]:
-                best = (error, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    return model.eval(), losses
+        return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+    losses = train_epochs(model, lambda idx: _mse(model, data, stimulus, idx), batches, optimizer,
+                          epochs=epochs, seed=seed,
+                          validation_error=(lambda: float(_mse(model, data, stimulus, val))) if len(val) else None)
+    return model, losses
 
 
 def _mse(model: EncodingModel, data: EncodingData, stimulus: torch.Tensor, idx: np.ndarray) -> torch.Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -16,6 +14,7 @@ from neurofm.embedding import NeuroFM
 from neurofm.errors import ConfigError, NotAvailableError
 from neurofm.finetune.baselines import shared_sensors
 from neurofm.finetune.config import READOUTS
+from neurofm.finetune.loops import Mode, network_for, train_epochs
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.options import check_option
 from neurofm.tokenizers.segment import Segment
@@ -184,38 +183,40 @@ def finetune_classifier(
     train: np.ndarray,
     test: np.ndarray,
     *,
+    mode: str | Mode = "finetune",
     config: ModelConfig | None = None,
     epochs: int = 30,
     lr: float = 1e-3,
     layer_decay: float = 0.75,
     batch_size: int = 32,
-    lora_rank: int | None = None,
+    lora_rank: int = 8,
     readout: str = "mean",
     seed: int = 0,
 ) -> tuple[np.ndarray, list[float]]:
     """Train encoder + head on ``train``; return test probabilities and the training losses.
 
-    ``backbone``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`;
-    ``None`` trains the same architecture (``config``) from scratch.
-    ``lora_rank`` freezes the encoder and trains low-rank adapters on its blocks
-    (:func:`add_lora`) and the head instead. ``readout``: what the head reads
-    (:class:`Classifier`; ``sensors`` and ``connectivity`` over the sensors every window shares).
+    ``backbone``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder` (``None``:
+    ``config``'s architecture, from scratch). ``mode`` (:class:`~neurofm.finetune.loops.Mode`):
+    ``finetune`` (everything, layer-wise LR decay), ``lora`` (rank-``lora_rank`` adapters on
+    the frozen encoder's blocks, :func:`add_lora`, and the head), ``scratch`` (the same
+    architecture from random weights), ``linear_probe`` (the head alone on the frozen
+    encoder). ``readout``: what the head reads (:class:`Classifier`; ``sensors`` and
+    ``connectivity`` over the sensors every window shares).
     """
-    backbone = backbone_of(backbone)
+    mode = Mode.of(mode)
     torch.manual_seed(seed)
     n_classes = int(labels.max()) + 1
-    if backbone is None:
-        backbone = MaskedAutoencoder(config or ModelConfig())
     rows = shared_sensors(segments) if readout != "mean" else None
-    model = Classifier(copy.deepcopy(backbone), n_classes, readout, len(rows[0]) if rows else None)
+    model = Classifier(network_for(mode, backbone_of(backbone), config), n_classes, readout,
+                       len(rows[0]) if rows else None)
 
     def run(idx: np.ndarray) -> torch.Tensor:
         take = torch.as_tensor(np.stack([rows[i] for i in idx])) if rows else None
         return model(collate_segments([segments[i] for i in idx]), take)
 
-    model.train()
-    if lora_rank is not None:
+    if mode is Mode.LORA:
         add_lora(model.backbone, "encoder", lora_rank)
+    if mode in (Mode.LORA, Mode.LINEAR_PROBE):
         model.requires_grad_(False)
         params = [p for name, p in model.named_parameters() if "lora_" in name or name.startswith("head.")]
         for p in params:
@@ -223,18 +224,10 @@ def finetune_classifier(
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     else:
         optimizer = torch.optim.AdamW(layerwise_param_groups(model, lr, layer_decay), weight_decay=0.05)
-    rng = np.random.default_rng(seed)
     y = torch.as_tensor(labels, dtype=torch.long)
-    losses = []
-    for _ in range(epochs):
-        for idx in rate_batches(segments, rng.permutation(train), batch_size, rng):
-            logits = run(idx)
-            loss = nn.functional.cross_entropy(logits, y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    model.eval()
+    losses = train_epochs(model, lambda idx: nn.functional.cross_entropy(run(idx), y[idx]),
+                          lambda rng: rate_batches(segments, rng.permutation(train), batch_size, rng),
+                          optimizer, epochs=epochs, seed=seed)
     test = np.asarray(test)
     probs = np.zeros((len(test), n_classes), dtype=np.float32)
     position = {i: k for k, i in enumerate(test)}

@@ -87,9 +87,8 @@ def _classifier_probs(task, model, segments, labels, embeddings, split, seed: in
         return linear_probe(embeddings[split.train], labels[split.train], embeddings[split.test], seed)
     start = time.perf_counter()
     probs, losses = finetune_classifier(
-        model if task.mode != "scratch" else None, segments, labels, split.train, split.test,
-        config=model.config, epochs=task.epochs, lr=task.lr, layer_decay=task.layer_decay,
-        lora_rank=task.lora_rank if task.mode == "lora" else None, readout=task.readout, seed=seed)
+        model, segments, labels, split.train, split.test, mode=task.mode, epochs=task.epochs, lr=task.lr,
+        layer_decay=task.layer_decay, lora_rank=task.lora_rank, readout=task.readout, seed=seed)
     logger.info("%s, split %s: %d epochs on %d windows, loss %.3f -> %.3f (%.0f s)", task.mode, split.name,
                 task.epochs, len(split.train), losses[0], np.mean(losses[-10:]), time.perf_counter() - start)
     return probs

@@ -43,35 +43,14 @@ def eeglab_tutorial():
 
 def pretrain_steps(config, batches, steps: int, lr: float, on_step: Callable | None = None,
                    model=None, warmup_steps: int | None = None):
-    """``neurofm pretrain``'s recipe in a plain loop: :class:`PretrainModule`'s model, optimizer
-    (AdamW decaying matrices only) and warmup + cosine schedule, gradient norm clipped at 1.0
-    (``trainer.gradient_clip_val``). ``model``: train this one instead of a new one of
-    ``config``. ``warmup_steps``: the schedule's warmup (default: ``OptimConfig``'s).
-    ``on_step(step, loss, model)`` after each step. Returns the model."""
-    import torch
-
-    from neurofm.configs.schema import OptimConfig, TrainerConfig
-    from neurofm.pretrain.module import PretrainModule
+    """``neurofm pretrain``'s module and loop on in-memory batches
+    (:func:`neurofm.pretrain.in_memory.pretrain_on_batches`) at learning rate ``lr``;
+    ``warmup_steps``: the schedule's warmup (default: ``OptimConfig``'s). Returns the model."""
+    from neurofm.pretrain.config import OptimConfig
+    from neurofm.pretrain.in_memory import pretrain_on_batches
 
     optim = OptimConfig(lr=lr) if warmup_steps is None else OptimConfig(lr=lr, warmup_steps=warmup_steps)
-    module = PretrainModule(config, optim, max_steps=steps)
-    if model is not None:
-        module.model = model
-    optimizer, schedule = module.optimizer_and_schedule()
-    clip = TrainerConfig().gradient_clip_val
-    model = module.model.train()
-    for step in range(1, steps + 1):
-        batch = next(batches)
-        batch = batch.to_torch() if hasattr(batch, "to_torch") else batch
-        loss = model(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        schedule.step()
-        if on_step is not None:
-            on_step(step, float(loss.detach()), model)
-    return model
+    return pretrain_on_batches(config, batches, steps, optim, on_step=on_step, model=model)
 
 
 # --------------------------------------------------------------- cohort benchmarks (CLI runs)

@@ -3,7 +3,7 @@ pretraining steps and against the fraction of the pretraining corpus used.
 
 For each of the 5 subjects in ``../shared/data/meeg/eegmmidb`` and each seed, a ``tiny``
 encoder is pretrained (``neurofm pretrain``'s recipe: model, AdamW, warmup + cosine, gradient
-clipping; the benchmarks' ``pretrain_steps``) on the *other* 4 subjects' imagery and execution
+clipping, in its Lightning loop: ``pretrain_on_batches``) on the *other* 4 subjects' imagery and execution
 runs (``neurofm prepare`` shards, 4 s windows, train split; the shards ``motor_imagery.py``
 uses), and scored with a linear probe on per-sensor pooled tokens (``task.readout=sensors``):
 trained on the other 4 subjects' labelled imagery windows ([0.5, 2.5] s after T1/T2), tested

@@ -359,3 +359,43 @@ def test_weight_decay_falls_on_matrices_only():
     assert {"sensor_embed.kind.weight", "decoder_sensor.kind.weight"} <= decayed
     assert decayed == {n for n, p in named.items() if p.ndim >= 2}
     assert len(decay["params"]) + len(no_decay["params"]) == len(named)
+
+
+def test_pretraining_on_in_memory_batches_is_the_recipe_in_a_plain_loop(real_shards):
+    """``pretrain_on_batches`` (``neurofm pretrain``'s module in a Lightning Trainer) gives,
+    step for step, the losses of a plain loop over the module's own optimizer, schedule and
+    gradient clipping from the same seed: the same recipe, and the same masks."""
+    from neurofm.configs.schema import model_config
+    from neurofm.pretrain.config import OptimConfig, TrainerConfig
+    from neurofm.pretrain.in_memory import pretrain_on_batches
+    from neurofm.pretrain.module import PretrainModule
+
+    segments = list(stream(real_shards, "train", shuffle_buffer=0))
+
+    def batches():
+        rng = np.random.default_rng(0)
+        while True:
+            yield collate_segments([segments[i] for i in rng.choice(len(segments), 4, replace=False)])
+
+    config, optim, steps = model_config("tiny"), OptimConfig(lr=3e-3, warmup_steps=2), 6
+    torch.manual_seed(0)
+    seen = []
+    trained = pretrain_on_batches(config, batches(), steps, optim, model=MaskedAutoencoder(config),
+                                  on_step=lambda step, loss, model: seen.append((step, loss)))
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(config)
+    module = PretrainModule(config, optim, max_steps=steps)  # (its own model draws from the RNG too)
+    module.model = model
+    optimizer, schedule = module.optimizer_and_schedule()
+    source, expected = batches(), []
+    for step in range(1, steps + 1):
+        loss = module.model(next(source))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.model.parameters(), TrainerConfig().gradient_clip_val)
+        optimizer.step()
+        schedule.step()
+        expected.append((step, float(loss)))
+    assert seen == expected
+    for a, b in zip(trained.parameters(), module.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

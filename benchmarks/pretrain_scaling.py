@@ -102,21 +102,21 @@ def pretrain(config, corpus: list, steps: int, seed: int, args, at: tuple[int, .
     pretrain_steps(config, batches, steps, args.lr, on_step, model=model, warmup_steps=max(1, steps // 20))
 
 
-def summarise(points: dict, x_name: str) -> dict:
-    """points: x -> seed -> subject -> (y_true, y_pred)."""
+def summarise(points: dict, x_name: str, groups: tuple[str, ...] = SUBJECTS) -> dict:
+    """points: x -> seed -> group (subject, site) -> (y_true, y_pred)."""
     xs = sorted(points)
     seeds = sorted(next(iter(points.values())))
-    pooled = {x: [balanced_accuracy_score(np.concatenate([points[x][s][k][0] for k in SUBJECTS]),
-                                          np.concatenate([points[x][s][k][1] for k in SUBJECTS]))
+    pooled = {x: [balanced_accuracy_score(np.concatenate([points[x][s][k][0] for k in groups]),
+                                          np.concatenate([points[x][s][k][1] for k in groups]))
                   for s in seeds] for x in xs}
     per_subject = {x: {k: float(np.mean([balanced_accuracy_score(*points[x][s][k]) for s in seeds]))
-                       for k in SUBJECTS} for x in xs}
+                       for k in groups} for x in xs}
     out = {x_name: xs, "seeds": seeds,
            "balanced_accuracy": {str(x): {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1))
                                           if len(v) > 1 else 0.0, "per_seed": v} for x, v in pooled.items()},
            "per_subject": {str(x): v for x, v in per_subject.items()}}
     first, last = xs[0], xs[-1]
-    diff = paired_difference([per_subject[last][k] for k in SUBJECTS], [per_subject[first][k] for k in SUBJECTS])
+    diff = paired_difference([per_subject[last][k] for k in groups], [per_subject[first][k] for k in groups])
     out["paired_last_minus_first"] = {"last": last, "first": first, **diff}
     positive = [x for x in xs if x > 0]
     fit_x = np.log10([x for x in positive for _ in seeds])

@@ -1,0 +1,157 @@
+"""Scaling curve on ABIDE: autism vs control, leave one site out, against pretraining steps.
+
+The 8 sites in ``../shared/data/abide`` are split in the two halves of ``abide.py``. For each
+half and each seed, a ``tiny`` encoder (the package's default recipe: time masking at 0.5)
+is pretrained on the half's CC200 tables (60 s windows, each site at its TR, no labels;
+``neurofm pretrain``'s module and Lightning loop, ``pretrain_on_batches``; batches of one
+site's rate), and probed at step 0 (its random init) and at every ``--steps`` point
+(snapshots of that one run, as in ``pretrain_scaling.py``) on the *other* half: token
+connectivity readout (the correlation between parcels of their token sequences), a
+logistic-regression probe on windows, leave one site out among that half's 4 sites, subject
+predictions from the mean log-probability of their windows. No test site reaches its
+pretraining.
+
+Per point: balanced accuracy over the 321 subjects of both halves, mean ± sd over seeds; the
+paired difference over the 8 sites (seed means) of the last point against step 0 (the same
+architecture untrained), bootstrap 95 % CI and Wilcoxon p; a fit of score on log10(steps)
+with its slope's 95 % CI. Writes ``<out>/scaling_abide_steps.json`` and
+``<out>/scaling_abide.png``.
+
+usage: python benchmarks/scaling_abide.py [--seeds 3] [--steps 4 16 64 256] [--out docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import ABIDE_TR_S, data_dir
+from abide import HALVES
+from matplotlib.figure import Figure
+from pretrain_scaling import summarise
+
+from neurofm.batch import collate_segments
+from neurofm.configs.schema import model_config
+from neurofm.datasets import PrepareOptions, join_phenotype, read_phenotype, tokenize_file
+from neurofm.finetune.disorder import aggregate_subjects, subject_labels
+from neurofm.finetune.tasks import linear_probe, window_features
+from neurofm.io import write_text_atomic
+from neurofm.models.mae import MaskedAutoencoder
+from neurofm.pretrain.config import OptimConfig
+from neurofm.pretrain.in_memory import pretrain_on_batches
+
+SITES = tuple(s for half in HALVES for s in half)
+
+
+def cohort(abide: Path, window_s: float) -> dict[str, list]:
+    """Per site: its labelled windows (``DX_GROUP``; 1 autism, 2 control)."""
+    options = PrepareOptions(fmri_window_s=window_s, roi_coords=str(abide / "CC200.nii.gz"), roi_tr_s=dict(ABIDE_TR_S))
+    table = read_phenotype(abide / "Phenotypic_V1_0b_preprocessed1.csv", label_columns=["DX_GROUP", "SITE_ID"])
+    out = {}
+    for site in SITES:
+        windows = [w for path in sorted((abide / "rois_cc200").glob(f"{site}_0*_rois_cc200.1D"))
+                   for w in tokenize_file(path, options)]
+        out[site] = subject_labels(join_phenotype(windows, table), "DX_GROUP")[:2]
+    return out
+
+
+def rate_batches(windows: list, batch: int, rng: np.random.Generator):
+    """Endless batches of ``batch`` windows of one rate (one site's TR), the rate drawn in
+    proportion to its windows."""
+    by_rate: dict[float, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_rate.setdefault(w.sfreq, []).append(i)
+    rates = sorted(by_rate)
+    weights = np.array([len(by_rate[r]) for r in rates], dtype=float)
+    while True:
+        pool = by_rate[rates[rng.choice(len(rates), p=weights / weights.sum())]]
+        pick = rng.choice(pool, batch, replace=len(pool) < batch)
+        yield collate_segments([windows[i] for i in pick])
+
+
+def probe(model, data: dict, sites: tuple[str, ...], seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per test site: subject labels and predicted classes, the probe trained on the other sites."""
+    windows = [w for s in sites for w in data[s][0]]
+    labels = np.concatenate([data[s][1] for s in sites])
+    site_of = np.concatenate([[s] * len(data[s][0]) for s in sites])
+    subjects = np.array([str(w.meta["subject"]) for w in windows])
+    features = window_features(model, windows, "connectivity")
+    out = {}
+    for site in sites:
+        train, test = site_of != site, site_of == site
+        prob = linear_probe(features[train], labels[train], features[test], seed)
+        ids, subject_prob = aggregate_subjects(prob, subjects[test])
+        truth = np.array([labels[test][subjects[test] == i][0] for i in ids])
+        out[site] = (truth, subject_prob.argmax(1))
+    return out
+
+
+def plot(result: dict, path: Path) -> None:
+    fig = Figure(figsize=(5.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    xs = result["steps"]
+    mean = [result["balanced_accuracy"][str(x)]["mean"] for x in xs]
+    sd = [result["balanced_accuracy"][str(x)]["sd"] for x in xs]
+    shown = [xs[1] / 4 if x == 0 else x for x in xs]
+    ax.errorbar(shown, mean, yerr=sd, marker="o", capsize=3, label="pretrained + probe (token connectivity)")
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining steps (leftmost: step 0, the untrained encoder)")
+    ax.set_ylabel("balanced accuracy, leave one site out (8 sites)")
+    ax.set_title(f"ABIDE autism vs control: steps, {len(result['seeds'])} seeds (± sd)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(path, dpi=130)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 16, 64, 256])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--window", type=float, default=60.0, help="window length, s")
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data = cohort(data_dir() / "abide", args.window)
+    print(f"{sum(len(d[0]) for d in data.values())} windows of {len(SITES)} sites "
+          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    config, steps = model_config("tiny"), max(args.steps)
+    points: dict = {}
+    for seed in range(args.seeds):
+        for k, half in enumerate(HALVES):
+            t0, tested = time.perf_counter(), HALVES[1 - k]
+            corpus = [w for s in half for w in data[s][0]]
+
+            def on_point(x: int, model, seed=seed, tested=tested) -> None:
+                for site, scores in probe(model, data, tested, seed).items():
+                    points.setdefault(x, {}).setdefault(seed, {})[site] = scores
+
+            torch.manual_seed(seed)
+            model = MaskedAutoencoder(config)
+            on_point(0, model)
+            optim = OptimConfig(lr=args.lr, warmup_steps=max(1, steps // 20))
+            pretrain_on_batches(config, rate_batches(corpus, args.batch, np.random.default_rng(seed)), steps, optim,
+                                on_step=lambda step, loss, m: step in args.steps and on_point(step, m), model=model)
+            print(f"seed {seed}: pretrained on {'+'.join(half)} ({len(corpus)} windows), probed on "
+                  f"{'+'.join(tested)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "recipe": {"mask_strategy": config.mask_strategy, "mask_ratio": config.mask_ratio},
+              "minutes": (time.perf_counter() - start) / 60, **summarise(points, "steps", groups=SITES)}
+    b, d, f = result["balanced_accuracy"], result["paired_last_minus_first"], result["log_fit"]
+    for x in result["steps"]:
+        print(f"{x:>6} steps: {b[str(x)]['mean']:.3f} ± {b[str(x)]['sd']:.3f}")
+    print(f"{d['last']} steps - untrained: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] over sites, "
+          f"p={d['wilcoxon_p']:.3f}; slope {f['slope_per_decade']:+.4f} per decade "
+          f"[{f['slope_ci'][0]:+.4f}, {f['slope_ci'][1]:+.4f}]")
+    write_text_atomic(args.out / "scaling_abide_steps.json", json.dumps(result, indent=2, default=float))
+    plot(result, args.out / "scaling_abide.png")
+
+
+if __name__ == "__main__":
+    main()

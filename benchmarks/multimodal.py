@@ -28,7 +28,12 @@ and ``motor_imagery.py`` (4 s EEG windows), except that the EEG-only checkpoints
 subjects (``motor_imagery.py``'s see 4) and use batch 8. Writes ``docs/multimodal.json`` and
 ``docs/multimodal.png``. Deterministic.
 
-usage: python benchmarks/multimodal.py [--steps 400] [--work DIR] [--out docs]
+``--seeds N`` repeats pretraining, the untrained encoder and the probes with seeds 0..N-1:
+balanced accuracy and AUROC as mean ± sd over seeds, per site / subject (seed mean), and the
+paired differences over sites / subjects (joint − each single-modality checkpoint, each −
+untrained, each − the best classical baseline) with bootstrap 95 % CIs and Wilcoxon p.
+
+usage: python benchmarks/multimodal.py [--seeds 3] [--steps 400] [--work DIR] [--out docs]
 """
 
 from __future__ import annotations
@@ -44,16 +49,21 @@ import torch
 from _common import (
     ABIDE_TR_S,
     add_pretrain_arguments,
-    binary_metrics,
+    best_classical,
     data_dir,
     method_panel,
     neurofm_cli,
+    paired_differences,
+    paired_panel,
+    print_seeded,
+    seeded_summary,
 )
 from abide import HALVES, tables, tr_mapping
 from matplotlib.figure import Figure
 from motor_imagery import RUNS, SUBJECTS, decode, files
 
 from neurofm.configs.schema import model_config
+from neurofm.io import write_text_atomic
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -83,12 +93,12 @@ def prepare_fold(root: Path, fold: str, corpus: str, args, work: Path, log: Path
     return shards
 
 
-def pretrain(shards: Path, corpus: str, args, run: Path, log: Path) -> Path:
+def pretrain(shards: Path, corpus: str, args, run: Path, log: Path, seed: int = 0) -> Path:
     """``neurofm pretrain`` ``tiny`` (``abide.py``'s recipe; the joint corpus twice the steps,
-    half the batches from each modality), then ``neurofm export``; the export folder."""
+    half the batches from each modality) with ``seed``, then ``neurofm export``; the export folder."""
     steps = args.steps * (2 if corpus == "both" else 1)
     mixing = ["+data.modality_weights={eeg: 0.5, fmri: 0.5}"] if corpus == "both" else []
-    neurofm_cli("pretrain", "data=shards", f"data.shards={shards}", "model=tiny",
+    neurofm_cli("pretrain", f"seed={seed}", "data=shards", f"data.shards={shards}", "model=tiny",
                 f"trainer.max_steps={steps}", f"data.batch_size={args.batch}", "data.num_workers=1",
                 "data.shuffle_buffer=200", *mixing, f"model.mask_strategy={args.mask}",
                 f"model.mask_ratio={args.mask_ratio}", f"optim.lr={args.lr}",
@@ -100,7 +110,7 @@ def pretrain(shards: Path, corpus: str, args, run: Path, log: Path) -> Path:
 
 
 def abide_predictions(root: Path, test_sites, ckpt: Path, baseline: bool, run_dir: Path, log: Path,
-                      window: float) -> pd.DataFrame:
+                      window: float, seed: int = 0) -> pd.DataFrame:
     abide = root / "abide"
     if not (run_dir / "predictions.csv").exists():
         neurofm_cli("finetune", "task=disorder", f"inputs={tables(abide, test_sites)}", f"ckpt={ckpt}",
@@ -108,64 +118,79 @@ def abide_predictions(root: Path, test_sites, ckpt: Path, baseline: bool, run_di
                     f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
                     f"task.window_s={window}", "task.protocol=logo", "task.group_by=SITE_ID",
                     "task.readout=connectivity", f"task.baseline={str(baseline).lower()}",
-                    f"run_dir={run_dir}", log=log)
+                    f"seed={seed}", f"run_dir={run_dir}", log=log)
     rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
     return rows.assign(site=rows["split"].str.removeprefix("logo-"))
 
 
-def eeg_predictions(root: Path, test_subjects, ckpt: Path, baseline: bool, run_dir: Path, log: Path) -> pd.DataFrame:
+def eeg_predictions(root: Path, test_subjects, ckpt: Path, baseline: bool, run_dir: Path, log: Path,
+                    seed: int = 0) -> pd.DataFrame:
     eegmmi = root / "meeg" / "eegmmidb"
     if (run_dir / "predictions.csv").exists():
         rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
     else:
         rows = decode(files(eegmmi, SUBJECTS, RUNS["imagery"]), ckpt,
-                      ["task.protocol=loso", "task.readout=sensors"], baseline, run_dir, log)
+                      ["task.protocol=loso", "task.readout=sensors"], baseline, run_dir, log, seed)
     return rows[rows["subject"].isin(test_subjects)]  # the folds whose subject pretraining never saw
 
 
-def run_fold(root: Path, fold: str, untrained: Path, args, work: Path, log: Path) -> dict[str, dict]:
-    """Predictions on the *other* fold's sites and subjects, per task and method."""
+def run_fold(root: Path, fold: str, untrained: Path, args, work: Path, log: Path, seed: int) -> dict[str, list]:
+    """Predictions on the *other* fold's sites and subjects, per task (rows of every method,
+    with a ``seed`` column). The classical baselines run with seed 0 only (they have none)."""
     other = "B" if fold == "A" else "A"
     test_sites, test_subjects = FOLDS[other]
-    print(f"pretrain on fold {fold}; test on {'+'.join(test_sites)} and {'+'.join(test_subjects)}", flush=True)
+    print(f"seed {seed}: pretrain on fold {fold}; test on {'+'.join(test_sites)} and {'+'.join(test_subjects)}",
+          flush=True)
     checkpoints = {}
     for corpus in CORPORA:
-        run = work / f"pretrain_{fold}_{corpus}"
+        run = work / f"pretrain_{fold}_{corpus}_seed{seed}"
         if not (run / "export" / "model.safetensors").exists():  # --work of an earlier run: reuse
-            pretrain(prepare_fold(root, fold, corpus, args, work, log), corpus, args, run, log)
+            shards = work / f"shards_{fold}_{corpus}"
+            if not (shards / "manifest.json").exists():
+                prepare_fold(root, fold, corpus, args, work, log)
+            pretrain(shards, corpus, args, run, log, seed)
         checkpoints[corpus] = run / "export"
     checkpoints["untrained"] = untrained
-    out: dict[str, dict] = {"abide": {}, "eegmmi": {}}
+    out: dict[str, list] = {"abide": [], "eegmmi": []}
     for method, ckpt in checkpoints.items():
-        baseline = method == "fmri"  # the classical baselines once: the same splits for all
-        rows = abide_predictions(root, test_sites, ckpt, baseline, work / f"abide_{fold}_{method}", log,
-                                 args.window)
-        rows = {"abide": rows,
-                "eegmmi": eeg_predictions(root, test_subjects, ckpt, baseline, work / f"eegmmi_{fold}_{method}", log)}
+        baseline = method == "fmri" and seed == 0  # the classical baselines once: the same splits for all
+        name = f"{fold}_{method}_seed{seed}"
+        rows = {"abide": abide_predictions(root, test_sites, ckpt, baseline, work / f"abide_{name}", log,
+                                           args.window, seed),
+                "eegmmi": eeg_predictions(root, test_subjects, ckpt, baseline, work / f"eegmmi_{name}", log, seed)}
         for task, found in rows.items():
-            for inner, part in found.groupby("method"):  # the neural rows, and the baselines' once
-                out[task][inner if inner in BASELINES else method] = part
+            found = found.copy()
+            found["method"] = found["method"].where(found["method"].isin(BASELINES), method)
+            out[task].append(found.assign(seed=seed))
     return out
 
 
-def summarise(frames: list[dict[str, dict]]) -> dict:
+def pairs(methods) -> list[tuple[str, str]]:
+    """The joint checkpoint against each single-modality one; every checkpoint against the
+    untrained encoder and against the task's best classical baseline."""
+    best = best_classical(methods, [b for b in BASELINES if b in methods])
+    return [("both", "fmri"), ("both", "eeg"), *((m, "untrained") for m in CORPORA), *((m, best) for m in CORPORA)]
+
+
+def summarise(frames: list[dict[str, list]]) -> dict:
     result: dict = {}
     for task, positive, group in (("abide", "2", "site"), ("eegmmi", "T2", "subject")):
-        for method in frames[0][task]:
-            rows = pd.concat([f[task][method] for f in frames], ignore_index=True)
-            pooled, per_group = binary_metrics(rows, positive=positive, group=group)
-            result.setdefault(task, {})[method] = {"pooled": pooled, f"per_{group}": per_group, "n": len(rows)}
+        rows = pd.concat([part for f in frames for part in f[task]], ignore_index=True)
+        methods = seeded_summary(rows, positive=positive, group=group)
+        result[task] = {"methods": methods, "paired": paired_differences(methods, pairs(methods), group)}
     return result
 
 
 def plot(result: dict, path: Path) -> None:
-    fig = Figure(figsize=(12, 4), layout="constrained")
-    for ax, (task, group, title) in zip(fig.subplots(1, 2), (
+    fig = Figure(figsize=(13, 8), layout="constrained")
+    for (left, right), (task, group, title) in zip(fig.subplots(2, 2), (
             ("abide", "per_site", "ABIDE autism vs control, leave one site out (8 sites)"),
             ("eegmmi", "per_subject", "EEGMMI imagery left vs right, leave one subject out (5)")), strict=True):
-        method_panel(ax, result[task], LABELS, group, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("balanced accuracy (pooled, 95 % CI; dots: sites / subjects)")
+        method_panel(left, result[task]["methods"], LABELS, group, fontsize=8)
+        left.set_title(title, fontsize=10)
+        left.set_xlabel("balanced accuracy (seed 0, 95 % CI; dots: sites / subjects, seed mean)")
+        paired_panel(right, result[task]["paired"], LABELS, fontsize=8)
+        right.set_title("paired over " + ("sites" if task == "abide" else "subjects") + " (seed means)", fontsize=10)
     fig.suptitle("One checkpoint for EEG and fMRI vs one per modality; pretraining never saw the test data",
                  fontsize=10)
     fig.savefig(path, dpi=110)
@@ -188,22 +213,20 @@ def main() -> None:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         log = work / "commands.log"
-        torch.manual_seed(0)
-        untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / "untrained")
-        frames = [run_fold(root, fold, untrained, args, work, log) for fold in FOLDS]
+        frames = []
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / f"untrained_seed{seed}")
+            frames += [run_fold(root, fold, untrained, args, work, log, seed) for fold in FOLDS]
     result = summarise(frames)
     minutes = (time.perf_counter() - start) / 60
-    (out / "multimodal.json").write_text(json.dumps({"settings": vars(args), "minutes": minutes,
-                                                     "results": result}, indent=1))
+    write_text_atomic(out / "multimodal.json", json.dumps({"settings": vars(args), "minutes": minutes,
+                                                           "results": result}, indent=1, default=float))
     plot(result, out / "multimodal.png")
-    print(f"\nEEG + fMRI vs single-modality checkpoints, {minutes:.1f} min")
-    for task, methods in result.items():
+    print(f"\nEEG + fMRI vs single-modality checkpoints, {args.seeds} seeds, {minutes:.1f} min")
+    for task, found in result.items():
         print(f"\n## {task}")
-        print(f"{'method':42s} {'balanced accuracy':>20s} {'AUROC':>20s}")
-        for method, r in methods.items():
-            cells = [f"{r['pooled'][k]['value']:.3f} [{r['pooled'][k]['ci_low']:.2f}, {r['pooled'][k]['ci_high']:.2f}]"
-                     for k in ("balanced_accuracy", "auroc")]
-            print(f"{LABELS.get(method, method):42s} " + " ".join(f"{c:>20s}" for c in cells))
+        print_seeded(found["methods"], found["paired"], LABELS)
     print(f"\nmetrics: {out / 'multimodal.json'}; figure: {out / 'multimodal.png'}")
 
 

@@ -253,3 +253,52 @@ def test_fourier_and_normalised_patch_targets_on_real_eeg(eeg_segments):
         tiny(target="fourier", interpolation_prior=True)
     with pytest.raises(ConfigError, match="model.target"):
         tiny(target="phase")
+
+
+def test_latent_target_teacher_on_real_eeg(eeg_segments, tmp_path):
+    """``target=latent``: the teacher (a moving average of the student's embeddings and
+    encoder) encodes every token of a real recording; the head predicts its layer-normalised
+    outputs; gradients never reach the teacher; each optimizer step of ``neurofm pretrain``'s
+    module moves the teacher by (1 - ema_decay) of the gap; the teacher travels with an export."""
+    from neurofm.models.io import load_pretrained, save_pretrained
+    from neurofm.models.mae import target_len
+    from neurofm.pretrain.config import OptimConfig
+    from neurofm.pretrain.in_memory import pretrain_on_batches
+
+    config = tiny(target="latent", ema_decay=0.9)
+    assert target_len(config) == config.dim
+    batch = collate_segments(eeg_segments[:4])
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(config)
+    out = model(batch, generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert out["pred"].shape == out["target"].shape == (*out["hidden"].shape, config.dim)
+    real = out["target"][model.tokenize(batch).valid]
+    torch.testing.assert_close(real.mean(-1), torch.zeros(len(real)), atol=1e-5, rtol=0)  # layer-normalised
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.patch_embed.weight.grad.abs().sum() > 0  # the student learns
+    student_before = {n: p.detach().clone() for n, p in model.encoder.named_parameters()}
+    teacher_before = {n: p.detach().clone() for n, p in model.teacher.encoder.named_parameters()}
+    for name in student_before:  # the teacher starts as the student
+        torch.testing.assert_close(teacher_before[name], student_before[name])
+
+    def endless():
+        while True:
+            yield batch
+
+    steps = []
+    pretrain_on_batches(config, endless(), 2, OptimConfig(lr=1e-2, warmup_steps=1), model=model,
+                        on_step=lambda step, loss, m: steps.append(
+                            {n: p.detach().clone() for n, p in m.encoder.named_parameters()}))
+    # the teacher moved once (before the second step, after the first update) by 10 % of the gap
+    name = next(n for n in student_before if n.endswith("weight"))
+    expected = teacher_before[name] + 0.1 * (steps[0][name] - teacher_before[name])
+    torch.testing.assert_close(dict(model.teacher.encoder.named_parameters())[name], expected)
+    assert not torch.equal(expected, teacher_before[name])
+    folder = save_pretrained(model, tmp_path / "export")
+    loaded = load_pretrained(folder)
+    torch.testing.assert_close(dict(loaded.teacher.encoder.named_parameters())[name], expected)
+    with pytest.raises(ConfigError, match="model.target=latent predicts each token's representation"):
+        tiny(target="latent", spatial_latents=4)
+    with pytest.raises(ConfigError, match="need model.target=signal"):
+        tiny(target="latent", spectral_weight=1.0)

@@ -13,7 +13,7 @@ from neurofm.errors import ConfigError
 from neurofm.options import check_option
 
 MASK_STRATEGIES = ("random", "channels", "time", "mixed")
-TARGETS = ("signal", "fourier")
+TARGETS = ("signal", "fourier", "latent")
 TARGET_NORMS = ("none", "patch")
 
 
@@ -37,9 +37,13 @@ class ModelConfig:
     mask_strategy : str
         ``random | channels | time | mixed``.
     target : str
-        What a masked token's head predicts: ``signal`` (the patch's samples) or ``fourier``
+        What a masked token's head predicts: ``signal`` (the patch's samples), ``fourier``
         (LaBraM's targets: the patch's Fourier amplitude, z-scored within the patch, and
-        phase / pi).
+        phase / pi) or ``latent`` (data2vec / Brain-JEPA style: the token's representation
+        by a teacher, an exponential moving average of the encoder that sees every token,
+        layer-normalised).
+    ema_decay : float
+        The teacher's moving-average decay per step (``target=latent``).
     target_norm : str
         ``none`` or ``patch``: each target patch minus its mean, over its standard deviation
         (the MAE paper's normalised-pixel loss), for ``target=signal``.
@@ -69,6 +73,7 @@ class ModelConfig:
     mask_ratio: float = 0.5
     mask_strategy: str = "time"
     target: str = "signal"
+    ema_decay: float = 0.99
     target_norm: str = "none"
     spectral_weight: float = 0.0
     interpolation_prior: bool = False
@@ -83,9 +88,14 @@ class ModelConfig:
         check_option("model.target_norm", self.target_norm, TARGET_NORMS)
         if self.target != "signal" and (self.target_norm != "none" or self.spectral_weight
                                         or self.interpolation_prior):
-            raise ConfigError(f"model.target={self.target} predicts Fourier coefficients: "
+            raise ConfigError(f"model.target={self.target} does not predict the signal: "
                               "target_norm, spectral_weight and interpolation_prior act on the "
                               "signal and need model.target=signal")
+        if self.target == "latent" and self.spatial_latents is not None:
+            raise ConfigError("model.target=latent predicts each token's representation, which "
+                              "spatial latents pool away: use model.spatial_latents=null")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.target_norm != "none" and self.interpolation_prior:
             raise ConfigError("model.interpolation_prior adds neighbours' signal to the prediction "
                               "and needs model.target_norm=none")

@@ -8,7 +8,9 @@ gate, a Gaussian-weighted mean of the visible patches of nearby sensors at the s
 the interpolation spherical splines give EEG, which the network corrects. Loss: MSE on the
 masked patches of the (robust-scaled) signal (``target=signal``; ``target_norm=patch``: each
 patch standardised, as MAE's normalised pixels) or on their Fourier amplitude and phase
-(``target=fourier``, LaBraM's targets), plus an optional spectral-amplitude term.
+(``target=fourier``, LaBraM's targets), plus an optional spectral-amplitude term; or on each
+masked token's representation by a teacher encoder that sees every token, a moving average of
+the student (``target=latent``: data2vec, Brain-JEPA and EEGPT predict latents).
 
 Shapes: B batch, C sensors, N patches per sensor, L = C * N tokens, K visible tokens,
 P samples per patch, D model width.
@@ -16,6 +18,7 @@ P samples per patch, D model width.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -43,6 +46,7 @@ class Tokens:
     shape: tuple[int, int]     # (C, N)
     patch_valid: torch.Tensor  # [B, N] bool: real patch
     time: torch.Tensor         # [B, N, D] time embedding of each patch
+    seconds: torch.Tensor | None = None  # [B, N] patch centres, s from the window start
 
 
 def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strategy: str,
@@ -80,6 +84,8 @@ def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strat
 
 def target_len(config: ModelConfig) -> int:
     """Values the head predicts per token."""
+    if config.target == "latent":
+        return config.dim
     return config.patch_len if config.target == "signal" else 2 * (config.patch_len // 2 + 1)
 
 
@@ -173,6 +179,8 @@ class MaskedAutoencoder(nn.Module):
             self.interp_gate = nn.Linear(cfg.decoder_dim, 1)
             self.interp_log_width = nn.Parameter(torch.tensor(math.log(0.04)))  # kernel width, m
         self.apply(_init)
+        # target=latent: the teacher, a moving average of the student's embeddings and encoder
+        self.teacher = Teacher(self) if cfg.target == "latent" else None
 
     # ------------------------------------------------------------------ tokens
 
@@ -201,7 +209,7 @@ class MaskedAutoencoder(nn.Module):
                  + self.decoder_modality(modality)[:, None, None])  # [B, C, N, Dd]
         valid = batch.channel_mask[:, :, None] & patch_mask[:, None, :]  # [B, C, N]
         return Tokens(patches.reshape(b, c * n, -1), embedded.reshape(b, c * n, -1),
-                      query.reshape(b, c * n, -1), valid.reshape(b, c * n), (c, n), patch_mask, time)
+                      query.reshape(b, c * n, -1), valid.reshape(b, c * n), (c, n), patch_mask, time, seconds)
 
     # ------------------------------------------------------------------ passes
 
@@ -249,7 +257,7 @@ class MaskedAutoencoder(nn.Module):
             interp = spatial_interpolation(tokens.patches.view(b, c, n, -1), batch.positions, batch.kinds,
                                            visible.view(b, c, n), self.interp_log_width.exp())
             pred = pred + torch.sigmoid(self.interp_gate(decoded)) * interp.reshape(b, length, -1)
-        target = targets(tokens.patches, cfg)
+        target = self.teacher(batch, tokens) if self.teacher is not None else targets(tokens.patches, cfg)
         err = ((pred - target) ** 2).mean(dim=-1)  # [B, L]
         loss = (err * hidden).sum() / hidden.sum().clamp(min=1)
         if cfg.spectral_weight > 0:
@@ -301,6 +309,38 @@ class MaskedAutoencoder(nn.Module):
             out, mask = self.encode(tokens, every, tokens.valid)
         weights = mask[..., None].to(out.dtype)
         return out, (out * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class Teacher(nn.Module):
+    """The targets of ``target=latent``: a copy of the student's token embeddings and encoder,
+    never trained by gradients, moved towards the student after each optimizer step
+    (:meth:`update`, an exponential moving average with ``ema_decay``). It encodes every
+    token (nothing masked); a target is the token's output, layer-normalised."""
+
+    PARTS = ("patch_embed", "sensor_embed", "time_embed", "modality_embed", "encoder")
+
+    def __init__(self, student: MaskedAutoencoder):
+        super().__init__()
+        for name in self.PARTS:
+            setattr(self, name, copy.deepcopy(getattr(student, name)))
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, batch: Batch, tokens: Tokens) -> torch.Tensor:
+        b, (c, n) = tokens.patches.shape[0], tokens.shape
+        sensor = self.sensor_embed(batch.positions, batch.orientations, batch.kinds)  # [B, C, D]
+        embedded = (self.patch_embed(tokens.patches.view(b, c, n, -1)) + sensor[:, :, None]
+                    + self.time_embed(tokens.seconds)[:, None] + self.modality_embed(batch.modality)[:, None, None])
+        out = self.encoder(embedded.reshape(b, c * n, -1), tokens.valid)  # [B, L, D]
+        return nn.functional.layer_norm(out, out.shape[-1:])
+
+    @torch.no_grad()
+    def update(self, student: MaskedAutoencoder, decay: float) -> None:
+        """teacher <- decay * teacher + (1 - decay) * student, part by part."""
+        for name in self.PARTS:
+            mine, theirs = getattr(self, name).parameters(), getattr(student, name).parameters()
+            for t, s in zip(mine, theirs, strict=True):
+                t.lerp_(s.detach(), 1.0 - decay)
 
 
 def _init(module: nn.Module) -> None:

@@ -62,6 +62,12 @@ class PretrainModule(pl.LightningModule):
         self.tokens_seen = real if self.tokens_seen is None else self.tokens_seen + real
         return out["loss"]
 
+    def on_before_zero_grad(self, optimizer) -> None:
+        # once per optimizer step: move the target=latent teacher towards the student
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile wraps the model
+        if model.teacher is not None:
+            model.teacher.update(model, model.config.ema_decay)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:

@@ -259,6 +259,9 @@ def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?"
 
     _quiet_lightning()
     _check_strategy(conf.trainer, trainer_name)
+    if conf.model.target == "latent" and "stage_3" in str(conf.trainer.strategy):
+        raise ConfigError("model.target=latent moves a teacher copy of the weights after each step, which "
+                          "ZeRO-3 partitions away: use trainer=deepspeed_stage_2 or trainer=ddp")
     trainer_cfg = _trainer_kwargs(conf.trainer)
     run_dir = Path(conf.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,7 @@ def pretrain_on_batches(config: ModelConfig, batches: Iterator[Batch], steps: in
     module = PretrainModule(config, optim or OptimConfig(), max_steps=steps)
     if model is not None:
         module.model = model
+    module.train()  # a model just probed (eval mode) trains in train mode, as in neurofm pretrain
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

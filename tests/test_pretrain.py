@@ -399,3 +399,17 @@ def test_pretraining_on_in_memory_batches_is_the_recipe_in_a_plain_loop(real_sha
     assert seen == expected
     for a, b in zip(trained.parameters(), module.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # numpy batches (what batched_stream yields for loader workers) train the same
+    from neurofm.batch import Batch
+
+    def as_numpy(source):
+        for batch in source:
+            yield Batch(**{k: v.numpy() if torch.is_tensor(v) else v for k, v in vars(batch).items()})
+
+    torch.manual_seed(0)
+    again = []
+    pretrain_on_batches(config, as_numpy(batches()), 2, optim, model=MaskedAutoencoder(config),
+                        on_step=lambda step, loss, model: again.append((step, loss)))
+    # the first loss comes before any update: the same masks and weights, the same number
+    assert again[0] == expected[0] and [step for step, _ in again] == [1, 2]
+    assert np.isfinite(again[1][1])

@@ -39,11 +39,14 @@ class _Steps(Callback):
 
 
 class _Endless(torch.utils.data.IterableDataset):
+    """The caller's batches, as torch tensors (``batched_stream`` yields numpy ones, which
+    loader workers send cheaply; ``collate_segments`` torch ones)."""
+
     def __init__(self, batches: Iterator[Batch]):
         self.batches = batches
 
     def __iter__(self) -> Iterator[Batch]:
-        return self.batches
+        return (b.to_torch() if hasattr(b, "to_torch") else b for b in self.batches)
 
 
 def pretrain_on_batches(config: ModelConfig, batches: Iterator[Batch], steps: int, optim: OptimConfig | None = None,

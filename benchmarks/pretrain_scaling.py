@@ -67,9 +67,16 @@ def shards_without(root: Path, held_out: str, work: Path, log: Path) -> Path:
 
 def random_batches(segments: list, batch: int, rng: np.random.Generator):
     """Endless batches of ``batch`` windows drawn at random (without replacement within a batch
-    when there are enough windows)."""
+    when there are enough windows), each of one rate (ABIDE sites differ in TR): with several
+    rates, the rate is drawn first, in proportion to its windows."""
+    by_rate: dict[float, list[int]] = {}
+    for i, w in enumerate(segments):
+        by_rate.setdefault(w.sfreq, []).append(i)
+    rates = sorted(by_rate)
+    weights = np.array([len(by_rate[r]) for r in rates], dtype=float)
     while True:
-        pick = rng.choice(len(segments), batch, replace=len(segments) < batch)
+        pool = by_rate[rates[rng.choice(len(rates), p=weights / weights.sum())]] if len(rates) > 1 else by_rate[rates[0]]
+        pick = rng.choice(pool, batch, replace=len(pool) < batch)
         yield collate_segments([segments[i] for i in pick])
 
 
@@ -97,7 +104,6 @@ def pretrain(config, corpus: list, steps: int, seed: int, args, at: tuple[int, .
     def on_step(step: int, loss: float, model) -> None:
         if step in at:
             on_point(step, model)
-            model.train()
 
     pretrain_steps(config, batches, steps, args.lr, on_step, model=model, warmup_steps=max(1, steps // 20))
 

@@ -3,8 +3,8 @@
 The 8 sites in ``../shared/data/abide`` are split in the two halves of ``abide.py``. For each
 half and each seed, a ``tiny`` encoder (the package's default recipe: time masking at 0.5)
 is pretrained on the half's CC200 tables (60 s windows, each site at its TR, no labels;
-``neurofm pretrain``'s module and Lightning loop, ``pretrain_on_batches``; batches of one
-site's rate), and probed at step 0 (its random init) and at every ``--steps`` point
+``neurofm pretrain``'s module and Lightning loop, as ``pretrain_scaling.py`` does; batches
+of one site's rate), and probed at step 0 (its random init) and at every ``--steps`` point
 (snapshots of that one run, as in ``pretrain_scaling.py``) on the *other* half: token
 connectivity readout (the correlation between parcels of their token sequences), a
 logistic-regression probe on windows, leave one site out among that half's 4 sites, subject
@@ -28,21 +28,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from _common import ABIDE_TR_S, data_dir
 from abide import HALVES
 from matplotlib.figure import Figure
-from pretrain_scaling import summarise
+from pretrain_scaling import pretrain, summarise
 
-from neurofm.batch import collate_segments
 from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, join_phenotype, read_phenotype, tokenize_file
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.tasks import linear_probe, window_features
 from neurofm.io import write_text_atomic
-from neurofm.models.mae import MaskedAutoencoder
-from neurofm.pretrain.config import OptimConfig
-from neurofm.pretrain.in_memory import pretrain_on_batches
 
 SITES = tuple(s for half in HALVES for s in half)
 
@@ -57,20 +52,6 @@ def cohort(abide: Path, window_s: float) -> dict[str, list]:
                    for w in tokenize_file(path, options)]
         out[site] = subject_labels(join_phenotype(windows, table), "DX_GROUP")[:2]
     return out
-
-
-def rate_batches(windows: list, batch: int, rng: np.random.Generator):
-    """Endless batches of ``batch`` windows of one rate (one site's TR), the rate drawn in
-    proportion to its windows."""
-    by_rate: dict[float, list[int]] = {}
-    for i, w in enumerate(windows):
-        by_rate.setdefault(w.sfreq, []).append(i)
-    rates = sorted(by_rate)
-    weights = np.array([len(by_rate[r]) for r in rates], dtype=float)
-    while True:
-        pool = by_rate[rates[rng.choice(len(rates), p=weights / weights.sum())]]
-        pick = rng.choice(pool, batch, replace=len(pool) < batch)
-        yield collate_segments([windows[i] for i in pick])
 
 
 def probe(model, data: dict, sites: tuple[str, ...], seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -132,12 +113,7 @@ def main() -> None:
                 for site, scores in probe(model, data, tested, seed).items():
                     points.setdefault(x, {}).setdefault(seed, {})[site] = scores
 
-            torch.manual_seed(seed)
-            model = MaskedAutoencoder(config)
-            on_point(0, model)
-            optim = OptimConfig(lr=args.lr, warmup_steps=max(1, steps // 20))
-            pretrain_on_batches(config, rate_batches(corpus, args.batch, np.random.default_rng(seed)), steps, optim,
-                                on_step=lambda step, loss, m: step in args.steps and on_point(step, m), model=model)
+            pretrain(config, corpus, steps, seed, args, tuple(args.steps), on_point)
             print(f"seed {seed}: pretrained on {'+'.join(half)} ({len(corpus)} windows), probed on "
                   f"{'+'.join(tested)} ({time.perf_counter() - t0:.0f} s)", flush=True)
     result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

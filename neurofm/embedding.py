@@ -149,10 +149,10 @@ class NeuroFM:
             if not segments:
                 raise NeurofmError("shard holds no samples", x)
             return segments
-        if not isinstance(x, str | os.PathLike) and not _is_recording_object(x):
+        kind = detect_kind(x)
+        if kind is None:
             raise TypeError(f"cannot embed a {type(x).__name__}: pass an mne Raw, a recording path, "
                             "a 4-D NIfTI (with atlas=), an ROI table (with atlas= and tr_s=) or a list of Segment")
-        kind = detect_kind(x)
         section = "meeg" if kind == "meeg" else "fmri"
         where = x if isinstance(x, str | os.PathLike) else None
         if kind == "bold":
@@ -265,12 +265,6 @@ def _is_shard(x: str | os.PathLike) -> bool:
         return True
     path = Path(x)
     return path.suffix == ".tar" or (path.is_dir() and (path / "manifest.json").exists())
-
-
-def _is_recording_object(x: Any) -> bool:
-    """An ``mne.io.Raw`` or a nibabel image (checked by type name: neither library is imported here)."""
-    module = type(x).__module__
-    return module.startswith("nibabel") or (module.startswith("mne") and hasattr(x, "info") and hasattr(x, "n_times"))
 
 
 def _same_shape(a: Segment, b: Segment) -> bool:

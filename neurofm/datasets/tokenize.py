@@ -40,10 +40,11 @@ def prepare_spelling(kind: str) -> dict[str, str]:
             "tr_s": "roi_tr_s" if kind == "roi" else "+fmri.tr_s"}
 
 
-def detect_kind(recording: Any) -> str:
+def detect_kind(recording: Any) -> str | None:
     """``'meeg'``, ``'bold'`` or ``'roi'``: an ``mne.io.Raw`` or a nibabel image in memory, or
-    a path by its name (what :func:`neurofm.datasets.discovery.discover` decides for a file).
-    A path neurofm does not know is handed to MNE's readers, whose error names it."""
+    a path by its name (what :func:`neurofm.datasets.discovery.discover` decides for a file);
+    None for any other object. A path neurofm does not know is handed to MNE's readers, whose
+    error names it. (Types are told by module name: neither library is imported here.)"""
     if isinstance(recording, Source):
         return recording.kind
     if isinstance(recording, str | os.PathLike):
@@ -51,7 +52,9 @@ def detect_kind(recording: Any) -> str:
     module = type(recording).__module__
     if module.startswith("nibabel"):
         return "bold"
-    return "meeg"
+    if module.startswith("mne") and hasattr(recording, "info") and hasattr(recording, "n_times"):
+        return "meeg"
+    return None
 
 
 def tokenize_file(recording: Any, options: PrepareOptions, phenotype: dict | None = None) -> list[Segment]:
@@ -73,6 +76,8 @@ def tokenize_file(recording: Any, options: PrepareOptions, phenotype: dict | Non
     """
     src = recording if isinstance(recording, Source) else None
     kind = detect_kind(recording)
+    if kind is None:
+        raise TypeError(f"cannot tokenize a {type(recording).__name__}: pass a path, an mne Raw or a nibabel image")
     where = src.path if src is not None else recording
     path_like = isinstance(where, str | os.PathLike)
     # a Raw or an image in memory: the tokenizer reads what it can from its file name

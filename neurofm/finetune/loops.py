@@ -24,9 +24,9 @@ class Mode(str, Enum):
     SCRATCH = "scratch"            # everything, from random weights of the same architecture
 
     @classmethod
-    def of(cls, mode: str | Mode, name: str = "mode") -> Mode:
+    def of(cls, mode: str | Mode) -> Mode:
         """``mode`` as a :class:`Mode`; anything else is a one-line ``ConfigError``."""
-        return cls(check_option(name, getattr(mode, "value", mode), [m.value for m in cls]))
+        return cls(check_option("mode", getattr(mode, "value", mode), [m.value for m in cls]))
 
 
 def network_for(mode: Mode, backbone: MaskedAutoencoder | None, config: ModelConfig | None) -> MaskedAutoencoder:

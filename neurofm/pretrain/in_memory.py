@@ -5,7 +5,6 @@ pretrain many small models in one process (the benchmarks' scaling curves and ab
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -18,6 +17,7 @@ from neurofm.models.config import ModelConfig
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.pretrain.config import OptimConfig, TrainerConfig
 from neurofm.pretrain.module import PretrainModule
+from neurofm.pretrain.train import quiet_lightning
 
 
 class _Steps(Callback):
@@ -46,7 +46,7 @@ class _Endless(torch.utils.data.IterableDataset):
         self.batches = batches
 
     def __iter__(self) -> Iterator[Batch]:
-        return (b.to_torch() if hasattr(b, "to_torch") else b for b in self.batches)
+        return (b.to_torch() for b in self.batches)
 
 
 def pretrain_on_batches(config: ModelConfig, batches: Iterator[Batch], steps: int, optim: OptimConfig | None = None,
@@ -75,13 +75,12 @@ def pretrain_on_batches(config: ModelConfig, batches: Iterator[Batch], steps: in
     if model is not None:
         module.model = model
     module.train()  # a model just probed (eval mode) trains in train mode, as in neurofm pretrain
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          limit_val_batches=0, gradient_clip_val=TrainerConfig().gradient_clip_val,
                          callbacks=[_Steps(on_step)])
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(val_dataloader|LeafSpec|does not have many workers).*")
+        warnings.filterwarnings("ignore", message=".*val_dataloader.*")  # no validation here, on purpose
         trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(_Endless(batches), batch_size=None))
     return module.model

@@ -65,23 +65,19 @@ class CheckpointOnSigterm(Callback):
         self.received = False  # this process was sent SIGTERM
         self.stopping = False  # the ranks agreed to stop after the current step
 
-    def _note(self, signum, frame) -> None:
-        self.received = True
-
-    def watch(self) -> None:
-        """Note SIGTERM in this process until :meth:`on_train_start` takes over from Lightning."""
-        signal.signal(signal.SIGTERM, self._note)
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # Lightning registered its handler when fit began: replace it with the note alone,
-        # forwarding the signal to processes Lightning launched itself (as Lightning does)
-        launcher = trainer.strategy.launcher
+    def watch(self, launcher=None) -> None:
+        """Note SIGTERM in this process (and forward it once to the processes ``launcher``
+        started, as Lightning's handler does). :meth:`on_train_start` calls it again, since
+        Lightning registers its own handler when fit begins."""
 
         def note(signum, frame) -> None:
             if not self.received and launcher is not None:
                 launcher.kill(signum)
             self.received = True
         signal.signal(signal.SIGTERM, note)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.watch(trainer.strategy.launcher)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
@@ -241,7 +237,7 @@ def _check_strategy(trainer: TrainerConfig, chosen: str) -> None:
                           "only on GPU) and none is visible; on CPU use trainer=cpu or trainer=ddp")
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     """Lightning's start-up notices (GPU/TPU available, tips, FLOP summaries) are not news."""
     level = logging.DEBUG if logger.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -257,7 +253,7 @@ def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?"
     chosen on the command line (for the log and the strategy checks). Returns 0 when trained to
     ``trainer.max_steps``, 143 when stopped by SIGTERM (a checkpoint of that step written)."""
 
-    _quiet_lightning()
+    quiet_lightning()
     _check_strategy(conf.trainer, trainer_name)
     if conf.model.target == "latent" and "stage_3" in str(conf.trainer.strategy):
         raise ConfigError("model.target=latent moves a teacher copy of the weights after each step, which "

@@ -15,6 +15,12 @@ on the held-out subject. No test subject reaches its pretraining.
 - ``data``: ``--data-steps`` steps on a random ``--fractions`` share of the 726 pretraining
   windows (drawn per seed), each its own run.
 
+``--heads probe lora`` also trains LoRA (``task.mode=lora``, rank 8, the per-sensor head,
+``--epochs`` epochs: what ``motor_imagery.py --modes lora`` runs) at every point of the steps
+curve, beside the probe of the same snapshot; ``--mask`` picks the pretraining masking (the
+committed probe curves used ``channels``; ``time`` is the package default). That run writes
+``<out>/scaling_eegmmi_steps_heads.json`` (both heads) and adds a panel to the figure.
+
 Per point: balanced accuracy pooled over the 5 held-out subjects, mean ± sd over seeds; the
 paired difference over subjects (seed means) of the last point against the first, with a
 bootstrap 95 % CI and a Wilcoxon p; a least-squares fit of score on log10(steps) with its slope's
@@ -24,6 +30,7 @@ when both JSONs exist).
 
 usage: python benchmarks/pretrain_scaling.py [--curves steps data] [--seeds 3]
        [--steps 4 16 64 256 1024] [--fractions 0.0625 0.25 1] [--data-steps 256] [--work DIR]
+       [--heads probe lora] [--mask channels|time] [--epochs 15]
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from neurofm.batch import collate_segments
 from neurofm.configs.schema import model_config
 from neurofm.datasets import stream
 from neurofm.finetune.metrics import paired_difference
-from neurofm.finetune.tasks import linear_probe, window_features
+from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.io import write_text_atomic
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.tokenizers import tokenize_events
@@ -91,6 +98,22 @@ def probe_scores(model, labelled: dict, held_out: str, seed: int, readout: str =
     features = window_features(model, segments, readout)
     train, test = owner != held_out, owner == held_out
     return y[test], linear_probe(features[train], y[train], features[test], seed).argmax(1)
+
+
+def lora_scores(model, labelled: dict, held_out: str, seed: int, epochs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out subject's labels and the predictions of LoRA on a copy of ``model`` (per-sensor
+    head, trained on the other subjects), leaving the global torch RNG as it found it, so that
+    pretraining goes on drawing the masks it would have drawn without this head."""
+    names = list(labelled)
+    segments = [s for n in names for s in labelled[n][0]]
+    y = np.concatenate([labelled[n][1] for n in names])
+    owner = np.concatenate([[n] * len(labelled[n][1]) for n in names])
+    state = torch.random.get_rng_state()
+    probs, _ = finetune_classifier(model, segments, y, np.flatnonzero(owner != held_out),
+                                   np.flatnonzero(owner == held_out), mode="lora", epochs=epochs,
+                                   readout="sensors", seed=seed)
+    torch.random.set_rng_state(state)
+    return y[owner == held_out], probs.argmax(1)
 
 
 def pretrain(config, corpus: list, steps: int, seed: int, args, at: tuple[int, ...], on_point) -> None:
@@ -140,23 +163,26 @@ def summarise(points: dict, x_name: str, groups: tuple[str, ...] = SUBJECTS) -> 
     return out
 
 
-def report(result: dict, x_name: str) -> None:
+def report(result: dict, x_name: str, over: str = "subjects") -> None:
     print(f"{x_name:>10} balanced accuracy (mean ± sd over seeds {result['seeds']})")
     for x in result[x_name]:
         v = result["balanced_accuracy"][str(x)]
         print(f"{x:>10} {v['mean']:.3f} ± {v['sd']:.3f}   per seed " + " ".join(f"{p:.3f}" for p in v["per_seed"]))
     d, f = result["paired_last_minus_first"], result["log_fit"]
     print(f"{x_name} {d['last']} - {d['first']}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] over "
-          f"subjects, p={d['wilcoxon_p']:.3f}; fit on log10({x_name}): {f['slope_per_decade']:+.4f} per decade "
+          f"{over}, p={d['wilcoxon_p']:.3f}; fit on log10({x_name}): {f['slope_per_decade']:+.4f} per decade "
           f"[{f['slope_ci'][0]:+.4f}, {f['slope_ci'][1]:+.4f}], at {f['extrapolated_x']:g}: "
           f"{f['extrapolated']:.3f} [{f['extrapolated_ci'][0]:.3f}, {f['extrapolated_ci'][1]:.3f}]", flush=True)
 
 
 def plot(out: Path) -> None:
     curves = {c: json.loads((out / f"scaling_eegmmi_{c}.json").read_text())
-              for c in ("steps", "data") if (out / f"scaling_eegmmi_{c}.json").exists()}
+              for c in ("steps", "data", "steps_heads") if (out / f"scaling_eegmmi_{c}.json").exists()}
     fig = Figure(figsize=(5.2 * len(curves), 4.0), layout="constrained")
     for ax, (curve, result) in zip(np.atleast_1d(fig.subplots(1, len(curves))), curves.items(), strict=True):
+        if curve == "steps_heads":
+            heads_panel(ax, result)
+            continue
         x_name = "steps" if curve == "steps" else "fraction"
         xs = result[x_name]
         mean = [result["balanced_accuracy"][str(x)]["mean"] for x in xs]
@@ -172,6 +198,23 @@ def plot(out: Path) -> None:
                      f"{len(result['seeds'])} seeds (± sd)", fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
     fig.savefig(out / "scaling_eegmmi.png", dpi=130)
+
+
+def heads_panel(ax, result: dict) -> None:
+    """The probe and LoRA against steps, from one pretraining run per subject and seed."""
+    for head, label in (("probe", "pretrained + probe (per-sensor)"), ("lora", "pretrained + LoRA (r = 8)")):
+        found = result[head]
+        xs = found["steps"]
+        mean = [found["balanced_accuracy"][str(x)]["mean"] for x in xs]
+        sd = [found["balanced_accuracy"][str(x)]["sd"] for x in xs]
+        ax.errorbar([xs[1] / 4 if x == 0 else x for x in xs], mean, yerr=sd, marker="o", capsize=3, label=label)
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining steps (leftmost: step 0)")
+    ax.set_ylabel("balanced accuracy, LOSO (5 subjects)")
+    ax.set_title(f"EEGMMI imagery: probe and LoRA ({result['recipe']['mask_strategy']} masking), "
+                 f"{len(result['probe']['seeds'])} seeds", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
 
 
 def labelled_windows(root: Path) -> dict:
@@ -191,6 +234,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 16, 64, 256, 1024])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.0625, 0.25, 1.0])
     parser.add_argument("--data-steps", type=int, default=256)
+    parser.add_argument("--heads", nargs="+", default=["probe"], choices=["probe", "lora"],
+                        help="what scores each point of the steps curve (lora: a trained head)")
+    parser.add_argument("--mask", default="channels", choices=["channels", "time"], help="pretraining masking")
+    parser.add_argument("--epochs", type=int, default=15, help="LoRA epochs per point")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--work", type=Path, default=None, help="keep shards here (default: a temp folder)")
@@ -198,7 +245,9 @@ def main() -> None:
     args = parser.parse_args()
     root = data_dir() / "meeg" / "eegmmidb"
     args.out.mkdir(parents=True, exist_ok=True)
-    config = model_config("tiny", mask_strategy="channels", mask_ratio=0.5)
+    config = model_config("tiny", mask_strategy=args.mask, mask_ratio=0.5)
+    if "lora" in args.heads and args.curves != ["steps"]:
+        parser.error("--heads lora scores the steps curve: pass --curves steps")
     start = time.perf_counter()
     labelled = labelled_windows(root)
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,13 +256,18 @@ def main() -> None:
         log = work / "commands.log"
         corpora = {s: list(stream(shards_without(root, s, work, log), "train", shuffle_buffer=0)) for s in SUBJECTS}
         for curve in args.curves:
-            points: dict = {}
+            points: dict = {head: {} for head in args.heads}
             for seed in range(args.seeds):
                 for s in SUBJECTS:
                     t0 = time.perf_counter()
 
                     def on_point(x, model, s=s, seed=seed, points=points):
-                        points.setdefault(x, {}).setdefault(seed, {})[s] = probe_scores(model, labelled, s, seed)
+                        if "probe" in points:
+                            points["probe"].setdefault(x, {}).setdefault(seed, {})[s] = probe_scores(
+                                model, labelled, s, seed)
+                        if "lora" in points:
+                            points["lora"].setdefault(x, {}).setdefault(seed, {})[s] = lora_scores(
+                                model, labelled, s, seed, args.epochs)
 
                     if curve == "steps":
                         pretrain(config, corpora[s], max(args.steps), seed, args, tuple(args.steps), on_point)
@@ -226,12 +280,20 @@ def main() -> None:
                                      lambda x, m, f=f: x and on_point(f, m))
                     print(f"{curve}: seed {seed}, held out {s} ({time.perf_counter() - t0:.0f} s)", flush=True)
             x_name = "steps" if curve == "steps" else "fraction"
-            result = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                      "corpus_windows": {s: len(c) for s, c in corpora.items()},
-                      "minutes": (time.perf_counter() - start) / 60, "steps": args.data_steps,
-                      **summarise(points, x_name)}
-            report(result, x_name)
-            write_text_atomic(args.out / f"scaling_eegmmi_{curve}.json", json.dumps(result, indent=2, default=float))
+            settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+            common = {"settings": settings, "corpus_windows": {s: len(c) for s, c in corpora.items()},
+                      "minutes": (time.perf_counter() - start) / 60, "steps": args.data_steps}
+            if args.heads == ["probe"]:
+                result, name = {**common, **summarise(points["probe"], x_name)}, curve
+                report(result, x_name)
+            else:
+                result = {**common, "recipe": {"mask_strategy": config.mask_strategy, "mask_ratio": config.mask_ratio},
+                          **{head: summarise(found, x_name) for head, found in points.items()}}
+                name = f"{curve}_heads"
+                for head in points:
+                    print(f"## {head}")
+                    report(result[head], x_name)
+            write_text_atomic(args.out / f"scaling_eegmmi_{name}.json", json.dumps(result, indent=2, default=float))
             plot(args.out)
     print(f"metrics: {args.out}/scaling_eegmmi_*.json; figure: {args.out}/scaling_eegmmi.png "
           f"({(time.perf_counter() - start) / 60:.1f} min)")

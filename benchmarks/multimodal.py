@@ -117,7 +117,7 @@ def abide_predictions(root: Path, test_sites, ckpt: Path, baseline: bool, run_di
                     f"task.roi_coords={abide / 'CC200.nii.gz'}", f"task.roi_tr_s={tr_mapping(test_sites)}",
                     f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
                     f"task.window_s={window}", "task.protocol=logo", "task.group_by=SITE_ID",
-                    "task.readout=connectivity", f"task.baseline={str(baseline).lower()}",
+                    "task.readout=connectivity", "task.cross_modal=true", f"task.baseline={str(baseline).lower()}",
                     f"seed={seed}", f"run_dir={run_dir}", log=log)
     rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
     return rows.assign(site=rows["split"].str.removeprefix("logo-"))
@@ -130,7 +130,8 @@ def eeg_predictions(root: Path, test_subjects, ckpt: Path, baseline: bool, run_d
         rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
     else:
         rows = decode(files(eegmmi, SUBJECTS, RUNS["imagery"]), ckpt,
-                      ["task.protocol=loso", "task.readout=sensors"], baseline, run_dir, log, seed)
+                      ["task.protocol=loso", "task.readout=sensors", "task.cross_modal=true"], baseline, run_dir,
+                      log, seed)
     return rows[rows["subject"].isin(test_subjects)]  # the folds whose subject pretraining never saw
 
 

@@ -95,6 +95,24 @@ def test_finetune_refuses_an_input_the_contract_excludes(exported, abide, tmp_pa
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "input_contract.modalities" in lines[-1] and "this input is fmri" in lines[-1]
+    assert "task.cross_modal=true" in lines[-1]
+
+
+def test_finetune_transfers_across_modalities_when_asked(exported, abide, tmp_path):
+    """An EEG checkpoint probed on real fMRI tables (as multimodal.py does) with task.cross_modal."""
+    folder, _ = exported
+    tables = sorted((abide / "rois_cc200").glob("Caltech_*_rois_cc200.1D"))[::3][:12]  # both classes
+    done = subprocess.run([*CLI, "finetune", "task=disorder", f"ckpt={folder}", "task.cross_modal=true",
+                           f"inputs=[{','.join(map(str, tables))}]", f"task.roi_coords={abide / 'CC200.nii.gz'}",
+                           "task.roi_tr_s=2.0", f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}",
+                           "task.label=DX_GROUP", "task.folds=2", "task.baseline=false", "task.window_s=60",
+                           f"run_dir={tmp_path / 'run'}"],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["task"]["cross_modal"] is True
+    predictions = (tmp_path / "run" / "predictions.csv").read_text().splitlines()
+    assert len(predictions) == 1 + 12  # one row per subject
 
 
 def test_scanner_space_bold_is_refused_for_an_mni_checkpoint(fmri, atlases):

@@ -27,6 +27,7 @@ class FinetuneMode:
     lora_rank: int = 8
     baseline: bool = True         # also run the task's classical baselines on the same splits
     readout: str = "mean"         # what the probe or the trained head reads: mean | sensors | connectivity
+    cross_modal: bool = False     # take a modality the checkpoint was not pretrained on (transfer across modalities)
 
     def __post_init__(self) -> None:
         check_option("task.mode", self.mode, MODES)

@@ -39,7 +39,7 @@ from neurofm.finetune.protocols import time_splits
 from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.io import atomic_write, write_text_atomic
 from neurofm.models.contract import check_segments, tokenizer_defaults
-from neurofm.options import check_keywords, spelled_as
+from neurofm.options import check_keywords, option_name, spelled_as
 from neurofm.tokenizers import read_recording, tokenize_events
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.options import MeegOptions
@@ -102,6 +102,12 @@ def _metric_rows(per_split: list[dict]) -> list[str]:
     return lines
 
 
+def _modality_check(task) -> dict:
+    """How :func:`check_segments` treats a modality the checkpoint was not pretrained on."""
+    return {"other_modalities": task.cross_modal,
+            "hint": f" (to transfer across modalities anyway: {option_name('task.cross_modal')}=true)"}
+
+
 def _decoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None = None) -> dict:
 
     task = conf.task
@@ -120,7 +126,7 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None 
                                          tmax=task.tmax_s, entities=entities, options=options))
     if not segments:
         raise NeurofmError("no event-locked windows: check task.event_id and the recordings' events")
-    check_segments(contract, segments)
+    check_segments(contract, segments, **_modality_check(task))
     classes = sorted({s.meta["label"] for s in segments})
     if len(classes) < 2:
         raise NeurofmError(f"decoding needs two or more classes; found {classes}")
@@ -230,7 +236,7 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None 
 
     task = conf.task
     cohort = _cohort(conf)
-    check_segments(contract, cohort)
+    check_segments(contract, cohort, **_modality_check(task))
     segments, labels, classes = subject_labels(cohort, task.label)
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
     groups = _group_values(segments, task.group_by) if task.protocol == "logo" else None
@@ -327,7 +333,7 @@ def _encoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None 
         features, names = event_features(raw, task.events)
     data = encoding_data(raw, features, feature_names=names, features_sfreq=task.features_sfreq,
                          lags_s=tuple(task.lags_s), window_s=task.window_s, **conf.tokenizer)
-    check_segments(contract, data.segments, inputs[0])
+    check_segments(contract, data.segments, inputs[0], **_modality_check(task))
     splits = time_splits(len(data.segments), task.protocol, task.folds, task.test_fraction)
     truth = data.brain()
     methods = {task.mode: lambda s: predict_encoding(fit_encoding(

@@ -87,18 +87,20 @@ def default_window(contract: dict | None, modality: str, fallback: float) -> flo
     return float(window) if window else fallback
 
 
-def check_segments(contract: dict | None, segments, source: str | os.PathLike | None = None) -> None:
-    """Refuse segments the contract's checkpoint was not trained for: another modality, or
-    EEG/MEG at another sampling rate. One line naming the contract field."""
+def check_segments(contract: dict | None, segments, source: str | os.PathLike | None = None, *,
+                   other_modalities: bool = False, hint: str = "") -> None:
+    """Refuse segments the contract's checkpoint was not trained for: another modality (unless
+    ``other_modalities``: a transfer across modalities, asked for), or EEG/MEG at another
+    sampling rate. One line naming the contract field, and ``hint`` after a refused modality."""
     if not contract:
         return
     served = contract.get("modalities", [])
     for seg in segments:
         where = seg.meta.get("source") or source
-        if seg.modality not in served:
+        if seg.modality not in served and not other_modalities:
             raise InputContractError(
                 f"this checkpoint was pretrained on {', '.join(served) or 'nothing'} "
-                f"(input_contract.modalities); this input is {seg.modality}", where)
+                f"(input_contract.modalities); this input is {seg.modality}{hint}", where)
         expected = contract.get("meeg", {}).get("sfreq")
         if seg.modality in MEEG and expected and abs(float(seg.sfreq) - float(expected)) > 1e-6:
             raise InputContractError(

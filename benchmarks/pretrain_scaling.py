@@ -194,8 +194,9 @@ def plot(out: Path) -> None:
         ax.set_xlabel("pretraining steps (leftmost: step 0)" if curve == "steps"
                       else f"fraction of the pretraining corpus ({result['steps']} steps)")
         ax.set_ylabel("balanced accuracy, LOSO (5 subjects)")
-        ax.set_title(f"EEGMMI imagery: {'steps' if curve == 'steps' else 'corpus size'}, "
-                     f"{len(result['seeds'])} seeds (± sd)", fontsize=10)
+        ax.set_title(f"EEGMMI imagery: {'steps' if curve == 'steps' else 'corpus size'} "
+                     f"({result['settings'].get('mask', 'channels')} masking), {len(result['seeds'])} seeds (± sd)",
+                     fontsize=10)
         ax.legend(fontsize=8, loc="lower right")
     fig.savefig(out / "scaling_eegmmi.png", dpi=130)
 

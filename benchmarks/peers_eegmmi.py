@@ -12,9 +12,9 @@ loop (:func:`neurofm.finetune.loops.train_epochs`).
 Models (braindecode's implementations, from random weights: no weights can be downloaded
 here): EEGNet, ShallowFBCSPNet, and LaBraM, CBraMod and BIOT (built for 200 Hz) on the
 windows as they are; EEGPT at its 256 Hz (resampled with MNE); each cut to whole patches.
-``--size matched`` (default) builds the four transformers at neurofm ``tiny``'s width, depth
-and heads; ``published`` at braindecode's defaults (3-25 M parameters; 6-40 min a fold on
-2 CPU cores). Beside them, in the same process and loop, neurofm's own ``tiny`` trained
+``--size matched`` (default) builds the four transformers at neurofm ``tiny``'s depth and
+heads (2, 4) and, for EEGPT and BIOT, its width (64; LaBraM and CBraMod keep their 200);
+``published`` at braindecode's defaults (3-25 M parameters; 6-40 min a fold on 2 CPU cores). Beside them, in the same process and loop, neurofm's own ``tiny`` trained
 from scratch (``finetune_classifier(mode="scratch", readout="sensors")``, what
 ``task.mode=scratch`` runs).
 
@@ -70,8 +70,9 @@ from neurofm.models.mae import MaskedAutoencoder
 PEERS = {"EEGNet": ("EEGNet", None, 1), "ShallowFBCSPNet": ("ShallowFBCSPNet", None, 1),
          "LaBraM": ("Labram", 200.0, 200), "CBraMod": ("CBraMod", 200.0, 200),
          "EEGPT": ("EEGPT", 256.0, 64), "BIOT": ("BIOT", 200.0, 1)}
-# --size matched: the transformers at neurofm tiny's width, depth and heads (64, 2, 4); the
-# small convolutional nets are always at their published size
+# --size matched: the transformers at neurofm tiny's depth and heads (2, 4) and width (64); braindecode's
+# LaBraM and CBraMod keep a width of 200 whatever is asked (their token is a 200-sample patch). The
+# small convolutional nets are always at their published size.
 MATCHED = {"LaBraM": {"embed_dim": 64, "num_layers": 2, "num_heads": 4},
            "CBraMod": {"emb_dim": 64, "dim_feedforward": 256, "n_layer": 2, "nhead": 4},
            "EEGPT": {"embed_dim": 64, "depth": 2, "num_heads": 4},
@@ -168,7 +169,7 @@ def main() -> None:
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
     if args.size == "matched":
-        LABELS.update({m: f"{m} at tiny's size (braindecode)" for m in MATCHED})
+        LABELS.update({m: f"{m}, 2 blocks (braindecode)" for m in MATCHED})
     start = time.perf_counter()
     labelled = labelled_windows(data_dir() / "meeg" / "eegmmidb")
     segments = [w for s in SUBJECTS for w in labelled[s][0]]

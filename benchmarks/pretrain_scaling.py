@@ -87,14 +87,18 @@ def random_batches(segments: list, batch: int, rng: np.random.Generator):
         yield collate_segments([segments[i] for i in pick])
 
 
+def pooled(labelled: dict) -> tuple[list, np.ndarray, np.ndarray]:
+    """Every subject's windows in one list, their labels and their subject."""
+    names = list(labelled)
+    return ([w for n in names for w in labelled[n][0]], np.concatenate([labelled[n][1] for n in names]),
+            np.concatenate([[n] * len(labelled[n][1]) for n in names]))
+
+
 def probe_scores(model, labelled: dict, held_out: str, seed: int, readout: str = "sensors"
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Held-out subject's labels and probe predictions (``readout``: per-sensor pooled tokens by
     default; probe trained on the other subjects)."""
-    names = list(labelled)
-    segments = [s for n in names for s in labelled[n][0]]
-    y = np.concatenate([labelled[n][1] for n in names])
-    owner = np.concatenate([[n] * len(labelled[n][1]) for n in names])
+    segments, y, owner = pooled(labelled)
     features = window_features(model, segments, readout)
     train, test = owner != held_out, owner == held_out
     return y[test], linear_probe(features[train], y[train], features[test], seed).argmax(1)
@@ -104,10 +108,7 @@ def lora_scores(model, labelled: dict, held_out: str, seed: int, epochs: int) ->
     """Held-out subject's labels and the predictions of LoRA on a copy of ``model`` (per-sensor
     head, trained on the other subjects), leaving the global torch RNG as it found it, so that
     pretraining goes on drawing the masks it would have drawn without this head."""
-    names = list(labelled)
-    segments = [s for n in names for s in labelled[n][0]]
-    y = np.concatenate([labelled[n][1] for n in names])
-    owner = np.concatenate([[n] * len(labelled[n][1]) for n in names])
+    segments, y, owner = pooled(labelled)
     state = torch.random.get_rng_state()
     probs, _ = finetune_classifier(model, segments, y, np.flatnonzero(owner != held_out),
                                    np.flatnonzero(owner == held_out), mode="lora", epochs=epochs,

@@ -176,6 +176,17 @@ def report(result: dict, x_name: str, over: str = "subjects") -> None:
           f"{f['extrapolated']:.3f} [{f['extrapolated_ci'][0]:.3f}, {f['extrapolated_ci'][1]:.3f}]", flush=True)
 
 
+def draw_curve(ax, result: dict, x_name: str, label: str) -> None:
+    """One curve of :func:`summarise`'s ``result``: mean ± sd over seeds against ``x_name`` on a
+    log axis (x = 0 drawn a quarter of the first point to its left), chance dotted."""
+    xs = result[x_name]
+    mean = [result["balanced_accuracy"][str(x)]["mean"] for x in xs]
+    sd = [result["balanced_accuracy"][str(x)]["sd"] for x in xs]
+    ax.errorbar([xs[1] / 4 if x == 0 else x for x in xs], mean, yerr=sd, marker="o", capsize=3, label=label)
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xscale("log")
+
+
 def plot(out: Path) -> None:
     curves = {c: json.loads((out / f"scaling_eegmmi_{c}.json").read_text())
               for c in ("steps", "data", "steps_heads") if (out / f"scaling_eegmmi_{c}.json").exists()}
@@ -184,14 +195,7 @@ def plot(out: Path) -> None:
         if curve == "steps_heads":
             heads_panel(ax, result)
             continue
-        x_name = "steps" if curve == "steps" else "fraction"
-        xs = result[x_name]
-        mean = [result["balanced_accuracy"][str(x)]["mean"] for x in xs]
-        sd = [result["balanced_accuracy"][str(x)]["sd"] for x in xs]
-        shown = [max(x, xs[1] / 4) if x == 0 else x for x in xs]  # step 0 drawn left of the first point
-        ax.errorbar(shown, mean, yerr=sd, marker="o", capsize=3, label="pretrained + probe (per-sensor)")
-        ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
-        ax.set_xscale("log")
+        draw_curve(ax, result, "steps" if curve == "steps" else "fraction", "pretrained + probe (per-sensor)")
         ax.set_xlabel("pretraining steps (leftmost: step 0)" if curve == "steps"
                       else f"fraction of the pretraining corpus ({result['steps']} steps)")
         ax.set_ylabel("balanced accuracy, LOSO (5 subjects)")
@@ -205,13 +209,7 @@ def plot(out: Path) -> None:
 def heads_panel(ax, result: dict) -> None:
     """The probe and LoRA against steps, from one pretraining run per subject and seed."""
     for head, label in (("probe", "pretrained + probe (per-sensor)"), ("lora", "pretrained + LoRA (r = 8)")):
-        found = result[head]
-        xs = found["steps"]
-        mean = [found["balanced_accuracy"][str(x)]["mean"] for x in xs]
-        sd = [found["balanced_accuracy"][str(x)]["sd"] for x in xs]
-        ax.errorbar([xs[1] / 4 if x == 0 else x for x in xs], mean, yerr=sd, marker="o", capsize=3, label=label)
-    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
-    ax.set_xscale("log")
+        draw_curve(ax, result[head], "steps", label)
     ax.set_xlabel("pretraining steps (leftmost: step 0)")
     ax.set_ylabel("balanced accuracy, LOSO (5 subjects)")
     ax.set_title(f"EEGMMI imagery: probe and LoRA ({result['recipe']['mask_strategy']} masking), "

@@ -39,7 +39,7 @@ import numpy as np
 from _common import ABIDE_TR_S, data_dir
 from abide import HALVES
 from matplotlib.figure import Figure
-from pretrain_scaling import pretrain, report, summarise
+from pretrain_scaling import draw_curve, pretrain, report, summarise
 
 from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, join_phenotype, read_phenotype, tokenize_file
@@ -84,14 +84,7 @@ def plot(out: Path) -> None:
               for c in ("steps", "data") if (out / f"scaling_abide_{c}.json").exists()}
     fig = Figure(figsize=(5.4 * len(curves), 4.0), layout="constrained")
     for ax, (curve, result) in zip(np.atleast_1d(fig.subplots(1, len(curves))), curves.items(), strict=True):
-        x_name = "steps" if curve == "steps" else "fraction"
-        xs = result[x_name]
-        mean = [result["balanced_accuracy"][str(x)]["mean"] for x in xs]
-        sd = [result["balanced_accuracy"][str(x)]["sd"] for x in xs]
-        shown = [xs[1] / 4 if x == 0 else x for x in xs]  # step 0 drawn left of the first point
-        ax.errorbar(shown, mean, yerr=sd, marker="o", capsize=3, label="pretrained + probe (token connectivity)")
-        ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
-        ax.set_xscale("log")
+        draw_curve(ax, result, "steps" if curve == "steps" else "fraction", "pretrained + probe (token connectivity)")
         ax.set_xlabel("pretraining steps (leftmost: step 0, the untrained encoder)" if curve == "steps"
                       else f"fraction of the half's windows ({result['settings']['data_steps']} steps)")
         ax.set_ylabel("balanced accuracy, leave one site out (8 sites)")

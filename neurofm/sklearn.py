@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from neurofm.errors import ConfigError, EpochsError
-from neurofm.finetune.config import READOUTS
+from neurofm.readouts import FROZEN
 
 EPOCH = "neurofm_epoch"
 
@@ -84,8 +84,8 @@ class Embedder(TransformerMixin, BaseEstimator):
         """Check ``X`` and load the model (once); nothing is learnt."""
         from neurofm.embedding import NeuroFM
 
-        if self.readout not in READOUTS:
-            raise ConfigError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.readout not in FROZEN:
+            raise ConfigError(f"readout must be one of {FROZEN} (frozen features), got {self.readout!r}")
         self._epochs(X)
         self.model_ = self.model if isinstance(self.model, NeuroFM) else NeuroFM.from_pretrained(
             os.fspath(self.model), device=self.device)

@@ -9,9 +9,9 @@ from typing import Any
 
 from neurofm.errors import ConfigError
 from neurofm.options import check_option
+from neurofm.readouts import READOUTS
 
 MODES = ("linear_probe", "finetune", "lora", "scratch")
-READOUTS = ("mean", "sensors", "connectivity")   # linear-probe features, neurofm.finetune.tasks.window_features
 
 
 @dataclass
@@ -27,6 +27,7 @@ class FinetuneMode:
     lora_rank: int = 8
     baseline: bool = True         # also run the task's classical baselines on the same splits
     readout: str = "mean"         # what the probe or the trained head reads: mean | sensors | connectivity
+                                  # | spatial | attention (neurofm.readouts; the last two learned)
     cross_modal: bool = False     # take a modality the checkpoint was not pretrained on (transfer across modalities)
 
     def __post_init__(self) -> None:

@@ -4,13 +4,16 @@ classifier of ``task=decoding|disorder`` and the encoding model of ``task=encodi
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 import torch
 from torch import nn
 
+from neurofm.errors import ConfigError
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.options import check_option
 
@@ -38,6 +41,41 @@ def network_for(mode: Mode, backbone: MaskedAutoencoder | None, config: ModelCon
     return copy.deepcopy(backbone)
 
 
+@dataclass(frozen=True)
+class TrainingRule:
+    """One rule for every learned model of a comparison (neurofm's modes and any peer network):
+    AdamW at ``lr`` with ``weight_decay``, batches of ``batch_size``, a linear warmup over the
+    first ``warmup_epochs`` then a cosine decay to 0 at ``max_epochs``, and early stopping on a
+    validation split of training subjects: the weights of the epoch with the lowest validation
+    loss are kept, and training stops after ``patience`` epochs without a better one."""
+
+    max_epochs: int = 100
+    patience: int = 15
+    lr: float = 1.0e-3
+    weight_decay: float = 0.05
+    batch_size: int = 32
+    warmup_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
+            raise ConfigError(f"a training rule needs max_epochs, patience and batch_size >= 1, got {self}")
+        if self.lr <= 0:
+            raise ConfigError(f"a training rule needs lr > 0, got {self.lr}")
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+                  ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Each group's learning rate times a linear warmup over ``warmup_steps``, then a cosine
+    decay to 0 at ``total_steps`` (stepped once per optimizer step)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train_epochs(
     model: nn.Module,
     loss_of: Callable[[np.ndarray], torch.Tensor],
@@ -47,28 +85,52 @@ def train_epochs(
     epochs: int,
     seed: int,
     validation_error: Callable[[], float] | None = None,
+    patience: int | None = None,
+    warmup_epochs: int | None = None,
+    curve: list[dict] | None = None,
 ) -> list[float]:
     """The loop: each epoch, each batch of window indices that ``batches(rng)`` gives: loss,
     backward, step. With ``validation_error``, it is measured after every epoch and the
-    weights of the best epoch are kept (early stopping by selection). Returns the training
-    losses; ``model`` ends in eval mode."""
+    weights of the best epoch are kept (early stopping by selection); with ``patience`` too,
+    training stops after that many epochs without a better one. ``warmup_epochs`` (not None):
+    the learning rate warms up over those epochs, then decays on a cosine to 0 at ``epochs``
+    (:func:`warmup_cosine`). ``curve``: one dict per epoch is appended (``epoch``,
+    ``train_loss``, ``val_loss``, ``steps``). Returns the training losses; ``model`` ends in
+    eval mode."""
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     best: tuple[float, dict | None] = (float("inf"), None)
-    for _ in range(epochs):
+    since_best, steps, schedule = 0, 0, None
+    for epoch in range(epochs):
         model.train()
-        for idx in batches(rng):
+        epoch_batches = list(batches(rng))
+        if warmup_epochs is not None and schedule is None:
+            per_epoch = len(epoch_batches)
+            schedule = warmup_cosine(optimizer, warmup_epochs * per_epoch, epochs * per_epoch)
+        start = len(losses)
+        for idx in epoch_batches:
             loss = loss_of(idx)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             losses.append(loss.item())
+            steps += 1
+        error = None
         if validation_error is not None:
             model.eval()
             with torch.no_grad():
-                error = validation_error()
+                error = float(validation_error())
             if error < best[0]:
-                best = (error, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                best, since_best = (error, {k: v.detach().clone() for k, v in model.state_dict().items()}), 0
+            else:
+                since_best += 1
+        if curve is not None:
+            curve.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses[start:])) if losses[start:] else None,
+                          "val_loss": error, "steps": steps})
+        if patience is not None and since_best >= patience:
+            break
     if best[1] is not None:
         model.load_state_dict(best[1])
     model.eval()

@@ -13,10 +13,17 @@ from neurofm.batch import collate_segments
 from neurofm.embedding import NeuroFM
 from neurofm.errors import ConfigError, NotAvailableError
 from neurofm.finetune.baselines import shared_sensors
-from neurofm.finetune.config import READOUTS
-from neurofm.finetune.loops import Mode, network_for, train_epochs
+from neurofm.finetune.loops import Mode, TrainingRule, network_for, train_epochs
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.options import check_option
+from neurofm.readouts import (
+    LEARNED,
+    READOUTS,
+    SENSOR_AXIS,
+    AttentionPool,
+    SpatialLogPower,
+    sensor_readout,
+)
 from neurofm.tokenizers.segment import Segment
 
 
@@ -57,6 +64,10 @@ def window_features(model, segments: list[Segment], readout: str = "mean",
     the others). ``sensors`` and ``connectivity`` need a model without ``spatial_latents``.
     """
     check_option("readout", readout, READOUTS)
+    if readout in LEARNED:
+        raise ConfigError(f"readout={readout} has parameters that train with the head: a frozen-feature "
+                          "probe cannot read it; train the head (mode linear_probe through "
+                          "finetune_classifier, or task.mode=lora/finetune)")
     if readout == "mean":
         return window_embeddings(model, segments, batch_size)
     backbone = backbone_of(model)
@@ -77,30 +88,6 @@ def _check_sensor_axis(backbone: MaskedAutoencoder, readout: str) -> None:
     if backbone.config.spatial_latents is not None:
         raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
                           f"{backbone.config.spatial_latents} compresses away; use readout=mean")
-
-
-def sensor_readout(tokens: torch.Tensor, n_sensors: int, take: torch.Tensor, readout: str) -> torch.Tensor:
-    """Features that keep the sensor axis, from encoder tokens ``[B, C * N, D]`` (sensor-major)
-    of ``n_sensors`` sensors, keeping the sensors ``take`` ``[B, C_shared]`` in that order:
-
-    - ``sensors``: each sensor's tokens averaged over time, concatenated, ``[B, C_shared * D]``;
-    - ``connectivity``: Fisher-z correlation of every pair of sensors' token sequences,
-      centred over time, ``[B, C_shared * (C_shared - 1) / 2]``.
-
-    Differentiable: the linear probe and the trained heads (:class:`Classifier`) share it.
-    """
-    b = tokens.shape[0]
-    tokens = tokens.reshape(b, n_sensors, -1, tokens.shape[-1])           # [B, C, N, D]
-    tokens = tokens[torch.arange(b, device=tokens.device)[:, None], take]  # [B, C_shared, N, D]
-    if readout == "sensors":
-        return tokens.mean(2).flatten(1)
-    if readout != "connectivity":
-        raise ConfigError(f"sensor_readout: readout must be sensors or connectivity, got {readout!r}")
-    iu = torch.triu_indices(take.shape[1], take.shape[1], offset=1, device=tokens.device)
-    centred = (tokens - tokens.mean(2, keepdim=True)).flatten(2)          # [B, C_shared, N * D]
-    centred = centred / centred.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    corr = (centred @ centred.transpose(1, 2)).clamp(-0.999999, 0.999999)
-    return torch.atanh(corr[:, iu[0], iu[1]])
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -131,31 +118,45 @@ def add_lora(module: nn.Module, stack: str, rank: int = 8) -> nn.Module:
 class Classifier(nn.Module):
     """Pretrained (or fresh) encoder + a linear head on a readout of its tokens.
 
-    ``readout`` as in :func:`window_features`: ``mean`` (every token averaged), or
-    ``sensors`` / ``connectivity``, which keep the sensor axis and need ``n_shared``, the number
-    of sensors every window shares; :meth:`forward` then takes ``take`` ``[B, n_shared]``,
-    each window's rows of those sensors (:func:`~neurofm.finetune.baselines.shared_sensors`).
-    Those heads normalise their features first (a LayerNorm), as the probe standardises them.
+    ``readout`` (:mod:`neurofm.readouts`): ``mean`` (every token averaged), ``attention`` (a
+    learned query's weighted mean), or ``sensors`` / ``connectivity`` / ``spatial``, which keep
+    the sensor axis and need ``n_shared``, the number of sensors every window shares;
+    :meth:`forward` then takes ``take`` ``[B, n_shared]``, each window's rows of those sensors
+    (:func:`~neurofm.finetune.baselines.shared_sensors`). Every head normalises its features
+    first (a LayerNorm), as the probe standardises them.
     """
 
     def __init__(self, backbone: MaskedAutoencoder, n_classes: int, readout: str = "mean",
                  n_shared: int | None = None):
         super().__init__()
         check_option("readout", readout, READOUTS)
-        self.backbone, self.readout = backbone, readout
+        self.backbone, self.readout, self.pool = backbone, readout, None
+        dim = backbone.config.dim
         if readout == "mean":
-            self.head = nn.Linear(backbone.config.dim, n_classes)
+            self.head = nn.Linear(dim, n_classes)
             return
-        _check_sensor_axis(backbone, readout)
-        if not n_shared or n_shared < 2:
-            raise ConfigError(f"readout={readout} needs two or more sensors shared by every window, got {n_shared}")
-        width = n_shared * backbone.config.dim if readout == "sensors" else n_shared * (n_shared - 1) // 2
+        if readout == "attention":
+            self.pool = AttentionPool(dim)
+            width = dim
+        else:
+            _check_sensor_axis(backbone, readout)
+            if not n_shared or n_shared < 2:
+                raise ConfigError(f"readout={readout} needs two or more sensors shared by every window, got {n_shared}")
+            if readout == "spatial":
+                self.pool = SpatialLogPower(n_shared, dim)
+                width = self.pool.width
+            else:
+                width = n_shared * dim if readout == "sensors" else n_shared * (n_shared - 1) // 2
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_classes))
 
     def forward(self, batch, take: torch.Tensor | None = None) -> torch.Tensor:
-        tokens, pooled = self.backbone.features(batch)
         if self.readout == "mean":
-            return self.head(pooled)  # [B, n_classes]
+            return self.head(self.backbone.features(batch)[1])  # [B, n_classes]
+        tokens, valid = self.backbone.encode_every_token(batch)
+        if self.readout == "attention":
+            return self.head(self.pool(tokens, valid))
+        if self.readout == "spatial":
+            return self.head(self.pool(tokens, batch.signal.shape[1], take))
         return self.head(sensor_readout(tokens, batch.signal.shape[1], take, self.readout))
 
 
@@ -164,7 +165,7 @@ def layerwise_param_groups(model: Classifier, lr: float, decay: float) -> list[d
     depth = len(model.backbone.encoder.blocks)
     groups: dict[float, list] = {}
     for name, param in model.named_parameters():
-        if name.startswith("head."):
+        if name.startswith(("head.", "pool.")):
             scale = 1.0
         elif name.startswith("backbone.encoder.blocks."):
             scale = decay ** (depth - int(name.split(".")[3]))
@@ -192,6 +193,9 @@ def finetune_classifier(
     lora_rank: int = 8,
     readout: str = "mean",
     seed: int = 0,
+    validation: np.ndarray | None = None,
+    rule: TrainingRule | None = None,
+    curve: list[dict] | None = None,
 ) -> tuple[np.ndarray, list[float]]:
     """Train encoder + head on ``train``; return test probabilities and the training losses.
 
@@ -199,14 +203,25 @@ def finetune_classifier(
     ``config``'s architecture, from scratch). ``mode`` (:class:`~neurofm.finetune.loops.Mode`):
     ``finetune`` (everything, layer-wise LR decay), ``lora`` (rank-``lora_rank`` adapters on
     the frozen encoder's blocks, :func:`add_lora`, and the head), ``scratch`` (the same
-    architecture from random weights), ``linear_probe`` (the head alone on the frozen
-    encoder). ``readout``: what the head reads (:class:`Classifier`; ``sensors`` and
-    ``connectivity`` over the sensors every window shares).
+    architecture from random weights, one learning rate for every layer), ``linear_probe``
+    (the head alone on the frozen encoder). ``readout``: what the head reads
+    (:class:`Classifier`; the sensor-axis readouts over the sensors every window shares).
+
+    ``rule`` (:class:`~neurofm.finetune.loops.TrainingRule`) with ``validation`` (window
+    indices of training subjects held out of ``train``): its epochs, learning rate, weight
+    decay, batch size, warmup + cosine schedule and early stopping on the validation loss
+    replace ``epochs``, ``lr`` and ``batch_size``; ``curve`` collects its per-epoch losses.
+    Without a rule: ``epochs`` at a constant ``lr``, the last epoch's weights.
     """
     mode = Mode.of(mode)
+    if rule is not None and validation is None:
+        raise ConfigError("a training rule stops early on a validation split: pass validation= "
+                          "(window indices of training subjects not in train)")
+    if validation is not None and set(np.asarray(validation).tolist()) & set(np.asarray(train).tolist()):
+        raise ConfigError("validation windows must not be training windows")
     torch.manual_seed(seed)
     n_classes = int(labels.max()) + 1
-    rows = shared_sensors(segments) if readout != "mean" else None
+    rows = shared_sensors(segments) if readout in SENSOR_AXIS else None
     model = Classifier(network_for(mode, backbone_of(backbone), config), n_classes, readout,
                        len(rows[0]) if rows else None)
 
@@ -214,20 +229,34 @@ def finetune_classifier(
         take = torch.as_tensor(np.stack([rows[i] for i in idx])) if rows else None
         return model(collate_segments([segments[i] for i in idx]), take)
 
+    if rule is not None:
+        epochs, lr, batch_size = rule.max_epochs, rule.lr, rule.batch_size
+    weight_decay = rule.weight_decay if rule is not None else 0.05
     if mode is Mode.LORA:
         add_lora(model.backbone, "encoder", lora_rank)
     if mode in (Mode.LORA, Mode.LINEAR_PROBE):
         model.requires_grad_(False)
-        params = [p for name, p in model.named_parameters() if "lora_" in name or name.startswith("head.")]
+        params = [p for name, p in model.named_parameters()
+                  if "lora_" in name or name.startswith(("head.", "pool."))]
         for p in params:
             p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    else:
-        optimizer = torch.optim.AdamW(layerwise_param_groups(model, lr, layer_decay), weight_decay=0.05)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:  # scratch has no pretrained layers to protect: one learning rate
+        decay = 1.0 if mode is Mode.SCRATCH else layer_decay
+        optimizer = torch.optim.AdamW(layerwise_param_groups(model, lr, decay), weight_decay=weight_decay)
     y = torch.as_tensor(labels, dtype=torch.long)
+
+    def validation_loss() -> float:
+        total = sum(nn.functional.cross_entropy(run(idx), y[idx], reduction="sum").item()
+                    for idx in rate_batches(segments, np.asarray(validation), 64))
+        return total / len(validation)
+
     losses = train_epochs(model, lambda idx: nn.functional.cross_entropy(run(idx), y[idx]),
                           lambda rng: rate_batches(segments, rng.permutation(train), batch_size, rng),
-                          optimizer, epochs=epochs, seed=seed)
+                          optimizer, epochs=epochs, seed=seed,
+                          validation_error=validation_loss if validation is not None else None,
+                          patience=rule.patience if rule is not None else None,
+                          warmup_epochs=rule.warmup_epochs if rule is not None else None, curve=curve)
     test = np.asarray(test)
     probs = np.zeros((len(test), n_classes), dtype=np.float32)
     position = {i: k for k, i in enumerate(test)}

@@ -40,6 +40,7 @@ from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_fea
 from neurofm.io import atomic_write, write_text_atomic
 from neurofm.models.contract import check_segments, tokenizer_defaults
 from neurofm.options import check_keywords, option_name, spelled_as
+from neurofm.readouts import LEARNED
 from neurofm.tokenizers import read_recording, tokenize_events
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.options import MeegOptions
@@ -83,7 +84,7 @@ def _only_testing(splits, subjects: np.ndarray, wanted: list[str]):
 def _classifier_probs(task, model, segments, labels, embeddings, split, seed: int) -> np.ndarray:
     """Test probabilities of one split, per window, in the task's mode."""
 
-    if task.mode == "linear_probe":
+    if _frozen_probe(task):
         return linear_probe(embeddings[split.train], labels[split.train], embeddings[split.test], seed)
     start = time.perf_counter()
     probs, losses = finetune_classifier(
@@ -92,6 +93,12 @@ def _classifier_probs(task, model, segments, labels, embeddings, split, seed: in
     logger.info("%s, split %s: %d epochs on %d windows, loss %.3f -> %.3f (%.0f s)", task.mode, split.name,
                 task.epochs, len(split.train), losses[0], np.mean(losses[-10:]), time.perf_counter() - start)
     return probs
+
+
+def _frozen_probe(task) -> bool:
+    """A logistic regression on frozen features; a learned readout (spatial, attention) trains
+    with its head instead (``finetune_classifier(mode="linear_probe")``)."""
+    return task.mode == "linear_probe" and task.readout not in LEARNED
 
 
 def _metric_rows(per_split: list[dict]) -> list[str]:
@@ -141,7 +148,7 @@ def _decoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None 
     splits = _splits(task, labels, groups, subjects, conf.seed)
     if task.test_subjects is not None:
         splits = _only_testing(splits, subjects, [str(s) for s in task.test_subjects])
-    embeddings = window_features(model, segments, task.readout) if task.mode == "linear_probe" else None
+    embeddings = window_features(model, segments, task.readout) if _frozen_probe(task) else None
     methods = {task.mode: lambda split: _classifier_probs(task, model, segments, labels, embeddings,
                                                               split, conf.seed)}
     if task.baseline:
@@ -241,7 +248,7 @@ def _disorder(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None 
     subjects = np.array([str(s.meta.get("subject")) for s in segments])
     groups = _group_values(segments, task.group_by) if task.protocol == "logo" else None
     splits = _splits(task, labels, subjects, subjects, conf.seed, groups)
-    embeddings = window_features(model, segments, task.readout) if task.mode == "linear_probe" else None
+    embeddings = window_features(model, segments, task.readout) if _frozen_probe(task) else None
     ids = np.unique(subjects)
     y_subject = np.array([labels[subjects == s][0] for s in ids])
     series = subject_series(segments, subjects)[1] if task.baseline else None

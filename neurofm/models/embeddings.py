@@ -73,3 +73,61 @@ class TimeEmbedding(nn.Module):
     def forward(self, seconds: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * seconds[..., None] * self.inv_period
         return self.proj(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
+class ConvStem(nn.Module):
+    """A patch ``[..., P]`` -> ``[..., D]`` through learned temporal filters (a filter bank, as
+    EEGNet's first layer and LaBraM's temporal convolution): ``filters`` convolutions of
+    ``kernel`` samples, GELU (a rectifier: the filtered oscillation's envelope), averaged over
+    ``bins`` stretches of the patch, then a linear map to the model width."""
+
+    def __init__(self, patch_len: int, dim: int, filters: int = 16, kernel: int = 25, bins: int = 8):
+        super().__init__()
+        self.conv = nn.Conv1d(1, filters, kernel, padding=kernel // 2)
+        self.norm = nn.GroupNorm(4, filters)
+        self.pool = nn.AdaptiveAvgPool1d(bins)
+        self.proj = nn.Linear(filters * bins, dim)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        lead, p = patches.shape[:-1], patches.shape[-1]
+        x = F.gelu(self.norm(self.conv(patches.reshape(-1, 1, p))))  # [M, filters, P]
+        return self.proj(self.pool(x).flatten(1)).reshape(*lead, -1)
+
+
+class SpectralStem(nn.Module):
+    """A patch ``[..., P]`` -> ``[..., D]`` from its log power in ``bands`` log-spaced bands
+    (1 to P/2 cycles per patch: 1-100 Hz for EEG's 1-s patches of 200 samples) and its mean,
+    by a linear map. Band power is what CSP and the filter-bank baselines read; phase is
+    dropped."""
+
+    def __init__(self, patch_len: int, dim: int, bands: int = 16):
+        super().__init__()
+        edges = torch.logspace(0.0, math.log10(patch_len / 2), bands + 1)
+        bins = torch.arange(patch_len // 2 + 1, dtype=torch.float32)
+        member = (bins[:, None] >= edges[None, :-1]) & (bins[:, None] < edges[None, 1:])
+        member[-1, -1] = True  # the Nyquist bin closes the last band
+        # a band narrower than one bin takes the nearest bin
+        for k in torch.nonzero(~member.any(0)).flatten().tolist():
+            member[torch.argmin((bins - edges[k]).abs()), k] = True
+        self.register_buffer("average", member.float() / member.float().sum(0), persistent=False)
+        self.proj = nn.Linear(bands + 1, dim)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        p = patches.shape[-1]
+        spectrum = torch.fft.rfft(patches.float(), dim=-1)
+        power = spectrum.real.square() + spectrum.imag.square()
+        band_power = (power / p) @ self.average                           # [..., bands]
+        features = torch.cat([torch.log(band_power + 1e-4), patches.float().mean(-1, keepdim=True)], -1)
+        return self.proj(features.to(patches.dtype))
+
+
+def patch_stem(name: str, patch_len: int, dim: int) -> nn.Module:
+    """The module that turns each patch of ``patch_len`` samples into a token of width ``dim``:
+    ``linear`` (a projection), ``conv`` (:class:`ConvStem`) or ``spectral`` (:class:`SpectralStem`)."""
+    if name == "linear":
+        return nn.Linear(patch_len, dim)
+    if name == "conv":
+        return ConvStem(patch_len, dim)
+    if name == "spectral":
+        return SpectralStem(patch_len, dim)
+    raise ValueError(f"unknown stem {name!r}: linear, conv or spectral")

@@ -27,7 +27,7 @@ from torch import nn
 
 from neurofm.batch import MODALITY_IDS, Batch, patch_samples
 from neurofm.models.config import ModelConfig
-from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding, patchify
+from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding, patch_stem, patchify
 from neurofm.models.encoder import Encoder, attention
 
 # the modules of the light decoder (the rest is tokenizer + encoder)
@@ -159,7 +159,7 @@ class MaskedAutoencoder(nn.Module):
         self.config = cfg = config
         # one patch projection and one head for every modality (signals are all unit-scaled;
         # the modality embedding tells them apart), so DDP finds no unused parameters
-        self.patch_embed = nn.Linear(cfg.patch_len, cfg.dim)
+        self.patch_embed = patch_stem(cfg.stem, cfg.patch_len, cfg.dim)  # the patch stem
         self.sensor_embed = SensorEmbedding(cfg.dim)
         self.time_embed = TimeEmbedding(cfg.dim)
         self.modality_embed = nn.Embedding(len(MODALITY_IDS), cfg.dim)
@@ -300,15 +300,18 @@ class MaskedAutoencoder(nn.Module):
 
     def features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`embed_tokens` with gradients (for finetuning)."""
-        tokens = self.tokenize(batch)
-        if self.compressor is None:
-            out = self.encoder(tokens.embedded, tokens.valid)  # every token, in place
-            mask = tokens.valid
-        else:
-            every = torch.arange(tokens.valid.shape[1], device=tokens.valid.device).expand_as(tokens.valid)
-            out, mask = self.encode(tokens, every, tokens.valid)
+        out, mask = self.encode_every_token(batch)
         weights = mask[..., None].to(out.dtype)
         return out, (out * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    def encode_every_token(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output of every token, nothing masked, ``[B, L, D]`` (with spatial
+        compression: every latent ``[B, N * latents, D]``), and which are real ``[B, L]``."""
+        tokens = self.tokenize(batch)
+        if self.compressor is None:
+            return self.encoder(tokens.embedded, tokens.valid), tokens.valid  # every token, in place
+        every = torch.arange(tokens.valid.shape[1], device=tokens.valid.device).expand_as(tokens.valid)
+        return self.encode(tokens, every, tokens.valid)
 
 
 class Teacher(nn.Module):

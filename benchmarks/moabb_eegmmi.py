@@ -1,22 +1,26 @@
-"""MOABB: neurofm's ``Embedder`` in MOABB's own cross-subject evaluation, beside MOABB's
-CSP + LDA and tangent-space pipelines, on left vs right hand imagery of PhysioNet EEGMMI.
+"""MOABB check: the package's classical baselines against MOABB's own evaluation, on left vs
+right hand imagery of PhysioNet EEGMMI (the 10 subjects of ``../shared/data/meeg/eegmmidb``).
 
-MOABB's ``PhysionetMI`` dataset reads the 5 subjects of ``../shared/data/meeg/eegmmidb``
-through MNE's cache layout (``MNE-eegbci-data/files/eegmmidb/1.0.0/S00k/``, links to the
-files, no download). ``LeftRightImagery`` (MOABB's defaults: 8-32 Hz band-pass, its
-epoching) feeds ``CrossSubjectEvaluation`` (leave one subject out). Pipelines:
+MOABB's ``PhysionetMI`` reads the files through MNE's cache layout
+(``MNE-eegbci-data/files/eegmmidb/1.0.0/S00k/``, links to the files, no download).
+``LeftRightImagery`` (8-32 Hz) and ``FilterBankLeftRightImagery`` (six 4-Hz bands) feed MOABB's
+``CrossSubjectEvaluation`` (leave one subject out, ROC AUC) with the standard pipelines as
+MOABB's examples write them:
 
-- ``Embedder(checkpoint, readout="sensors") + LogisticRegression``: the encoder frozen;
-- the same with an untrained encoder of the same architecture (``--untrained``);
-- MOABB's ``CSP(8) + LDA`` and ``Covariances(oas) + TangentSpace + LogisticRegression``
-  (pyriemann), as MOABB's examples write them.
+- ``CSP(n_components=8) + LDA``;
+- ``Covariances("oas") + TangentSpace(metric="riemann") + LogisticRegression``;
+- ``FilterBank(Covariances("oas") + TangentSpace) + StandardScaler + LogisticRegression``.
 
-The checkpoint: ``--ckpt`` (e.g. ``motor_imagery.py``'s export; note it must not have seen
-the test subjects to be a fair test, which a single checkpoint pretrained on all 5 cannot
-guarantee: by default a tiny encoder is pretrained here on EEGMMI *execution* runs only, so
-no imagery epoch of any subject reaches pretraining). Writes ``<out>/moabb_eegmmi.json``.
+Then the package's functions (:func:`neurofm.finetune.baselines.csp_lda`, ``tangent_lr``,
+``filter_bank_tangent_lr``) score the same epochs (MOABB's ``get_data``, already filtered:
+``band=None``) on the same leave-one-subject-out folds, and the per-subject AUCs are compared:
+the check passes when every pipeline's mean differs by less than 0.01.
 
-usage: python benchmarks/moabb_eegmmi.py [--ckpt DIR] [--steps 400] [--out docs]
+``--ckpt DIR`` adds neurofm's ``Embedder`` (frozen encoder, per-sensor readout) + LR in MOABB's
+evaluation. No checkpoint is pretrained here: one checkpoint pretrained on these subjects would
+see every test subject (a transductive run); give a checkpoint that never saw them.
+
+usage: python benchmarks/moabb_eegmmi.py [--subjects 10] [--ckpt DIR] [--out docs]
 """
 
 from __future__ import annotations
@@ -29,17 +33,15 @@ import time
 import warnings
 from pathlib import Path
 
-from _common import data_dir, neurofm_cli
+import numpy as np
+from _common import data_dir
 
 from neurofm.io import write_text_atomic
 
-SUBJECTS = (1, 2, 3, 4, 5)
-EXECUTION = ("R03", "R07", "R11")
 
-
-def mne_layout(eegmmi: Path, root: Path) -> Path:
+def mne_layout(eegmmi: Path, root: Path, subjects: list[int]) -> Path:
     """Links to the EDF files where MNE's ``eegbci`` (and MOABB) look for them."""
-    for subject in SUBJECTS:
+    for subject in subjects:
         folder = root / "MNE-eegbci-data" / "files" / "eegmmidb" / "1.0.0" / f"S{subject:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         for edf in (eegmmi / f"S{subject:03d}").glob("*.edf"):
@@ -48,42 +50,43 @@ def mne_layout(eegmmi: Path, root: Path) -> Path:
     return root
 
 
-def pretrain_on_execution(eegmmi: Path, work: Path, steps: int, log: Path) -> Path:
-    export = work / "export"
-    if (export / "model.safetensors").exists():
-        return export
-    inputs = [str(eegmmi / f"S{s:03d}" / f"S{s:03d}{r}.edf") for s in SUBJECTS for r in EXECUTION]
-    neurofm_cli("prepare", f"inputs=[{','.join(inputs)}]", f"out={work / 'shards'}", "window_s=4.0",
-                "split_fractions=[1.0,0.0,0.0]", log=log)
-    neurofm_cli("pretrain", "data=shards", f"data.shards={work / 'shards'}", "model=tiny",
-                f"trainer.max_steps={steps}", "data.batch_size=16", "data.num_workers=1",
-                "model.mask_strategy=channels", "optim.lr=3e-3", f"optim.warmup_steps={max(1, steps // 20)}",
-                f"checkpoint.every_n_steps={steps}", f"run_dir={work / 'run'}", "resume=null", log=log)
-    neurofm_cli("export", f"ckpt={work / 'run' / 'checkpoints' / 'last.ckpt'}", f"out={export}", log=log)
-    return export
+def package_scores(paradigm, dataset, subjects: list[int], predict) -> dict[int, float]:
+    """Per held-out subject, the ROC AUC of ``predict(x_train, y_train, x_test)`` trained on the
+    other subjects' epochs (MOABB's data, labels encoded as MOABB's evaluation does)."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import LabelEncoder
+
+    x, labels, meta = paradigm.get_data(dataset, subjects=subjects)
+    y = LabelEncoder().fit_transform(labels)
+    owner = meta["subject"].to_numpy()
+    out = {}
+    for subject in subjects:
+        train, test = owner != subject, owner == subject
+        out[subject] = float(roc_auc_score(y[test], predict(x[train], y[train], x[test])[:, 1]))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", default=None)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--subjects", type=int, default=10)
+    parser.add_argument("--ckpt", default=None, help="an export that never saw these subjects")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
+    subjects = list(range(1, args.subjects + 1))
     eegmmi = data_dir() / "meeg" / "eegmmidb"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        os.environ["MNE_DATASETS_EEGBCI_PATH"] = str(mne_layout(eegmmi, work / "mne_data"))
-        ckpt = Path(args.ckpt) if args.ckpt else pretrain_on_execution(eegmmi, work, args.steps, work / "commands.log")
+        os.environ["MNE_DATASETS_EEGBCI_PATH"] = str(mne_layout(eegmmi, work / "mne_data", subjects))
 
         import mne
-        import torch
         from mne.decoding import CSP
         from moabb.datasets import PhysionetMI
         from moabb.evaluations import CrossSubjectEvaluation
-        from moabb.paradigms import LeftRightImagery
+        from moabb.paradigms import FilterBankLeftRightImagery, LeftRightImagery
+        from moabb.pipelines.utils import FilterBank
         from pyriemann.estimation import Covariances
         from pyriemann.tangentspace import TangentSpace
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -91,48 +94,72 @@ def main() -> None:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        from neurofm.embedding import NeuroFM
-        from neurofm.models.mae import MaskedAutoencoder
-        from neurofm.sklearn import Embedder
+        from neurofm.finetune.baselines import csp_lda, filter_bank_tangent_lr, tangent_lr
 
         mne.set_log_level("ERROR")
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore")
         dataset = PhysionetMI(imagined=True, executed=False)
-        dataset.subject_list = list(SUBJECTS)
+        dataset.subject_list = subjects
         dataset.feet_runs = []  # the shared copy holds the hand runs (4, 8, 12) only; left vs right needs no more
-        paradigm = LeftRightImagery()
-        epochs, _, _ = paradigm.get_data(dataset, subjects=[SUBJECTS[0]], return_epochs=True)
-        info = epochs.info
-        torch.manual_seed(0)
-        untrained = NeuroFM(MaskedAutoencoder(NeuroFM.from_pretrained(ckpt).config))
-        probe = {"max_iter": 5000, "C": 1.0}
-        pipelines = {
-            "neurofm Embedder (sensors) + LR": make_pipeline(
-                Embedder(str(ckpt), readout="sensors", info=info), StandardScaler(), LogisticRegression(**probe)),
-            "untrained encoder (sensors) + LR": make_pipeline(
-                Embedder(untrained, readout="sensors", info=info), StandardScaler(), LogisticRegression(**probe)),
-            "CSP + LDA": make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis()),
-            "tangent space + LR": make_pipeline(Covariances("oas"), TangentSpace(metric="riemann"),
-                                                LogisticRegression(**probe)),
+        lr = {"C": 1.0, "max_iter": 5000, "random_state": 0}
+        single = {
+            "csp_lda": make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis()),
+            "tangent_lr": make_pipeline(Covariances("oas"), TangentSpace(metric="riemann"), LogisticRegression(**lr)),
         }
-        evaluation = CrossSubjectEvaluation(paradigm=paradigm, datasets=[dataset], overwrite=True,
-                                            hdf5_path=str(work / "moabb_results"), n_jobs=1)
-        results = evaluation.process(pipelines)
-    table = results.groupby("pipeline")["score"].agg(["mean", "std", "count"])
+        bank = {"fb_tangent_lr": make_pipeline(FilterBank(make_pipeline(Covariances("oas"),
+                                                                         TangentSpace(metric="riemann"))),
+                                               StandardScaler(), LogisticRegression(**lr))}
+        paradigms = {"single": LeftRightImagery(), "bank": FilterBankLeftRightImagery()}
+        if args.ckpt:
+            from neurofm.sklearn import Embedder
+
+            epochs, _, _ = paradigms["single"].get_data(dataset, subjects=[subjects[0]], return_epochs=True)
+            single["neurofm_embedder"] = make_pipeline(Embedder(str(args.ckpt), readout="sensors", info=epochs.info),
+                                                       StandardScaler(), LogisticRegression(**lr))
+        results = []
+        for key, pipelines in (("single", single), ("bank", bank)):
+            evaluation = CrossSubjectEvaluation(paradigm=paradigms[key], datasets=[dataset], overwrite=True,
+                                                hdf5_path=str(work / f"moabb_{key}"), n_jobs=1)
+            results.append(evaluation.process(pipelines))
+        import pandas as pd
+
+        results = pd.concat(results, ignore_index=True)
+        ours = {
+            "csp_lda": package_scores(paradigms["single"], dataset, subjects,
+                                      lambda a, y, b: csp_lda(a, y, b, 160.0, band=None)),
+            "tangent_lr": package_scores(paradigms["single"], dataset, subjects,
+                                         lambda a, y, b: tangent_lr(a, y, b, 160.0, band=None)),
+            "fb_tangent_lr": package_scores(
+                paradigms["bank"], dataset, subjects,
+                lambda a, y, b: filter_bank_tangent_lr(list(np.moveaxis(a, -1, 0)), y, list(np.moveaxis(b, -1, 0)),
+                                                       160.0, bands=None)),
+        }
     per_subject = results.pivot_table(index="pipeline", columns="subject", values="score")
-    print(f"MOABB CrossSubjectEvaluation, PhysionetMI left vs right imagery, subjects {list(SUBJECTS)} "
-          f"(score: MOABB's ROC AUC), {(time.perf_counter() - start) / 60:.1f} min")
-    print(table.round(3).to_string())
-    print(per_subject.round(3).to_string())
-    out = {"dataset": "PhysionetMI (5 subjects)", "paradigm": "LeftRightImagery", "evaluation": "CrossSubjectEvaluation",
-           "metric": "roc_auc", "checkpoint": str(ckpt) if args.ckpt else f"tiny, {args.steps} steps on execution runs",
-           "minutes": (time.perf_counter() - start) / 60,
-           "pipelines": {p: {"mean": float(r["mean"]), "sd": float(r["std"]), "n": int(r["count"]),
-                             "per_subject": {str(k): float(v) for k, v in per_subject.loc[p].items()}}
-                         for p, r in table.iterrows()},
-           "time_s": {p: float(v) for p, v in results.groupby("pipeline")["time"].sum().items()}}
+    out = {"dataset": f"PhysionetMI ({len(subjects)} subjects)", "paradigm": "LeftRightImagery / FilterBankLeftRightImagery",
+           "evaluation": "CrossSubjectEvaluation (leave one subject out)", "metric": "roc_auc",
+           "minutes": (time.perf_counter() - start) / 60, "pipelines": {}, "check": {}}
+    for pipeline in per_subject.index:
+        moabb_scores = {int(k): float(v) for k, v in per_subject.loc[pipeline].items()}
+        entry = {"moabb_mean": float(np.mean(list(moabb_scores.values()))), "moabb_per_subject": moabb_scores}
+        if pipeline in ours:
+            entry["neurofm_mean"] = float(np.mean(list(ours[pipeline].values())))
+            entry["neurofm_per_subject"] = ours[pipeline]
+            entry["difference"] = entry["neurofm_mean"] - entry["moabb_mean"]
+            entry["max_subject_difference"] = float(max(abs(ours[pipeline][s] - moabb_scores[s]) for s in subjects))
+            out["check"][pipeline] = abs(entry["difference"]) < 0.01
+        out["pipelines"][pipeline] = entry
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "moabb_eegmmi.json", json.dumps(out, indent=2))
+    print(f"MOABB CrossSubjectEvaluation, PhysionetMI left vs right imagery, {len(subjects)} subjects, "
+          f"ROC AUC, {out['minutes']:.1f} min")
+    print(f"{'pipeline':22s} {'MOABB':>7s} {'neurofm':>8s} {'diff':>7s} {'max |diff| subject':>19s}")
+    for pipeline, e in out["pipelines"].items():
+        if "neurofm_mean" in e:
+            print(f"{pipeline:22s} {e['moabb_mean']:7.3f} {e['neurofm_mean']:8.3f} {e['difference']:+7.4f} "
+                  f"{e['max_subject_difference']:19.4f}")
+        else:
+            print(f"{pipeline:22s} {e['moabb_mean']:7.3f}")
+    print("check (|difference| < 0.01):", out["check"])
     print(f"metrics: {args.out / 'moabb_eegmmi.json'}")
 
 

@@ -14,7 +14,7 @@ from neurofm.batch import collate_segments
 from neurofm.datasets import PrepareOptions, read_phenotype, stream, write_shards
 from neurofm.datasets.options import roi_tr_for
 from neurofm.errors import BoldError, ConfigError
-from neurofm.finetune.baselines import riemann_lr, shared_sensor_array, tangent_space
+from neurofm.finetune.baselines import shared_sensor_array, tangent_lr, tangent_space
 from neurofm.finetune.protocols import leave_one_group_out, subject_kfold
 from neurofm.finetune.tasks import (
     Classifier,
@@ -270,7 +270,7 @@ def test_riemannian_baseline_decodes_imagined_fist_movements(eegmmidb):
     y = np.array([s.meta["label"] == "T2" for s in segments], dtype=int)
     correct = 0
     for split in subject_kfold(np.arange(len(y)), k=5, labels=y):
-        prob = riemann_lr(x[split.train], y[split.train], x[split.test], segments[0].sfreq)
+        prob = tangent_lr(x[split.train], y[split.train], x[split.test], segments[0].sfreq)
         assert prob.shape == (len(split.test), 2) and np.allclose(prob.sum(1), 1)
         correct += int((prob.argmax(1) == y[split.test]).sum())
     assert correct / len(y) > 0.7  # chance is 0.5; S002 is this cohort's clearest imager (~0.84)

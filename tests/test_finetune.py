@@ -122,12 +122,12 @@ def test_cli_finetune_decoding_writes_metrics_and_plot(eeglab_tutorial, tmp_path
     assert len(metrics["splits"]) == 3 and sum(s["n_test"] for s in metrics["splits"]) == 154
     # the classical baselines ran on the same splits; stimulus vs response differ in their
     # evoked waveform, which the ERP decoder finds
-    assert set(metrics["methods"]) == {"linear_probe", "csp_lda", "riemann_lr", "erp_lda"}
+    assert set(metrics["methods"]) == {"linear_probe", "csp_lda", "tangent_lr", "fb_tangent_lr", "erp_lda"}
     assert metrics["methods"]["erp_lda"]["metrics"]["balanced_accuracy"]["value"] > 0.8
     assert [s["n_test"] for s in metrics["methods"]["erp_lda"]["splits"]] == [
         s["n_test"] for s in metrics["splits"]]
     assert (run / "confusion_matrix.png").stat().st_size > 5000
-    assert (run / "results.md").read_text().count("| fold") == 12
+    assert (run / "results.md").read_text().count("| fold") == 15
     # one row per test event and method, each event tested once per method, probabilities summing to 1
     predictions = pd.read_csv(run / "predictions.csv")
     assert len(predictions) == 4 * 154

@@ -1,8 +1,9 @@
 """The classical methods a researcher would run without neurofm, on the same windows and splits:
 
-- decoding: CSP + LDA on 8-30 Hz (band power, the motor-imagery standard), the Riemannian
-  tangent space of 8-30 Hz covariances + logistic regression, and shrinkage LDA on the
-  evoked waveform (the ERP standard);
+- decoding: MOABB's standard motor-imagery pipelines on 8-32 Hz (CSP + LDA; pyriemann's
+  ``Covariances("oas")`` + ``TangentSpace`` + logistic regression; the same tangent space over
+  MOABB's filter bank of six 4-Hz bands), and shrinkage LDA on the evoked waveform (the ERP
+  standard);
 - encoding: the ridge temporal response function (``mne.decoding.ReceptiveField``);
 - subject level: functional connectivity (correlation, or the tangent space of the
   covariances, nilearn's ``ConnectivityMeasure``) + logistic regression.
@@ -57,24 +58,103 @@ def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
                     ).astype(np.float64)
 
 
-MU_BETA = (8.0, 30.0)
+MU_BETA = (8.0, 32.0)  # MOABB's LeftRightImagery band
+# MOABB's FilterBankLeftRightImagery bands (Hz)
+FILTER_BANK = ((8.0, 12.0), (12.0, 16.0), (16.0, 20.0), (20.0, 24.0), (24.0, 28.0), (28.0, 32.0))
 
 
 def band_pass(x: np.ndarray, sfreq: float, band: tuple[float, float] | None = MU_BETA) -> np.ndarray:
-    """``x`` (``[..., T]``) band-passed with MNE's default FIR (zero phase), each window on its
-    own; ``band=None``: ``x`` as it is (windows filtered before, see :func:`decoding_baselines`)."""
+    """``x`` (``[..., T]``) band-passed as MOABB's paradigms do (MNE's IIR: a 4th-order
+    Butterworth run forward and backward, zero phase), each window on its own; ``band=None``:
+    ``x`` as it is (windows filtered before, see :func:`decoding_baselines`)."""
     if band is None:
         return x
-    return mne.filter.filter_data(x, sfreq, band[0], band[1], verbose="error")
+    return mne.filter.filter_data(x, sfreq, band[0], band[1], method="iir", verbose="error")
 
 
 def csp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
-            n_components: int = 4, band: tuple[float, float] | None = MU_BETA) -> np.ndarray:
-    """CSP (``mne.decoding.CSP``, log-variance of ``n_components`` filters, Ledoit-Wolf) + LDA
-    on ``band``-passed windows (``None``: already filtered); test probabilities. ``x``:
-    ``[N, C, T]`` at ``sfreq``."""
-    model = make_pipeline(CSP(n_components=n_components, reg="ledoit_wolf"), LinearDiscriminantAnalysis())
+            band: tuple[float, float] | None = MU_BETA) -> np.ndarray:
+    """MOABB's CSP + LDA: ``mne.decoding.CSP(n_components=8)`` (log-variance of 8 spatial
+    filters) + LDA, on ``band``-passed windows (``None``: already filtered); test
+    probabilities. ``x``: ``[N, C, T]`` at ``sfreq``."""
+    model = make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis())
     return model.fit(band_pass(x_train, sfreq, band), y_train).predict_proba(band_pass(x_test, sfreq, band))
+
+
+def tangent_lr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
+               band: tuple[float, float] | None = MU_BETA, seed: int = 0) -> np.ndarray:
+    """MOABB's Riemannian pipeline: ``pyriemann`` ``Covariances("oas")`` of each ``band``-passed
+    window, ``TangentSpace(metric="riemann")`` at the training windows' mean, logistic
+    regression; test probabilities."""
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace as RiemannTangentSpace
+
+    model = make_pipeline(Covariances("oas"), RiemannTangentSpace(metric="riemann"),
+                          LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
+    return model.fit(band_pass(x_train, sfreq, band), y_train).predict_proba(band_pass(x_test, sfreq, band))
+
+
+def filter_bank_tangent_lr(x_train: list[np.ndarray] | np.ndarray, y_train: np.ndarray,
+                           x_test: list[np.ndarray] | np.ndarray, sfreq: float,
+                           bands: tuple[tuple[float, float], ...] | None = FILTER_BANK,
+                           seed: int = 0) -> np.ndarray:
+    """Filter-bank tangent space: for each band of ``bands`` (MOABB's filter bank, 8-32 Hz in
+    4-Hz bands), ``Covariances("oas")`` + ``TangentSpace(metric="riemann")`` fitted on the
+    training windows; the bands' vectors side by side, standardised, logistic regression; test
+    probabilities. ``bands=None``: ``x_train``/``x_test`` are lists of windows already
+    filtered, one array per band."""
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace as RiemannTangentSpace
+
+    if bands is not None:
+        x_train = [band_pass(x_train, sfreq, b) for b in bands]
+        x_test = [band_pass(x_test, sfreq, b) for b in bands]
+    f_train, f_test = [], []
+    for train_band, test_band in zip(x_train, x_test, strict=True):
+        space = make_pipeline(Covariances("oas"), RiemannTangentSpace(metric="riemann")).fit(train_band)
+        f_train.append(space.transform(train_band))
+        f_test.append(space.transform(test_band))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
+    return model.fit(np.hstack(f_train), y_train).predict_proba(np.hstack(f_test))
+
+
+def erp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
+            decimate: int = 10) -> np.ndarray:
+    """The waveform (every ``decimate``-th sample of every sensor), standardised, with
+    shrinkage LDA (Ledoit-Wolf); test probabilities. ``x``: ``[N, C, T]``."""
+    model = make_pipeline(Vectorizer(), StandardScaler(),
+                          LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
+    return model.fit(x_train[..., ::decimate], y_train).predict_proba(x_test[..., ::decimate])
+
+
+# name -> (fit, the band(s) its windows are filtered to first; None: the raw windows)
+DECODING_BASELINES = {"csp_lda": (csp_lda, MU_BETA), "tangent_lr": (tangent_lr, MU_BETA),
+                      "fb_tangent_lr": (filter_bank_tangent_lr, FILTER_BANK), "erp_lda": (erp_lda, None)}
+
+
+def decoding_baselines(x: np.ndarray, sfreq: float) -> dict[str, Callable]:
+    """Each decoding baseline as ``predict(train, y_train, test)`` over the rows of ``x``
+    (``[N, C, T]`` windows at ``sfreq``; ``train``/``test`` index arrays), returning test
+    probabilities. Filtering a window does not depend on the fold, so each band is applied
+    to every window once here, not to the same windows again in every fold."""
+    x = x.astype(np.float64)
+    filtered: dict = {}
+
+    def windows(band):
+        if band not in filtered:
+            filtered[band] = band_pass(x, sfreq, band)
+        return filtered[band]
+
+    def bind(fit: Callable, band) -> Callable:
+        if band is None:
+            return lambda train, y_train, test: fit(x[train], y_train, x[test], sfreq)
+        if isinstance(band[0], tuple):  # a filter bank: one filtered copy per band
+            return lambda train, y_train, test: fit([windows(b)[train] for b in band], y_train,
+                                                    [windows(b)[test] for b in band], sfreq, bands=None)
+        return lambda train, y_train, test: fit(windows(band)[train], y_train, windows(band)[test], sfreq,
+                                                band=None)
+
+    return {name: bind(fit, band) for name, (fit, band) in DECODING_BASELINES.items()}
 
 
 def covariances(series: Sequence[np.ndarray], standardize: bool) -> np.ndarray:
@@ -151,48 +231,6 @@ def tangent_space(train: Sequence[np.ndarray], test: Sequence[np.ndarray], stand
     covs = covariances(list(train) + list(test), standardize)
     return TangentSpace(covs).features(np.arange(len(train)), np.arange(len(train), len(covs)))
 
-
-def riemann_lr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
-               band: tuple[float, float] | None = MU_BETA, seed: int = 0) -> np.ndarray:
-    """Riemannian tangent-space classifier: covariance of each ``band``-passed window (``None``:
-    already filtered), tangent space at the training windows' mean, standardised logistic
-    regression; test probabilities."""
-    x_train, x_test = band_pass(x_train, sfreq, band), band_pass(x_test, sfreq, band)
-    # one factor for every window, for conditioning only: the tangent space is scale-invariant
-    scale = np.sqrt(np.mean(x_train ** 2))
-    train, test = ((x / scale).transpose(0, 2, 1) for x in (x_train, x_test))
-    f_train, f_test = tangent_space(train, test, standardize=False)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
-    return model.fit(f_train, y_train).predict_proba(f_test)
-
-
-def erp_lda(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfreq: float,
-            decimate: int = 10) -> np.ndarray:
-    """The waveform (every ``decimate``-th sample of every sensor), standardised, with
-    shrinkage LDA (Ledoit-Wolf); test probabilities. ``x``: ``[N, C, T]``."""
-    model = make_pipeline(Vectorizer(), StandardScaler(),
-                          LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
-    return model.fit(x_train[..., ::decimate], y_train).predict_proba(x_test[..., ::decimate])
-
-
-# name -> (fit, the band its windows are filtered to first; None: the raw windows)
-DECODING_BASELINES = {"csp_lda": (csp_lda, MU_BETA), "riemann_lr": (riemann_lr, MU_BETA),
-                      "erp_lda": (erp_lda, None)}
-
-
-def decoding_baselines(x: np.ndarray, sfreq: float) -> dict[str, Callable]:
-    """Each decoding baseline as ``predict(train, y_train, test)`` over the rows of ``x``
-    (``[N, C, T]`` windows at ``sfreq``; ``train``/``test`` index arrays), returning test
-    probabilities. Filtering a window does not depend on the fold, so each band is applied
-    to every window once here, not to the same windows again in every fold."""
-    bands = {band for _, band in DECODING_BASELINES.values() if band is not None}
-    filtered = {band: band_pass(x, sfreq, band) for band in bands}
-
-    def bind(fit: Callable, band: tuple[float, float] | None) -> Callable:
-        windows, done = (x, {}) if band is None else (filtered[band], {"band": None})
-        return lambda train, y_train, test: fit(windows[train], y_train, windows[test], sfreq, **done)
-
-    return {name: bind(fit, band) for name, (fit, band) in DECODING_BASELINES.items()}
 
 
 def ridge_trf(data: EncodingData, train: np.ndarray, test: np.ndarray,

@@ -108,7 +108,7 @@ def pretrain_and_export(shards: Path, run: Path, args, log: Path, shuffle_buffer
     return run / "export"
 
 
-def binary_metrics(rows, positive: str, group: str) -> tuple[dict, dict]:
+def binary_metrics(rows, positive: str, group: str, n_boot: int = 1000) -> tuple[dict, dict]:
     """Metrics of ``predictions.csv`` rows (columns ``label``, ``prob_<class>`` for two classes):
     pooled with 95 % bootstrap CIs, and the point values per ``group`` column value."""
     import numpy as np
@@ -123,10 +123,10 @@ def binary_metrics(rows, positive: str, group: str) -> tuple[dict, dict]:
 
     per_group = {key: {"n": len(part), **{k: v["value"] for k, v in score(part, 1).items()}}
                  for key, part in rows.groupby(group)}
-    return score(rows, 1000), per_group
+    return score(rows, n_boot), per_group
 
 
-def seeded_summary(rows, positive: str, group: str) -> dict:
+def seeded_summary(rows, positive: str, group: str, n_boot: int = 1000) -> dict:
     """Per method of ``rows`` (columns ``method``, ``seed``, ``label``, ``prob_*``, ``group``):
     seed 0's pooled metrics with bootstrap CIs (``pooled``, for the figure), the pooled balanced
     accuracy and AUROC of every seed with their mean and sd (``over_seeds``), and each unit's
@@ -137,7 +137,7 @@ def seeded_summary(rows, positive: str, group: str) -> dict:
     for method, part in rows.groupby("method", sort=False):
         seeds = {}
         for seed, rows_of_seed in part.groupby("seed"):
-            pooled, per_unit = binary_metrics(rows_of_seed, positive, group)
+            pooled, per_unit = binary_metrics(rows_of_seed, positive, group, n_boot if seed == min(part["seed"]) else 1)
             seeds[int(seed)] = {"pooled": pooled, "per_unit": per_unit}
         first = seeds[min(seeds)]
         units = sorted(first["per_unit"])

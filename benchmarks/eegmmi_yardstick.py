@@ -354,7 +354,10 @@ def summarise(rows: pd.DataFrame, neurofm_methods: list[str], args) -> dict:
     extra = {name: selected(rows, candidates, name) for name, candidates in groups.items() if candidates}
     chosen = {name: part.groupby("fold")["chosen"].first().value_counts().to_dict() for name, part in extra.items()}
     test = pd.concat([test, *extra.values()], ignore_index=True)
-    methods = seeded_summary(test.drop(columns=["chosen"], errors="ignore"), positive="T2", group="subject")
+    # bootstrap CIs of the pooled scores for the first repeat only (the figure's); the claims rest
+    # on the paired differences over subjects
+    methods = seeded_summary(test.drop(columns=["chosen"], errors="ignore"), positive="T2", group="subject",
+                             n_boot=300)
     pairs = [(m, m.replace("pretrained", "random")) for m in methods
              if "pretrained" in m and m.replace("pretrained", "random") in methods]
     for reference in ("tangent_lr", "fb_tangent_lr", "csp_lda", "erp_lda", "EEGNet", "ShallowFBCSPNet"):

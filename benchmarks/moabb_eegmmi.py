@@ -98,6 +98,10 @@ def main() -> None:
 
         mne.set_log_level("ERROR")
         warnings.filterwarnings("ignore")
+        import moabb
+
+        if hasattr(moabb, "set_download_provider"):  # MOABB >= 1.7 prefers its NEMAR mirror
+            moabb.set_download_provider("upstream")  # the files are in MNE's layout already
         dataset = PhysionetMI(imagined=True, executed=False)
         dataset.subject_list = subjects
         dataset.feet_runs = []  # the shared copy holds the hand runs (4, 8, 12) only; left vs right needs no more

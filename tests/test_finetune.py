@@ -130,7 +130,7 @@ def test_cli_finetune_decoding_writes_metrics_and_plot(eeglab_tutorial, tmp_path
     assert (run / "results.md").read_text().count("| fold") == 15
     # one row per test event and method, each event tested once per method, probabilities summing to 1
     predictions = pd.read_csv(run / "predictions.csv")
-    assert len(predictions) == 4 * 154
+    assert len(predictions) == 5 * 154
     assert (predictions.groupby("method")["onset_s"].nunique() == 154).all()
     assert np.allclose(predictions[["prob_rt", "prob_square"]].sum(1), 1)
     erp = predictions[predictions["method"] == "erp_lda"]

@@ -241,3 +241,23 @@ def test_baselines_equal_pyriemann_and_mne_references_on_real_eeg(imagery):
     bound = decoding_baselines(x, sfreq)
     np.testing.assert_allclose(bound["tangent_lr"](train, y[train], test), ours["tangent_lr"], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(bound["fb_tangent_lr"](train, y[train], test), want, rtol=1e-6, atol=1e-8)
+
+
+def test_exports_with_a_scalar_interpolation_width_still_load(tmp_path):
+    """Exports written when the interpolation prior's kernel width was a 0-d tensor (it is one
+    element now, which DeepSpeed's ZeRO can flatten) load with their value."""
+    from safetensors.torch import load_file, save_file
+
+    from neurofm.models.io import load_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(model_config("tiny"))
+    with torch.no_grad():
+        model.interp_log_width.fill_(-2.5)
+    save_pretrained(model, tmp_path / "old")
+    weights = tmp_path / "old" / "model.safetensors"
+    state = load_file(str(weights))
+    state["interp_log_width"] = state["interp_log_width"].reshape(())  # as older exports hold it
+    save_file(state, str(weights))
+    loaded = load_pretrained(tmp_path / "old")
+    assert loaded.interp_log_width.shape == (1,) and loaded.interp_log_width.item() == -2.5

@@ -177,10 +177,18 @@ class MaskedAutoencoder(nn.Module):
         self.head = nn.Linear(cfg.decoder_dim, target_len(cfg))
         if cfg.interpolation_prior:  # prediction = head + gate * interpolation from visible neighbours
             self.interp_gate = nn.Linear(cfg.decoder_dim, 1)
-            self.interp_log_width = nn.Parameter(torch.tensor(math.log(0.04)))  # kernel width, m
+            # kernel width, m; one element, not a 0-d tensor, which DeepSpeed's ZeRO cannot flatten
+            self.interp_log_width = nn.Parameter(torch.tensor([math.log(0.04)]))
         self.apply(_init)
         # target=latent: the teacher, a moving average of the student's embeddings and encoder
         self.teacher = Teacher(self) if cfg.target == "latent" else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before the kernel width became one element held it as a 0-d tensor
+        key = prefix + "interp_log_width"
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ tokens
 

@@ -171,17 +171,25 @@ def pretrain_copy(random: MaskedAutoencoder, corpus: list, steps: int, seed: int
     return pretrain_steps(random.config, batches, steps, lr, model=model, warmup_steps=max(1, steps // 20))
 
 
-def probes(weights: dict, segments: list, y: np.ndarray, subjects: np.ndarray, fold: dict, seed: int,
-           frozen: list[str], learned: list[str], prefix: str = "") -> dict:
-    """Frozen-feature probes (logistic regression) and learned-readout heads (the head alone
-    under :data:`RULE`) on each of ``weights`` (name -> encoder)."""
+def frozen_features(weights: dict, segments: list, readouts: list[str]) -> dict:
+    """Each encoder's frozen features per readout, ``(tag, readout) -> [N, F]``: computed once
+    per fold, read by every probe of :func:`probes` and :func:`label_curves`."""
+    return {(tag, readout): window_features(encoder, segments, readout)
+            for tag, encoder in weights.items() for readout in readouts}
+
+
+def probes(weights: dict, features: dict, segments: list, y: np.ndarray, subjects: np.ndarray, fold: dict,
+           seed: int, frozen: list[str], learned: list[str], prefix: str = "") -> dict:
+    """Frozen-feature probes (logistic regression on ``features``, :func:`frozen_features`) and
+    learned-readout heads (the head alone under :data:`RULE`) on each of ``weights`` (name ->
+    encoder)."""
     train, val, test = indices(subjects, fold)
     both = np.concatenate([val, test])
     out = {}
     for tag, encoder in weights.items():
         for readout in frozen:
             t0 = time.perf_counter()
-            feats = window_features(encoder, segments, readout)
+            feats = features[tag, readout]
             out[f"{prefix}{tag}_probe_{readout}"] = {
                 "probs": linear_probe(feats[train], y[train], feats[both], seed), "seconds": time.perf_counter() - t0}
         for readout in learned:
@@ -190,9 +198,9 @@ def probes(weights: dict, segments: list, y: np.ndarray, subjects: np.ndarray, f
     return out
 
 
-def label_curves(weights: dict, segments: list, y: np.ndarray, subjects: np.ndarray, fold: dict, seed: int,
+def label_curves(features: dict, segments: list, y: np.ndarray, subjects: np.ndarray, fold: dict, seed: int,
                  readout: str, fractions: list[float], shots: list[int]) -> dict:
-    """The frozen probe with fewer labels, on each of ``weights``:
+    """The frozen probe (on ``features``, :func:`frozen_features`) with fewer labels, per encoder:
 
     - ``_labels<P>``: fitted on a random ``P`` % of the training subjects' windows (stratified);
     - ``_calib<k>``: within-subject calibration, fitted on the first ``k`` trials per class of
@@ -203,8 +211,8 @@ def label_curves(weights: dict, segments: list, y: np.ndarray, subjects: np.ndar
     both = np.concatenate([val, test])
     last_run = np.array([Path(w.meta["source"]).stem.endswith("R12") for w in segments])
     out = {}
-    for tag, encoder in weights.items():
-        feats = window_features(encoder, segments, readout)
+    for tag in dict.fromkeys(tag for tag, _ in features):
+        feats = features[tag, readout]
         rng = np.random.default_rng(seed)
         for fraction in fractions:
             keep = np.concatenate([rng.choice(train[y[train] == c], max(2, round(fraction * (y[train] == c).sum())),
@@ -265,21 +273,16 @@ def run_fold(part: str, fold: dict, data: dict, args) -> dict:
         config = model_config(args.size, stem=stem)
         torch.manual_seed(seed)
         random = MaskedAutoencoder(config)
-        t0 = time.perf_counter()
-        pretrained = pretrain_copy(random, corpus, args.steps, seed, args.lr)
-        pretrain_s = time.perf_counter() - t0
-        weights = {"pretrained": pretrained, "random": random}
+        weights = {"pretrained": pretrain_copy(random, corpus, args.steps, seed, args.lr), "random": random}
         if part == "ablation":
-            found = probes(weights, segments, y, subjects, fold, seed,
-                           [r for r in args.readouts if r not in LEARNED], [r for r in args.readouts if r in LEARNED],
-                           prefix=f"{stem}_")
-            for v in found.values():
-                v["pretrain_seconds"] = pretrain_s
-            out.update(found)
+            frozen = [r for r in args.readouts if r not in LEARNED]
+            out.update(probes(weights, frozen_features(weights, segments, frozen), segments, y, subjects, fold,
+                              seed, frozen, [r for r in args.readouts if r in LEARNED], prefix=f"{stem}_"))
             continue
-        out.update(probes(weights, segments, y, subjects, fold, seed, args.probe_readouts, []))
+        features = frozen_features(weights, segments, args.probe_readouts)
+        out.update(probes(weights, features, segments, y, subjects, fold, seed, args.probe_readouts, []))
         if args.fractions or args.shots:
-            out.update(label_curves(weights, segments, y, subjects, fold, seed, args.probe_readouts[0],
+            out.update(label_curves(features, segments, y, subjects, fold, seed, args.probe_readouts[0],
                                     args.fractions, args.shots))
         for mode in args.modes:
             for tag, encoder in weights.items():
@@ -287,8 +290,6 @@ def run_fold(part: str, fold: dict, data: dict, args) -> dict:
                                    fold, seed))
         out.update(trained(None, "scratch", args.head, f"scratch_{args.head}", segments, y, subjects, fold, seed,
                            config=config))
-        for v in out.values():
-            v["pretrain_seconds"] = pretrain_s
     return out
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from neurofm.errors import ConfigError
+
 READOUTS = ("mean", "sensors", "connectivity", "spatial", "attention")
 LEARNED = ("spatial", "attention")        # readouts with parameters, trained with the head
 FROZEN = ("mean", "sensors", "connectivity")  # readouts a probe reads from frozen features
@@ -46,7 +48,7 @@ def sensor_readout(tokens: torch.Tensor, n_sensors: int, take: torch.Tensor, rea
     if readout == "sensors":
         return tokens.mean(2).flatten(1)
     if readout != "connectivity":
-        raise ValueError(f"sensor_readout: readout must be sensors or connectivity, got {readout!r}")
+        raise ConfigError(f"sensor_readout: readout must be sensors or connectivity, got {readout!r}")
     iu = torch.triu_indices(take.shape[1], take.shape[1], offset=1, device=tokens.device)
     centred = (tokens - tokens.mean(2, keepdim=True)).flatten(2)          # [B, C_shared, N * D]
     centred = centred / centred.norm(dim=-1, keepdim=True).clamp(min=1e-12)

@@ -18,6 +18,8 @@ import mne
 import numpy as np
 from mne.decoding import CSP, ReceptiveField, Vectorizer
 from nilearn.connectome import ConnectivityMeasure, sym_matrix_to_vec
+from pyriemann.estimation import Covariances
+from pyriemann.tangentspace import TangentSpace as RiemannTangentSpace
 from sklearn.covariance import LedoitWolf
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
@@ -86,9 +88,6 @@ def tangent_lr(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, sfr
     """MOABB's Riemannian pipeline: ``pyriemann`` ``Covariances("oas")`` of each ``band``-passed
     window, ``TangentSpace(metric="riemann")`` at the training windows' mean, logistic
     regression; test probabilities."""
-    from pyriemann.estimation import Covariances
-    from pyriemann.tangentspace import TangentSpace as RiemannTangentSpace
-
     model = make_pipeline(Covariances("oas"), RiemannTangentSpace(metric="riemann"),
                           LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
     return model.fit(band_pass(x_train, sfreq, band), y_train).predict_proba(band_pass(x_test, sfreq, band))
@@ -103,9 +102,6 @@ def filter_bank_tangent_lr(x_train: list[np.ndarray] | np.ndarray, y_train: np.n
     training windows; the bands' vectors side by side, standardised, logistic regression; test
     probabilities. ``bands=None``: ``x_train``/``x_test`` are lists of windows already
     filtered, one array per band."""
-    from pyriemann.estimation import Covariances
-    from pyriemann.tangentspace import TangentSpace as RiemannTangentSpace
-
     if bands is not None:
         x_train = [band_pass(x_train, sfreq, b) for b in bands]
         x_test = [band_pass(x_test, sfreq, b) for b in bands]

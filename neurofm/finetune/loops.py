@@ -100,7 +100,7 @@ def train_epochs(
     rng = np.random.default_rng(seed)
     losses: list[float] = []
     best: tuple[float, dict | None] = (float("inf"), None)
-    since_best, steps, schedule = 0, 0, None
+    since_best, schedule = 0, None
     for epoch in range(epochs):
         model.train()
         epoch_batches = list(batches(rng))
@@ -116,7 +116,6 @@ def train_epochs(
             if schedule is not None:
                 schedule.step()
             losses.append(loss.item())
-            steps += 1
         error = None
         if validation_error is not None:
             model.eval()
@@ -128,7 +127,7 @@ def train_epochs(
                 since_best += 1
         if curve is not None:
             curve.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses[start:])) if losses[start:] else None,
-                          "val_loss": error, "steps": steps})
+                          "val_loss": error, "steps": len(losses)})
         if patience is not None and since_best >= patience:
             break
     if best[1] is not None:

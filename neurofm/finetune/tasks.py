@@ -217,7 +217,7 @@ def finetune_classifier(
     if rule is not None and validation is None:
         raise ConfigError("a training rule stops early on a validation split: pass validation= "
                           "(window indices of training subjects not in train)")
-    if validation is not None and set(np.asarray(validation).tolist()) & set(np.asarray(train).tolist()):
+    if validation is not None and np.intersect1d(validation, train).size:
         raise ConfigError("validation windows must not be training windows")
     torch.manual_seed(seed)
     n_classes = int(labels.max()) + 1

@@ -99,3 +99,8 @@ class DiskFullError(NeurofmError):
         super().__init__(message, path)
         self.needed_bytes = needed_bytes
         self.free_bytes = free_bytes
+
+
+class NotFittedError(NeurofmError, ValueError, AttributeError):
+    """A fitted object (an ``Embedder``, an ``EpochsPreprocessor``) used before ``fit``; a
+    ``ValueError`` and an ``AttributeError`` too, as scikit-learn's own ``NotFittedError``."""

@@ -21,16 +21,14 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from neurofm.errors import ConfigError, EpochsError
 from neurofm.readouts import FROZEN
 
-EPOCH = "neurofm_epoch"
-
 
 class Embedder(TransformerMixin, BaseEstimator):
-    """Frozen-encoder features of epochs (scikit-learn transformer; stateless: ``fit`` only
-    loads the model).
+    """Frozen-encoder features of epochs (scikit-learn transformer).
 
     Parameters
     ----------
@@ -50,11 +48,14 @@ class Embedder(TransformerMixin, BaseEstimator):
         :class:`~neurofm.tokenizers.options.MeegOptions` fields (``l_freq``, ``montage`` ...);
         the checkpoint's input contract fills the rest.
 
-    Each call to :meth:`transform` cleans its epochs as one recording (epochs joined end to
-    end, filtered, scaled per channel by the robust scale over all of them); no epoch is
-    rejected and no channel dropped, so features line up across calls. Because of that
-    joint cleaning, an epoch's features depend slightly on the epochs beside it in the
-    call (scikit-learn's sample-order and subset invariance hold only approximately).
+    ``fit`` learns what cleaning needs from many epochs (each channel's robust scale, the
+    mains frequency when the contract says ``'auto'``:
+    :class:`~neurofm.tokenizers.epochs.EpochsPreprocessor`); :meth:`transform` then cleans
+    each epoch on its own, so an epoch's features do not depend on the epochs beside it:
+    ``transform(X)[i] == transform(X[i:i+1])`` and any order of the epochs gives the same
+    rows, inside ``cross_val_score`` and MOABB's evaluations too (the test folds are scaled
+    by the training folds' statistics, as ``mne.decoding.Scaler`` does). No epoch is rejected
+    and no channel dropped, so features line up across calls.
 
     Input is 3-D (scikit-learn's ``three_d_array`` input tag): ``check_estimator``'s
     data checks, written for 2-D arrays, do not apply; its API checks pass, and the data
@@ -76,29 +77,36 @@ class Embedder(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
-        tags.requires_fit = False  # fit only loads the model; transform loads it if needed
         tags.transformer_tags.preserves_dtype = ["float64"]
         return tags
 
     def fit(self, X, y=None) -> Embedder:
-        """Check ``X`` and load the model (once); nothing is learnt."""
-        from neurofm.embedding import NeuroFM
+        """Load the model (once) and learn the cleaning's statistics from ``X``."""
+        from neurofm.tokenizers.epochs import EpochsPreprocessor
 
         if self.readout not in FROZEN:
             raise ConfigError(f"readout must be one of {FROZEN} (frozen features), got {self.readout!r}")
-        self._epochs(X)
-        self.model_ = self.model if isinstance(self.model, NeuroFM) else NeuroFM.from_pretrained(
-            os.fspath(self.model), device=self.device)
+        data, info = self._epochs(X)
+        self._load()
+        self.preprocessor_ = EpochsPreprocessor.from_contract(self.model_.contract, **(self.tokenizer or {}))
+        self.preprocessor_.fit(data, info)
         return self
 
     def transform(self, X) -> np.ndarray:
         """Features ``[n_epochs, n_features]`` of ``X`` (``mne.Epochs`` or an array with ``info``)."""
         from neurofm.finetune.tasks import window_features
 
-        if not hasattr(self, "model_"):
-            self.fit(X)
+        check_is_fitted(self, "preprocessor_")
+        self._load()
         segments = self.segments(X)
         return window_features(self.model_, segments, self.readout, batch_size=self.batch_size).astype(np.float64)
+
+    def _load(self) -> None:
+        from neurofm.embedding import NeuroFM
+
+        if not hasattr(self, "model_"):
+            self.model_ = self.model if isinstance(self.model, NeuroFM) else NeuroFM.from_pretrained(
+                os.fspath(self.model), device=self.device)
 
     def _epochs(self, X) -> tuple[np.ndarray, Any]:
         """``X`` as a checked ``[n_epochs, n_channels, n_times]`` float array and its Info."""
@@ -130,22 +138,12 @@ class Embedder(TransformerMixin, BaseEstimator):
         return data, info
 
     def segments(self, X) -> list:
-        """The epochs as neurofm segments (one each, in order)."""
-        import mne
+        """The epochs as neurofm segments (one each, in order), cleaned as fitted."""
+        from neurofm.models.contract import check_segments
 
-        from neurofm.models.contract import check_segments, tokenizer_defaults
-        from neurofm.tokenizers import tokenize_events
-
+        check_is_fitted(self, "preprocessor_")
         data, info = self._epochs(X)
-        n, c, t = data.shape
-        raw = mne.io.RawArray(data.transpose(1, 0, 2).reshape(c, n * t), info.copy(), verbose="error")
-        sfreq = info["sfreq"]
-        raw.set_annotations(mne.Annotations(np.arange(n) * t / sfreq, 0.0, EPOCH))
-        options = {**tokenizer_defaults(self.model_.contract, "meeg"), **(self.tokenizer or {}),
-                   "reject_scaled": None, "drop_flat": False}
-        segments = list(tokenize_events(raw, event_id=[EPOCH], tmin=0.0, tmax=(t - 1) / sfreq, **options))
-        if len(segments) != n:
-            raise EpochsError(f"{n} epochs in, {len(segments)} windows out: epochs too short for the model?")
+        segments = self.preprocessor_.transform(data, info)
         check_segments(self.model_.contract, segments)
         return segments
 

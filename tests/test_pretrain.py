@@ -269,6 +269,40 @@ def test_deepspeed_consolidation_never_runs_pickled_code(tmp_path, real_shards):
     assert cli.returncode == 2 and "Traceback" not in cli.stderr
     assert not marker.exists()
     assert load_pretrained(out) is not None  # the untouched checkpoint still consolidates
+    # torch itself was never patched: only DeepSpeed's reader saw a weights-only load
+    from deepspeed.utils import zero_to_fp32
+
+    assert torch.load is torch.serialization.load and zero_to_fp32.torch is torch
+
+
+def test_library_calls_leave_the_process_as_they_found_it(real_shards):
+    """Pretraining in a notebook: the warning filters and Lightning's log levels are restored,
+    and only the loader workers the run started are ended; a process the user started before
+    (a daemon, as DataLoader workers are) keeps running."""
+    import logging
+    import multiprocessing
+    import warnings
+
+    from neurofm.configs.schema import model_config
+    from neurofm.pretrain.in_memory import pretrain_on_batches
+    from neurofm.pretrain.train import _end_loader_workers
+
+    filters, level = list(warnings.filters), logging.getLogger("lightning.pytorch").level
+    segments = list(stream(real_shards, "train", shuffle_buffer=0))
+    pretrain_on_batches(model_config("tiny"), iter([collate_segments(segments[:4])] * 2), 2)
+    assert warnings.filters == filters and logging.getLogger("lightning.pytorch").level == level
+    users = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,), daemon=True)
+    users.start()
+    before = {child.pid for child in multiprocessing.active_children()}
+    workers = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,), daemon=True)
+    workers.start()
+    try:
+        _end_loader_workers(before)
+        workers.join(timeout=10)
+        assert not workers.is_alive() and users.is_alive()
+    finally:
+        users.kill()
+        users.join(timeout=10)
 
 
 def test_torn_last_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, real_shards, caplog):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.model_selection import GroupKFold, cross_val_score, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -70,6 +71,34 @@ def test_embedder_in_a_pipeline_with_cross_val_score(export, epochs):
     assert scores.shape == (2,) and np.all((scores > 0.2) & (scores < 0.9))
 
 
+def test_embedder_features_do_not_depend_on_the_other_epochs(export, epochs):
+    """Each epoch is cleaned alone with the statistics learnt in fit: a test epoch's features
+    are the same alone, among the others, in any order, in every fold of cross_validate."""
+    ep, y, groups = epochs
+    x = ep.get_data()
+    pipe = make_pipeline(Embedder(str(export), readout="sensors", info=ep.info), StandardScaler(),
+                         LogisticRegression(max_iter=2000))
+    result = cross_validate(pipe, x, y, groups=groups, cv=GroupKFold(2), return_estimator=True,
+                            return_indices=True)
+    for fitted, test in zip(result["estimator"], result["indices"]["test"], strict=True):
+        emb = fitted[0]
+        together = emb.transform(x[test])
+        scale = np.abs(together).max()
+        for i in (0, len(test) // 2, len(test) - 1):
+            alone = emb.transform(x[test[i : i + 1]])[0]
+            np.testing.assert_allclose(alone, together[i], rtol=0, atol=1e-5 * scale)
+        order = np.random.default_rng(0).permutation(len(test))
+        np.testing.assert_allclose(emb.transform(x[test[order]]), together[order], rtol=0, atol=1e-5 * scale)
+        # the test fold is scaled by the training fold's statistics, not its own
+        train = np.setdiff1d(np.arange(len(x)), test)
+        refit = clone(emb).fit(x[test])
+        assert not np.allclose(refit.preprocessor_.scale_, emb.preprocessor_.scale_)
+        assert emb.preprocessor_.ch_names_ == ep.ch_names and len(train) + len(test) == len(x)
+    segment = emb.segments(x[:1])[0]
+    assert segment.signal.shape == (64, 400) and segment.sfreq == 200.0
+    assert segment.meta["filter"]["high_pass"] == "linear detrend per epoch"  # 2 s < the 0.5-Hz kernel
+
+
 def test_embedder_names_bad_input(export, epochs):
     ep, _, _ = epochs
     with pytest.raises(ConfigError, match="array input needs the channels' mne.Info"):
@@ -82,6 +111,10 @@ def test_embedder_names_bad_input(export, epochs):
         Embedder(str(export), info=ep.info).fit_transform(data)
     with pytest.raises(ConfigError, match="readout must be one of"):
         Embedder(str(export), readout="tokens").fit(ep)
+    fitted = Embedder(str(export), info=ep.info).fit(ep[:4].get_data())
+    other = mne.create_info(ep.ch_names[::-1], ep.info["sfreq"], "eeg")
+    with pytest.raises(NeurofmError, match="other channels than the fitted ones"):
+        fitted.set_params(info=other).transform(ep[:4].get_data())
 
 
 def test_embedder_passes_scikit_learns_checks_that_apply(export, epochs):
@@ -92,13 +125,15 @@ def test_embedder_passes_scikit_learns_checks_that_apply(export, epochs):
 
     emb = Embedder(str(export), readout="mean", info=epochs[0].info)
     tags = get_tags(emb)
-    assert tags.input_tags.three_d_array and not tags.input_tags.two_d_array and not tags.requires_fit
+    assert tags.input_tags.three_d_array and not tags.input_tags.two_d_array and tags.requires_fit
     for check in ("check_estimator_cloneable", "check_estimator_tags_renamed", "check_valid_tag_types",
                   "check_estimator_repr", "check_no_attributes_set_in_init", "check_get_params_invariance",
                   "check_set_params", "check_do_not_raise_errors_in_init_or_set_params", "check_mixin_order"):
         getattr(checks, check)("Embedder", clone(emb))
     data = epochs[0][:12].get_data()
     params = emb.get_params()
+    with pytest.raises(NotFittedError):
+        clone(emb).transform(data)
     assert emb.fit(data) is emb and emb.get_params() == params  # fit returns self, params untouched
     first = emb.transform(data)
     np.testing.assert_array_equal(emb.fit(data).transform(data), first)  # idempotent, deterministic

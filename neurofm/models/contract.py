@@ -16,14 +16,11 @@ from dataclasses import fields
 from typing import Any
 
 from neurofm.errors import InputContractError
+from neurofm.tokenizers.contract import FMRI_DEFAULTS, FMRI_KEYS, MEEG_KEYS, tokenizer_defaults  # noqa: F401
 from neurofm.tokenizers.options import MeegOptions
 
 CONTRACT_VERSION = 1
 MEEG = ("eeg", "meg", "ieeg")
-MEEG_KEYS = ("sfreq", "l_freq", "h_freq", "line_freq", "average_reference")
-FMRI_KEYS = ("resample_tr_s", "detrend", "standardize", "low_pass", "high_pass")
-FMRI_DEFAULTS = {"resample_tr_s": None, "detrend": True, "standardize": True, "low_pass": None,
-                 "high_pass": None}
 UNITS = {"eeg": "uV", "seeg": "uV", "ecog": "uV", "mag": "fT", "grad": "fT/cm"}
 TEMPLATE_SPACES = ("MNI", "Talairach")
 
@@ -64,21 +61,6 @@ def input_contract(manifest: dict[str, Any], patch_s: dict[str, float]) -> dict[
             "atlas": os.path.basename(str(atlas)) if atlas else None,
         }
     return contract
-
-
-def tokenizer_defaults(contract: dict | None, modality: str) -> dict[str, Any]:
-    """The tokenizer options the contract sets for ``modality`` ('meeg' or 'fmri') where the
-    pretraining corpus was tokenized other than by the tokenizers' defaults, to use where the
-    caller gave none."""
-    if not contract or modality not in contract:
-        return {}
-    if modality == "meeg":
-        defaults = {f.name: f.default for f in fields(MeegOptions)}
-        keys = MEEG_KEYS
-    else:
-        defaults, keys = FMRI_DEFAULTS, FMRI_KEYS
-    section = contract[modality]
-    return {k: section[k] for k in keys if k in section and section[k] != defaults[k]}
 
 
 def default_window(contract: dict | None, modality: str, fallback: float) -> float:

@@ -16,6 +16,7 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -269,11 +270,27 @@ DEEPSPEED_SAFE_GLOBALS = (
 )
 
 
+class _WeightsOnlyTorch:
+    """``torch`` as DeepSpeed's ``zero_to_fp32`` module sees it inside
+    :func:`_only_allow_listed_pickles`: the same module, except that ``load`` is always
+    ``weights_only=True``."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return torch.load(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def _only_allow_listed_pickles():
     """DeepSpeed's ``zero_to_fp32`` reads its files with ``weights_only=False``, which runs any
-    code a pickle names. Within this block every ``torch.load`` is ``weights_only=True`` with
-    only :data:`DEEPSPEED_SAFE_GLOBALS` allowed."""
+    code a pickle names. Within this block that module's ``torch.load`` (its own name for
+    torch, not torch's function: nothing else in the process changes) is
+    ``weights_only=True`` with only :data:`DEEPSPEED_SAFE_GLOBALS` allowed."""
+    from deepspeed.utils import zero_to_fp32
 
     allowed = []
     for module, name in DEEPSPEED_SAFE_GLOBALS:
@@ -281,18 +298,9 @@ def _only_allow_listed_pickles():
             allowed.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
             continue
-    real_load = torch.load
-
-    def safe_load(*args, **kwargs):
-        kwargs["weights_only"] = True
-        return real_load(*args, **kwargs)
-
-    torch.load = safe_load
-    try:
-        with torch.serialization.safe_globals(allowed):
-            yield
-    finally:
-        torch.load = real_load
+    with mock.patch.object(zero_to_fp32, "torch", _WeightsOnlyTorch()), \
+            torch.serialization.safe_globals(allowed):
+        yield
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:

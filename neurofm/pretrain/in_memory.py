@@ -5,7 +5,6 @@ pretrain many small models in one process (the benchmarks' scaling curves and ab
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 
 import lightning.pytorch as pl
@@ -75,12 +74,10 @@ def pretrain_on_batches(config: ModelConfig, batches: Iterator[Batch], steps: in
     if model is not None:
         module.model = model
     module.train()  # a model just probed (eval mode) trains in train mode, as in neurofm pretrain
-    quiet_lightning()
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0, gradient_clip_val=TrainerConfig().gradient_clip_val,
-                         callbacks=[_Steps(on_step)])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*val_dataloader.*")  # no validation here, on purpose
+    with quiet_lightning():
+        trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             limit_val_batches=0, gradient_clip_val=TrainerConfig().gradient_clip_val,
+                             callbacks=[_Steps(on_step)])
         trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(_Endless(batches), batch_size=None))
     return module.model

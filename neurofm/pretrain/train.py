@@ -9,6 +9,7 @@ SLURM requeue); ``resume=auto`` continues from ``<run_dir>/checkpoints/last.ckpt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -237,23 +238,40 @@ def _check_strategy(trainer: TrainerConfig, chosen: str) -> None:
                           "only on GPU) and none is visible; on CPU use trainer=cpu or trainer=ddp")
 
 
-def quiet_lightning() -> None:
-    """Lightning's start-up notices (GPU/TPU available, tips, FLOP summaries) are not news."""
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+LIGHTNING_NOTICES = (".*isinstance.treespec, LeafSpec.*", ".*exists and is not empty.*",
+                     ".*does not have many workers.*", ".*Total length of `.*` across ranks is zero.*",
+                     ".*val_dataloader.*")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Within this block, Lightning's start-up notices (GPU/TPU available, tips, FLOP
+    summaries, expected warnings) are not shown; the loggers' levels and the warning filters
+    are as before after it."""
     level = logging.DEBUG if logger.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(level)
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*Total length of `.*` across ranks is zero.*")
+    before = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    with warnings.catch_warnings():
+        for message in LIGHTNING_NOTICES:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            for name in LIGHTNING_LOGGERS:
+                logging.getLogger(name).setLevel(level)
+            yield
+        finally:
+            for name, old in before.items():
+                logging.getLogger(name).setLevel(old)
 
 
 def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?") -> int:
     """Pretrain as ``conf`` says; ``model_name`` and ``trainer_name`` are the config groups
     chosen on the command line (for the log and the strategy checks). Returns 0 when trained to
     ``trainer.max_steps``, 143 when stopped by SIGTERM (a checkpoint of that step written)."""
+    with quiet_lightning():
+        return _pretrain(conf, model_name, trainer_name)
 
-    quiet_lightning()
+
+def _pretrain(conf: PretrainConfig, model_name: str, trainer_name: str) -> int:
     _check_strategy(conf.trainer, trainer_name)
     if conf.model.target == "latent" and "stage_3" in str(conf.trainer.strategy):
         raise ConfigError("model.target=latent moves a teacher copy of the weights after each step, which "
@@ -327,6 +345,7 @@ def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?"
                     n_params / 1e6, f"{manifest.get('totals', {}).get('samples', '?')} windows in {shards}", max_steps,
                     f" (resuming at {start_step})" if resume else "", run_dir)
     start = time.perf_counter()
+    children = {child.pid for child in multiprocessing.active_children()}  # before any loader's workers
     if has_val and not resume and "deepspeed" not in type(trainer.strategy).__name__.lower():
         # the untrained model's validation at step 0: where the learning curve starts
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -341,7 +360,7 @@ def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?"
                        trainer.global_step, run_dir)
         return 143
     finally:
-        _end_loader_workers()
+        _end_loader_workers(children)
     trainer.save_checkpoint(checkpoints / LAST)  # the final state, whatever the save interval
     if on_sigterm.stopping:
         logger.warning("SIGTERM: every rank stopped after step %d, checkpoint saved to %s; resume with "
@@ -352,13 +371,15 @@ def pretrain(conf: PretrainConfig, model_name: str = "", trainer_name: str = "?"
     return 0
 
 
-def _end_loader_workers() -> None:
-    """Loader workers ignore SIGTERM (see ``make_loader``); once training is over they are
-    ended here, so the interpreter's exit does not wait on them."""
-
+def _end_loader_workers(before: set[int]) -> None:
+    """Loader workers ignore SIGTERM (see ``make_loader``); once training is over the ones this
+    run started (daemonic children not alive in ``before``: DataLoader workers) are ended here,
+    so the interpreter's exit does not wait on them. No process alive before the run is
+    touched."""
     for child in multiprocessing.active_children():
-        child.kill()
-        child.join(timeout=5)
+        if child.pid not in before and child.daemon:
+            child.kill()
+            child.join(timeout=5)
 
 
 def _summary(trainer: pl.Trainer, run_dir: Path, last: Path, seconds: float) -> None:

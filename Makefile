@@ -8,7 +8,7 @@ CONSTRAINTS ?= .ci/constraints.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint docs wheel clean
+.PHONY: install demo test lint docs wheel clean peers
 
 # PYTHONWARNINGS=ignore: setuptools' notices about editable installs are not the user's business
 $(STAMP): pyproject.toml
@@ -30,7 +30,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 
-test: lint
+# braindecode (for tests/test_braindecode.py and the peers' benchmarks) in .peers, beside the
+# environment: braindecode needs torchaudio, which has no build for every torch
+PEERS := .peers/.installed
+$(PEERS): benchmarks/peers_env.sh $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/peers_env.sh .peers
+	touch $(PEERS)
+
+peers: $(PEERS)
+
+test: lint $(PEERS)
 	$(BIN)/python -m pytest -q
 
 # the documentation site (docs/ + mkdocs.yml) in site/; --strict: a broken link or reference fails
@@ -38,8 +47,11 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # the sdist and wheel (dist/), checked by twine, installed into a fresh venv (build/wheel-venv)
-# that runs `neurofm --help` and a 5-step pretraining on the demo corpus shipped inside
+# both ways: first the core install (no extras), which embeds real EEG and fMRI with the
+# committed export and names the extra `neurofm pretrain` needs; then neurofm[train], which
+# runs a 5-step pretraining on the demo corpus shipped inside
 WHEEL_VENV := build/wheel-venv
+DATA ?= $(abspath $(or $(NEUROFM_TEST_DATA),$(wildcard ../shared/data),shared/data))
 wheel: $(STAMP)
 	rm -rf dist $(WHEEL_VENV)
 	$(BIN)/python -m build --quiet --outdir dist .
@@ -48,6 +60,10 @@ wheel: $(STAMP)
 	PIP_CONSTRAINT=$(if $(CONSTRAINTS),$(abspath $(CONSTRAINTS)),$(PIP_CONSTRAINT)) \
 		$(WHEEL_VENV)/bin/python -m pip install -q dist/*.whl
 	cd $(WHEEL_VENV) && bin/neurofm --help > /dev/null
+	cd $(WHEEL_VENV) && NEUROFM_PROGRESS=0 bin/python $(abspath .ci/core_install_check.py) \
+		$(abspath tests/data/tiny-export-2026-12) $(DATA)
+	PIP_CONSTRAINT=$(if $(CONSTRAINTS),$(abspath $(CONSTRAINTS)),$(PIP_CONSTRAINT)) \
+		$(WHEEL_VENV)/bin/python -m pip install -q "$$(ls dist/*.whl)[train]"
 	cd $(WHEEL_VENV) && NEUROFM_PROGRESS=0 bin/neurofm pretrain model=tiny trainer.max_steps=5 \
 		data.root=demo run_dir=runs/wheel
 	test -f $(WHEEL_VENV)/runs/wheel/checkpoints/last.ckpt

@@ -137,9 +137,12 @@ def _run_hydra(command: str, argv: Sequence[str]) -> int:
             print("neurofm: interrupted", file=sys.stderr)
             status["code"] = 130
         except Exception as err:  # never Hydra's "HYDRA_FULL_ERROR" hint and a traceback
+            from neurofm.extras import extra_for, missing_extra
             from neurofm.io import is_disk_full
 
-            if isinstance(err, OSError) and is_disk_full(err, err.filename or os.getcwd()):
+            if isinstance(err, ImportError) and extra_for(err):
+                status["code"] = _report(missing_extra(err, f"neurofm {command}"))
+            elif isinstance(err, OSError) and is_disk_full(err, err.filename or os.getcwd()):
                 status["code"] = _report(DiskFullError(_disk_full_line(err)))
             else:
                 status["code"] = _report_unexpected(err, command)

@@ -13,7 +13,7 @@ import torch
 
 from neurofm.batch import collate_segments
 from neurofm.console import make_progress
-from neurofm.errors import NeurofmError, TooShortError
+from neurofm.errors import ConfigError, NeurofmError, TooShortError
 from neurofm.models.contract import (
     check_bold_space,
     check_segments,
@@ -22,6 +22,8 @@ from neurofm.models.contract import (
 )
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
+from neurofm.options import check_option
+from neurofm.readouts import LEARNED, READOUTS, sensor_readout, shared_sensors
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm")
@@ -33,9 +35,10 @@ class Embeddings:
 
     Attributes
     ----------
-    windows : ndarray, float32, shape (n_windows, dim)
-        One embedding per window (mean over the window's tokens).
-    pooled : ndarray, float32, shape (dim,)
+    windows : ndarray, float32, shape (n_windows, n_features)
+        One embedding per window: the mean over the window's tokens (``n_features = dim``),
+        or what ``readout`` reads (see :meth:`NeuroFM.embed`).
+    pooled : ndarray, float32, shape (n_features,)
         Mean over windows.
     times : ndarray, float64, shape (n_windows,)
         Window onsets in seconds from the start of the recording.
@@ -204,7 +207,7 @@ class NeuroFM:
 
     @torch.no_grad()
     def embed(self, x, *, atlas=None, window_s: float | None = None, batch_size: int = 32,
-              **tokenizer_options: Any) -> Embeddings:
+              readout: str = "mean", **tokenizer_options: Any) -> Embeddings:
         """Embed a recording, an fMRI run or segments.
 
         Parameters
@@ -223,6 +226,13 @@ class NeuroFM:
             window, with a warning.
         batch_size : int
             Windows per forward pass.
+        readout : 'mean' | 'sensors' | 'connectivity'
+            What each window becomes (:mod:`neurofm.readouts`): the mean of its tokens
+            (``dim`` features); each sensor's tokens averaged over time, concatenated over the
+            sensors every window shares (``sensors * dim``: keeps the spatial axis); or the
+            Fisher-z correlation between every pair of shared sensors' token sequences
+            (``sensors * (sensors - 1) / 2``: connectivity in the model's feature space).
+            Sensors are matched by channel name or parcel label.
         **tokenizer_options
             Passed to ``tokenize_raw`` / ``tokenize_bold`` / ``tokenize_roi_table`` (``tr_s``
             for ROI tables); where not given, the input
@@ -234,12 +244,34 @@ class NeuroFM:
         if not segments:
             raise NeurofmError("nothing to embed: every window was rejected (see the tokenizer report)")
         check_segments(self.contract, segments, x if isinstance(x, str | os.PathLike) else None)
-        out = np.zeros((len(segments), self.model.config.dim), np.float32)
-        for group, _, _, pooled in self.encoded(segments, batch_size):
-            out[group] = pooled.float().cpu().numpy()
+        out = self._read(segments, readout, batch_size)
         times = np.array([s.meta.get("onset_s", 0.0) for s in segments], dtype=np.float64)
         return Embeddings(windows=out, pooled=out.mean(axis=0), times=times,
                           meta=[{k: v for k, v in s.meta.items() if not isinstance(v, list)} for s in segments])
+
+
+    def _read(self, segments: list[Segment], readout: str, batch_size: int) -> np.ndarray:
+        """``[N, F]``: each window's tokens read out as ``readout`` says."""
+        check_option("readout", readout, READOUTS)
+        if readout in LEARNED:
+            raise ConfigError(f"readout={readout} has parameters that train with the head: a frozen-feature "
+                              "probe cannot read it; train the head (mode linear_probe through "
+                              "finetune_classifier, or task.mode=lora/finetune)")
+        if readout != "mean" and self.model.config.spatial_latents is not None:
+            raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
+                              f"{self.model.config.spatial_latents} compresses away; use readout=mean")
+        rows = shared_sensors(segments) if readout != "mean" else None
+        out = None
+        for group, batch, tokens, pooled in self.encoded(segments, batch_size, f"embedding ({readout} readout)"):
+            if rows is None:
+                feats = pooled
+            else:
+                take = torch.as_tensor(np.stack([rows[i] for i in group]), device=tokens.device)  # [B, C_shared]
+                feats = sensor_readout(tokens.double(), batch.signal.shape[1], take, readout)
+            if out is None:
+                out = np.zeros((len(segments), feats.shape[1]), np.float32)
+            out[group] = feats.float().cpu().numpy()
+        return out
 
 
 def shape_batches(segments: list[Segment], batch_size: int) -> list[list[int]]:

@@ -8,6 +8,10 @@
   of spatially filtered, band-like channels that CSP and EEGNet classify, ``[B, filters * bands]``;
 - ``attention`` (learned): a learned query attends over every real token, ``[B, D]``.
 
+Sensor alignment (:func:`shared_sensors`): windows from recordings with different channel sets
+are read over the sensors they share, matched by name (what ``sensors``, ``connectivity`` and
+``spatial`` and the classical baselines need).
+
 The first three have no parameters (a linear probe can read them from frozen features); the
 learned two are modules trained with the head (:data:`LEARNED`). Tokens are sensor-major:
 ``[B, C * N, D]`` for C sensors of N patches.
@@ -15,15 +19,45 @@ learned two are modules trained with the head (:data:`LEARNED`). Tokens are sens
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import nn
 
-from neurofm.errors import ConfigError
+from neurofm.errors import ConfigError, NeurofmError
+from neurofm.tokenizers.segment import Segment
 
 READOUTS = ("mean", "sensors", "connectivity", "spatial", "attention")
 LEARNED = ("spatial", "attention")        # readouts with parameters, trained with the head
 FROZEN = ("mean", "sensors", "connectivity")  # readouts a probe reads from frozen features
 SENSOR_AXIS = ("sensors", "connectivity", "spatial")  # readouts that keep the sensor axis
+
+
+def shared_sensors(segments: Sequence[Segment]) -> list[np.ndarray]:
+    """Per segment, the row indices of the sensors every segment has (matched by channel name
+    or parcel label, in the first segment's order): one layout for classical methods."""
+    names = [tuple(s.meta.get("ch_names") or s.meta.get("parcel_labels") or range(s.n_sensors))
+             for s in segments]
+    shared = set(names[0]).intersection(*names[1:])
+    common = [n for n in names[0] if n in shared]
+    if len(common) < 2:
+        raise NeurofmError(f"the recordings share {len(common)} sensors; classical baselines need "
+                           "two or more (pass task.baseline=false)")
+    rows = []
+    for seg_names in names:
+        where = {n: i for i, n in enumerate(seg_names)}
+        rows.append(np.array([where[n] for n in common]))
+    return rows
+
+
+def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
+    """``[N, C, T]`` float64 over the sensors every segment has (see :func:`shared_sensors`)."""
+    lengths = {s.n_times for s in segments}
+    if len(lengths) > 1:
+        raise NeurofmError(f"windows of different lengths {sorted(lengths)}: resample to one rate")
+    return np.stack([seg.signal[rows] for seg, rows in zip(segments, shared_sensors(segments), strict=True)]
+                    ).astype(np.float64)
 
 
 def shared_tokens(tokens: torch.Tensor, n_sensors: int, take: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ class Embedder(TransformerMixin, BaseEstimator):
     readout : 'mean' | 'sensors' | 'connectivity'
         What each epoch becomes: the mean token (``dim`` features), each sensor's mean
         token (``sensors * dim``), or token connectivity between sensors (see
-        :func:`neurofm.finetune.tasks.window_features`).
+        :meth:`neurofm.embedding.NeuroFM.embed`).
     info : mne.Info | None
         Channel names, types and positions of array input (not needed for ``mne.Epochs``).
     batch_size : int
@@ -94,12 +94,10 @@ class Embedder(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """Features ``[n_epochs, n_features]`` of ``X`` (``mne.Epochs`` or an array with ``info``)."""
-        from neurofm.finetune.tasks import window_features
-
         check_is_fitted(self, "preprocessor_")
         self._load()
         segments = self.segments(X)
-        return window_features(self.model_, segments, self.readout, batch_size=self.batch_size).astype(np.float64)
+        return self.model_.embed(segments, readout=self.readout, batch_size=self.batch_size).windows.astype(np.float64)
 
     def _load(self) -> None:
         from neurofm.embedding import NeuroFM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import mne
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# braindecode beside the environment (`make peers`, benchmarks/peers_env.sh): importable, after
+# every package of the environment itself
+if (ROOT / ".peers").is_dir():
+    sys.path.append(str(ROOT / ".peers"))
 
 
 def _find_data() -> Path | None:

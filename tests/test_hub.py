@@ -204,3 +204,22 @@ def test_a_model_without_contract_embeds_as_before(tmp_path, meeg):
     model = neurofm.load(folder)
     assert model.contract is None
     assert model.embed(meeg / "brainvision" / "test.vhdr", sfreq=250.0).windows.shape[0] == 1
+
+
+COMMITTED = Path(__file__).parent / "data" / "tiny-export-2026-12"
+
+
+def test_the_committed_export_still_loads_and_embeds_real_eeg_and_fmri(eegmmidb, abide, tmp_path):
+    """An export written by an earlier neurofm (tests/data, `neurofm pretrain model=tiny` on the
+    demo corpus, then `neurofm export`) loads, keeps its contract, embeds a real EEGMMI run and
+    an ABIDE table, and survives a save/load round trip unchanged."""
+    model = neurofm.load(COMMITTED)
+    assert model.contract["modalities"] == ["eeg", "fmri"] and model.config.dim == 64
+    eeg = model.embed(eegmmidb / "S001" / "S001R04.edf")
+    assert eeg.windows.shape == (31, 64) and np.isfinite(eeg.windows).all()  # 125 s in 4-s windows
+    table = abide / "rois_cc200" / "Caltech_0051456_rois_cc200.1D"
+    fmri = model.embed(table, atlas=abide / "CC200.nii.gz", tr_s=2.0)
+    assert fmri.windows.shape[1] == 64 and np.isfinite(fmri.windows).all()
+    again = neurofm.load(model.save_pretrained(tmp_path / "again"))
+    np.testing.assert_array_equal(again.embed(eegmmidb / "S001" / "S001R04.edf").windows, eeg.windows)
+    assert not np.allclose(eeg.windows[0], eeg.windows[1])

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import webdataset as wds
 
 from neurofm.batch import Batch, collate_segments, patch_samples
 from neurofm.datasets.codec import decode_sample
@@ -35,7 +34,10 @@ from neurofm.datasets.shard_reading import (  # noqa: F401  (shard_urls: importa
     tar_samples,
 )
 from neurofm.errors import ShardError
+from neurofm.extras import require
 from neurofm.tokenizers.segment import Segment
+
+wds = require("webdataset", "reading shards")
 
 logger = logging.getLogger("neurofm.datasets")
 

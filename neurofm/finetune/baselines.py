@@ -26,38 +26,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from neurofm.errors import NeurofmError
 from neurofm.finetune.metrics import pearson_per_output
+from neurofm.readouts import shared_sensor_array, shared_sensors  # noqa: F401  (importable from here)
 from neurofm.tokenizers.segment import Segment
 
 if TYPE_CHECKING:
     from neurofm.finetune.encoding import EncodingData
-
-
-def shared_sensors(segments: Sequence[Segment]) -> list[np.ndarray]:
-    """Per segment, the row indices of the sensors every segment has (matched by channel name
-    or parcel label, in the first segment's order): one layout for classical methods."""
-    names = [tuple(s.meta.get("ch_names") or s.meta.get("parcel_labels") or range(s.n_sensors))
-             for s in segments]
-    shared = set(names[0]).intersection(*names[1:])
-    common = [n for n in names[0] if n in shared]
-    if len(common) < 2:
-        raise NeurofmError(f"the recordings share {len(common)} sensors; classical baselines need "
-                           "two or more (pass task.baseline=false)")
-    rows = []
-    for seg_names in names:
-        where = {n: i for i, n in enumerate(seg_names)}
-        rows.append(np.array([where[n] for n in common]))
-    return rows
-
-
-def shared_sensor_array(segments: Sequence[Segment]) -> np.ndarray:
-    """``[N, C, T]`` float64 over the sensors every segment has (see :func:`shared_sensors`)."""
-    lengths = {s.n_times for s in segments}
-    if len(lengths) > 1:
-        raise NeurofmError(f"windows of different lengths {sorted(lengths)}: resample to one rate")
-    return np.stack([seg.signal[rows] for seg, rows in zip(segments, shared_sensors(segments), strict=True)]
-                    ).astype(np.float64)
 
 
 MU_BETA = (8.0, 32.0)  # MOABB's LeftRightImagery band

@@ -12,17 +12,16 @@ from torch import nn
 from neurofm.batch import collate_segments
 from neurofm.embedding import NeuroFM
 from neurofm.errors import ConfigError, NotAvailableError
-from neurofm.finetune.baselines import shared_sensors
 from neurofm.finetune.loops import Mode, TrainingRule, network_for, train_epochs
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.options import check_option
 from neurofm.readouts import (
-    LEARNED,
     READOUTS,
     SENSOR_AXIS,
     AttentionPool,
     SpatialLogPower,
     sensor_readout,
+    shared_sensors,
 )
 from neurofm.tokenizers.segment import Segment
 
@@ -48,40 +47,10 @@ def window_embeddings(model, segments: list[Segment], batch_size: int = 64) -> n
 
 def window_features(model, segments: list[Segment], readout: str = "mean",
                     batch_size: int = 32) -> np.ndarray:
-    """Frozen-encoder features per window for a linear probe, ``[N, F]``.
-
-    ``readout``:
-
-    - ``mean``: the mean of every token (``F = dim``), as :meth:`NeuroFM.embed`;
-    - ``sensors``: each sensor's tokens averaged over time, concatenated over the sensors
-      every window shares (``F = sensors * dim``): keeps the spatial axis (lateralised
-      rhythms, regional effects);
-    - ``connectivity``: the Fisher-z correlation between every pair of shared sensors of
-      their token sequences, centred over time (``F = sensors * (sensors - 1) / 2``):
-      functional connectivity in the model's feature space.
-
-    Sensors are matched by channel name or parcel label (a file that lost a parcel keeps
-    the others). ``sensors`` and ``connectivity`` need a model without ``spatial_latents``.
-    """
-    check_option("readout", readout, READOUTS)
-    if readout in LEARNED:
-        raise ConfigError(f"readout={readout} has parameters that train with the head: a frozen-feature "
-                          "probe cannot read it; train the head (mode linear_probe through "
-                          "finetune_classifier, or task.mode=lora/finetune)")
-    if readout == "mean":
-        return window_embeddings(model, segments, batch_size)
-    backbone = backbone_of(model)
-    _check_sensor_axis(backbone, readout)
-    rows = shared_sensors(segments)
-    out = None
-    encoder = NeuroFM(backbone)
-    for group, batch, tokens, _ in encoder.encoded(segments, batch_size, f"embedding ({readout} readout)"):
-        take = torch.as_tensor(np.stack([rows[i] for i in group]), device=tokens.device)   # [B, C_shared]
-        feats = sensor_readout(tokens.double(), batch.signal.shape[1], take, readout)
-        if out is None:
-            out = np.zeros((len(segments), feats.shape[1]), np.float32)
-        out[group] = feats.float().cpu().numpy()
-    return out
+    """Frozen-encoder features per window for a linear probe, ``[N, F]``: ``model`` (what
+    :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`) embeds ``segments`` with
+    ``readout`` (``mean``, ``sensors`` or ``connectivity``; see :meth:`NeuroFM.embed`)."""
+    return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size, readout=readout).windows
 
 
 def _check_sensor_axis(backbone: MaskedAutoencoder, readout: str) -> None:
@@ -122,7 +91,7 @@ class Classifier(nn.Module):
     learned query's weighted mean), or ``sensors`` / ``connectivity`` / ``spatial``, which keep
     the sensor axis and need ``n_shared``, the number of sensors every window shares;
     :meth:`forward` then takes ``take`` ``[B, n_shared]``, each window's rows of those sensors
-    (:func:`~neurofm.finetune.baselines.shared_sensors`). Every head normalises its features
+    (:func:`~neurofm.readouts.shared_sensors`). Every head normalises its features
     first (a LayerNorm), as the probe standardises them.
     """
 

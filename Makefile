@@ -8,7 +8,7 @@ CONSTRAINTS ?= .ci/constraints.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint docs wheel clean peers
+.PHONY: install demo test test-fast lint docs wheel clean peers
 
 # PYTHONWARNINGS=ignore: setuptools' notices about editable installs are not the user's business
 $(STAMP): pyproject.toml
@@ -41,6 +41,10 @@ peers: $(PEERS)
 
 test: lint $(PEERS)
 	$(BIN)/python -m pytest -q
+
+# the fast tier: no real data, no training subprocesses (about a minute on 2 cores)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # the documentation site (docs/ + mkdocs.yml) in site/; --strict: a broken link or reference fails
 docs: $(STAMP)

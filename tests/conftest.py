@@ -76,3 +76,12 @@ def pytest_configure(config):
     mne.set_log_level("ERROR")
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in MNE.*")
     os.environ.setdefault("NEUROFM_PROGRESS", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow``: every test that reads the real data (the ``data_dir`` fixture, directly or
+    through another) or is marked so (training runs in subprocesses). ``pytest -m "not slow"``
+    is the fast tier, which needs no data folder."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

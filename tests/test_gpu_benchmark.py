@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SDPA_OPS = {"flash": "_flash_attention", "memory-efficient": "_efficient_attention", "cudnn": "_cudnn_attention"}
 
 
+@pytest.mark.slow  # a training run in a subprocess
 def test_gpu_measurement_dry_run_on_cpu(tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / "gpu.py"), "--dry-run", "--steps", "12",
                              "--work", str(tmp_path / "work"), "--out", str(tmp_path)],

@@ -39,6 +39,7 @@ def real_shards(tmp_path_factory, meeg) -> Path:
     return out
 
 
+@pytest.mark.slow  # a training run in a subprocess
 def test_demo_main_job(tmp_path):
     run = tmp_path / "run"
     result = pretrain(f"run_dir={run}", f"data.root={tmp_path / 'demo'}", "trainer.max_steps=12",
@@ -153,6 +154,7 @@ def test_deepspeed_strategy_without_gpu_is_one_line(tmp_path):
     assert "trainer=cpu or trainer=ddp" in lines[0]
 
 
+@pytest.mark.slow  # a training run in a subprocess
 def test_export_round_trip(tmp_path):
     run = tmp_path / "run"
     result = pretrain(f"run_dir={run}", f"data.root={tmp_path / 'demo'}", "trainer.max_steps=3", *FAST)

@@ -17,7 +17,9 @@ Then the package's functions (:func:`neurofm.finetune.baselines.csp_lda`, ``tang
 the check passes when every pipeline's mean differs by less than 0.01.
 
 ``--ckpt DIR`` adds neurofm's ``Embedder`` (frozen encoder, per-sensor readout) + LR in MOABB's
-evaluation. No checkpoint is pretrained here: one checkpoint pretrained on these subjects would
+evaluation, and checks on MOABB's own epochs that the Embedder fitted on the other subjects
+gives each held-out subject's epochs the same features alone, together and in any order
+(``embedder_invariance``: the largest difference relative to the features' scale). No checkpoint is pretrained here: one checkpoint pretrained on these subjects would
 see every test subject (a transductive run); give a checkpoint that never saw them.
 
 usage: python benchmarks/moabb_eegmmi.py [--subjects 10] [--ckpt DIR] [--out docs]
@@ -64,6 +66,25 @@ def package_scores(paradigm, dataset, subjects: list[int], predict) -> dict[int,
         train, test = owner != subject, owner == subject
         out[subject] = float(roc_auc_score(y[test], predict(x[train], y[train], x[test])[:, 1]))
     return out
+
+
+def embedder_invariance(embedder, paradigm, dataset, subjects: list[int]) -> dict:
+    """Fit ``embedder`` on the epochs of every subject but the first (MOABB's ``get_data``) and
+    compare the first subject's features computed together, one epoch at a time and shuffled."""
+    from sklearn.base import clone
+
+    x, _, meta = paradigm.get_data(dataset, subjects=subjects)
+    held = meta["subject"].to_numpy() == subjects[0]
+    fitted = clone(embedder).fit(x[~held])
+    test = x[held]
+    together = fitted.transform(test)
+    scale = float(np.abs(together).max())
+    alone = np.stack([fitted.transform(test[i : i + 1])[0] for i in range(len(test))])
+    order = np.random.default_rng(0).permutation(len(test))
+    shuffled = fitted.transform(test[order])
+    return {"subject": subjects[0], "epochs": int(len(test)), "feature_scale": scale,
+            "alone_vs_together": float(np.abs(alone - together).max() / scale),
+            "shuffled_vs_together": float(np.abs(shuffled - together[order]).max() / scale)}
 
 
 def main() -> None:
@@ -128,6 +149,8 @@ def main() -> None:
         import pandas as pd
 
         results = pd.concat(results, ignore_index=True)
+        invariance = (embedder_invariance(single["neurofm_embedder"][0], paradigms["single"], dataset, subjects)
+                      if args.ckpt else None)
         ours = {
             "csp_lda": package_scores(paradigms["single"], dataset, subjects,
                                       lambda a, y, b: csp_lda(a, y, b, 160.0, band=None)),
@@ -152,6 +175,9 @@ def main() -> None:
             entry["max_subject_difference"] = float(max(abs(ours[pipeline][s] - moabb_scores[s]) for s in subjects))
             out["check"][pipeline] = abs(entry["difference"]) < 0.01
         out["pipelines"][pipeline] = entry
+    if invariance is not None:
+        out["embedder"] = {"checkpoint": str(args.ckpt), "readout": "sensors", "classifier": "StandardScaler + LR"}
+        out["embedder_invariance"] = invariance
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "moabb_eegmmi.json", json.dumps(out, indent=2))
     print(f"MOABB CrossSubjectEvaluation, PhysionetMI left vs right imagery, {len(subjects)} subjects, "
@@ -164,6 +190,10 @@ def main() -> None:
         else:
             print(f"{pipeline:22s} {e['moabb_mean']:7.3f}")
     print("check (|difference| < 0.01):", out["check"])
+    if invariance is not None:
+        print(f"Embedder on subject {invariance['subject']}'s {invariance['epochs']} epochs, fitted on the others: "
+              f"alone vs together {invariance['alone_vs_together']:.1e}, shuffled vs together "
+              f"{invariance['shuffled_vs_together']:.1e} of the features' scale")
     print(f"metrics: {args.out / 'moabb_eegmmi.json'}")
 
 

@@ -6,7 +6,8 @@ would from the shell:
 1. ``neurofm prepare`` the half's CC200 tables (each site with its TR; no phenotype, so no
    label reaches pretraining);
 2. ``neurofm pretrain`` ``tiny`` on them (the package's default masking unless ``--mask``), then ``neurofm export``;
-3. ``neurofm finetune task=disorder task.protocol=logo task.group_by=SITE_ID`` on the *other*
+3. the evaluation of ``neurofm finetune task=disorder task.protocol=logo task.group_by=SITE_ID``
+   (:func:`neurofm.finetune.evaluate.evaluate`, in process) on the *other*
    half: each of its 4 sites is tested in turn by a model trained on the other 3.
 
 Methods (same splits, same windows): the pretrained encoder with a linear probe on mean-pooled
@@ -33,8 +34,10 @@ import argparse
 import json
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
+import mne
 import numpy as np
 import pandas as pd
 import torch
@@ -54,7 +57,11 @@ from _common import (
 from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score
 
+from neurofm import load
 from neurofm.configs.schema import model_config
+from neurofm.datasets import PrepareOptions
+from neurofm.finetune.evaluate import evaluate
+from neurofm.finetune.train import cohort_windows, subject_classes
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -79,6 +86,32 @@ def tr_mapping(sites: tuple[str, ...]) -> str:
     return "{" + ", ".join(f"{site}: {ABIDE_TR_S[site]}" for site in sites) + "}"
 
 
+@cache
+def site_windows(abide: Path, sites: tuple[str, ...], window: float) -> tuple[list, list[str], np.ndarray]:
+    """The test sites' windows as ``neurofm finetune task=disorder`` reads them, each subject's
+    DX_GROUP and each window's site."""
+    files = [p for site in sites for p in sorted((abide / "rois_cc200").glob(f"{site}_0*_rois_cc200.1D"))]
+    options = PrepareOptions(window_s=window, fmri_window_s=window, roi_coords=str(abide / "CC200.nii.gz"),
+                             roi_tr_s={site: ABIDE_TR_S[site] for site in sites})
+    cohort = cohort_windows(files, options, label="DX_GROUP", group_by="SITE_ID",
+                            phenotype=abide / "Phenotypic_V1_0b_preprocessed1.csv")
+    return subject_classes(cohort, "DX_GROUP", "SITE_ID")
+
+
+def disorder_predictions(ckpt: Path, cohort: tuple, options: dict, baseline: bool, run_dir: Path,
+                         seed: int) -> pd.DataFrame:
+    """Leave one site out over ``cohort`` (:func:`site_windows`) with ``ckpt`` and ``options``
+    (mode, readout, epochs); its subject-level predictions, also written to ``run_dir``. A run
+    folder that already holds them (``--work`` of an earlier run) is read, not run again."""
+    if (run_dir / "predictions.csv").exists():
+        return pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+    segments, labels, sites = cohort
+    evaluation = evaluate(load(ckpt), segments, labels, level="subject", protocol="logo", group_values=sites,
+                          baselines=baseline, seed=seed, **options)
+    evaluation.write(run_dir)
+    return evaluation.predictions
+
+
 def run_half(abide: Path, train_sites, test_sites, seed: int, args, work: Path,
              log: Path) -> dict[str, pd.DataFrame]:
     name = "+".join(train_sites)
@@ -89,27 +122,23 @@ def run_half(abide: Path, train_sites, test_sites, seed: int, args, work: Path,
         pretrain_half(abide, train_sites, seed, args, shards, run, log)
     torch.manual_seed(seed)
     untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / f"untrained_seed{seed}")
-    common = ["task=disorder", f"inputs={tables(abide, test_sites)}", f"task.roi_coords={abide / 'CC200.nii.gz'}",
-              f"task.roi_tr_s={tr_mapping(test_sites)}",
-              f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
-              f"task.window_s={args.window}", "task.protocol=logo", "task.group_by=SITE_ID"]
-    runs = {"pretrained_probe_mean": (run / "export", ["task.readout=mean"]),
-            "pretrained_probe_connectivity": (run / "export", ["task.readout=connectivity"]),
-            "untrained_probe_mean": (untrained, ["task.readout=mean"]),
-            "untrained_probe_connectivity": (untrained, ["task.readout=connectivity"])}
+    cohort = site_windows(abide, test_sites, args.window)
+    runs = {"pretrained_probe_mean": (run / "export", {"readout": "mean"}),
+            "pretrained_probe_connectivity": (run / "export", {"readout": "connectivity"}),
+            "untrained_probe_mean": (untrained, {"readout": "mean"}),
+            "untrained_probe_connectivity": (untrained, {"readout": "connectivity"})}
     for mode in args.modes:
         ckpt = untrained if mode == "scratch" else run / "export"
         runs[mode if mode == "scratch" else f"pretrained_{mode}"] = (
-            ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}", f"task.readout={args.head}"])
+            ckpt, {"mode": mode, "epochs": args.epochs, "readout": args.head})
     out = {}
-    for method, (ckpt, extra) in runs.items():
+    for method, (ckpt, options) in runs.items():
         run_dir = work / f"finetune_{name}_{method}_seed{seed}"
         # the FC baselines (no seed) once: same splits for every method
         baseline = method == "pretrained_probe_mean" and seed == 0
-        if not (done and (run_dir / "predictions.csv").exists()):
-            neurofm_cli("finetune", *common, f"ckpt={ckpt}", *extra, f"task.baseline={str(baseline).lower()}",
-                        f"seed={seed}", f"run_dir={run_dir}", log=log)
-        predictions = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+        if not done:
+            (run_dir / "predictions.csv").unlink(missing_ok=True)
+        predictions = disorder_predictions(ckpt, cohort, options, baseline, run_dir, seed)
         for inner, rows in predictions.groupby("method"):
             key = method if inner not in BASELINES else inner
             out[key] = rows.assign(seed=seed, method=key)
@@ -196,6 +225,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
+    mne.set_log_level("ERROR")  # the classical baselines run in this process: no MNE notices
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pretrain_arguments(parser, steps=400, batch=8, window=60.0, per="half")
     parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora", "scratch"])

@@ -4,7 +4,9 @@ For each of the 5 subjects in ``../shared/data/meeg/eegmmidb``, as a user would 
 
 1. ``neurofm prepare`` every run of the *other* 4 subjects (continuous windows, no labels);
 2. ``neurofm pretrain`` ``tiny`` on them, then ``neurofm export``;
-3. ``neurofm finetune task=decoding`` with that checkpoint on the held-out subject:
+3. the evaluation ``neurofm finetune task=decoding`` runs (:func:`neurofm.finetune.evaluate.evaluate`,
+   in process, on the windows :func:`neurofm.finetune.train.decoding_windows` cuts) with that
+   checkpoint on the held-out subject:
    - **within subject**: its own runs, stratified 5-fold over events;
    - **leave one subject out (LOSO)**: all 5 subjects' runs, ``task.protocol=loso``; only the
      fold that tests the held-out subject is kept, so no test subject ever reached pretraining.
@@ -15,8 +17,8 @@ the pretrained encoder with a linear probe on mean-pooled tokens and on per-sens
 (``task.readout=sensors``), the same architecture untrained with the same probes, the same
 architecture trained from scratch (``task.mode=scratch``, LOSO; its head reads per-sensor tokens
 too, ``--head``), and the classical baselines:
-CSP + LDA (8-30 Hz), a Riemannian tangent-space classifier (8-30 Hz covariances, logistic
-regression) and ERP samples + shrinkage LDA. ``--modes finetune lora`` adds the trained
+MOABB's CSP + LDA, tangent space + LR and filter-bank tangent space + LR, and ERP samples +
+shrinkage LDA (:data:`neurofm.finetune.baselines.DECODING_BASELINES`). ``--modes finetune lora`` adds the trained
 pretrained modes (with the same head as scratch).
 
 ``--seeds N`` repeats everything seeded (pretraining init and data order, the untrained
@@ -37,8 +39,10 @@ import argparse
 import json
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
+import mne
 import pandas as pd
 import torch
 from _common import (
@@ -55,7 +59,11 @@ from _common import (
 )
 from matplotlib.figure import Figure
 
+from neurofm import load
 from neurofm.configs.schema import model_config
+from neurofm.finetune.baselines import DECODING_BASELINES
+from neurofm.finetune.evaluate import evaluate
+from neurofm.finetune.train import decoding_windows, event_groups
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -67,13 +75,23 @@ LABELS = {"pretrained_probe_mean": "pretrained + probe (mean tokens)",
           "untrained_probe_sensors": "untrained + probe (per-sensor tokens)",
           "pretrained_finetune": "pretrained + finetune", "pretrained_lora": "pretrained + LoRA (r = 8)",
           "scratch": "same architecture, scratch",
-          "csp_lda": "CSP + LDA (8-30 Hz)", "riemann_lr": "Riemannian tangent space + LR (8-30 Hz)",
-          "erp_lda": "ERP samples + shrinkage LDA"}
-BASELINES = ("csp_lda", "riemann_lr", "erp_lda")
+          "csp_lda": "CSP + LDA (MOABB, 8-32 Hz)", "tangent_lr": "tangent space + LR (MOABB, 8-32 Hz)",
+          "fb_tangent_lr": "filter-bank tangent space + LR", "erp_lda": "ERP samples + shrinkage LDA"}
+BASELINES = tuple(DECODING_BASELINES)
 
 
 def files(root: Path, subjects, runs) -> str:
     return "[" + ",".join(str(root / s / f"{s}{r}.edf") for s in subjects for r in runs) + "]"
+
+
+def paths(root: Path, subjects, runs) -> tuple[Path, ...]:
+    return tuple(root / s / f"{s}{r}.edf" for s in subjects for r in runs)
+
+
+@cache
+def windows(inputs: tuple[Path, ...]) -> list:
+    """T1 / T2 windows [0.5, 2.5] s after each cue, as ``neurofm finetune`` cuts them (once)."""
+    return decoding_windows(inputs, ["T1", "T2"], 0.5, 2.5, by_subject=False)  # EEGMMI names carry the subject
 
 
 def pretrain(root: Path, held_out: str, seed: int, args, work: Path, log: Path) -> Path:
@@ -87,15 +105,18 @@ def pretrain(root: Path, held_out: str, seed: int, args, work: Path, log: Path) 
     return pretrain_and_export(shards, run, args, log, shuffle_buffer=500, seed=seed)
 
 
-def decode(inputs: str, ckpt: Path, extra: list[str], baseline: bool, run_dir: Path, log: Path,
+def decode(inputs: tuple[Path, ...], ckpt: Path, options: dict, baseline: bool, run_dir: Path,
            seed: int = 0) -> pd.DataFrame:
-    """``neurofm finetune task=decoding`` (T1 vs T2, [0.5, 2.5] s); its predictions. A run folder
-    that already holds predictions (``--work`` of an earlier run) is read, not run again."""
-    if not (run_dir / "predictions.csv").exists():
-        neurofm_cli("finetune", "task=decoding", f"ckpt={ckpt}", f"inputs={inputs}", "task.event_id=[T1,T2]",
-                    "task.tmin_s=0.5", "task.tmax_s=2.5", *extra, f"task.baseline={str(baseline).lower()}",
-                    f"seed={seed}", f"run_dir={run_dir}", log=log)
-    return pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+    """The decoding evaluation (T1 vs T2) of ``ckpt`` with ``options`` (protocol, mode, readout
+    ...); its predictions, also written to ``run_dir``. A run folder that already holds
+    predictions (``--work`` of an earlier run) is read, not run again."""
+    if (run_dir / "predictions.csv").exists():
+        return pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+    segments = windows(inputs)
+    evaluation = evaluate(load(ckpt), segments, [w.meta["label"] for w in segments], event_groups(segments),
+                          baselines=baseline, seed=seed, **options)
+    evaluation.write(run_dir)
+    return evaluation.predictions
 
 
 def run_subject(root: Path, held_out: str, seed: int, ckpt: Path, untrained: Path, args, work: Path,
@@ -111,26 +132,24 @@ def run_subject(root: Path, held_out: str, seed: int, ckpt: Path, untrained: Pat
         runs = RUNS[task]
         for protocol in args.protocols:
             loso = protocol == "loso"
-            inputs = files(root, SUBJECTS if loso else [held_out], runs)
-            extra = ["task.protocol=loso"] if loso else ["task.protocol=kfold", "task.folds=5"]
-            methods = {f"{enc}_probe_{readout}": (path, [f"task.readout={readout}"])
+            inputs = paths(root, SUBJECTS if loso else [held_out], runs)
+            extra = {"protocol": "loso"} if loso else {"protocol": "kfold", "folds": 5}
+            methods = {f"{enc}_probe_{readout}": (path, {"readout": readout})
                        for enc, path in (("pretrained", ckpt), ("untrained", untrained))
                        for readout in args.readouts}
             if loso or args.within_scratch:
-                methods["scratch"] = (untrained, ["task.mode=scratch", f"task.epochs={args.epochs}",
-                                                  f"task.readout={args.head}"])
+                methods["scratch"] = (untrained, {"mode": "scratch", "epochs": args.epochs, "readout": args.head})
             for mode in args.modes:
-                methods[f"pretrained_{mode}"] = (ckpt, [f"task.mode={mode}", f"task.epochs={args.epochs}",
-                                                        f"task.readout={args.head}"])
+                methods[f"pretrained_{mode}"] = (ckpt, {"mode": mode, "epochs": args.epochs, "readout": args.head})
             for i, (method, (path, more)) in enumerate(methods.items()):
                 shared = loso and not method.startswith("pretrained")
                 if shared and not first:
                     continue
                 baseline = i == 0 and seed == 0 and (not loso or first)
                 if loso and not shared and not baseline:  # only the fold this checkpoint may test
-                    more = [*more, f"task.test_subjects=[{held_out}]"]
-                found = decode(inputs, path, extra + more, baseline,
-                               work / f"{task}_{protocol}_{held_out}_{method}_seed{seed}", log, seed)
+                    more = {**more, "test_subjects": [held_out]}
+                found = decode(inputs, path, {**extra, **more}, baseline,
+                               work / f"{task}_{protocol}_{held_out}_{method}_seed{seed}", seed)
                 found["method"] = found["method"].where(found["method"].isin(BASELINES), method)
                 if loso:  # this checkpoint never saw held_out; the others' folds are not ours to keep
                     independent = found["method"].isin(BASELINES) | shared
@@ -175,6 +194,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
+    mne.set_log_level("ERROR")  # the classical baselines run in this process: no MNE notices
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pretrain_arguments(parser, steps=400, batch=16, window=4.0, per="held-out subject")
     parser.add_argument("--modes", nargs="*", default=[], choices=["finetune", "lora"])

@@ -13,10 +13,11 @@ SDSU, Trinity; S003, S004, S005). For each fold, as a user would from the shell,
 - **EEG + fMRI**: both, 800 steps with batches drawn half from each modality
   (``data.modality_weights``), so each modality gets the 400 steps of its own checkpoint.
 
-Each checkpoint is then evaluated on the *other* fold, which its pretraining never saw:
-``neurofm finetune task=disorder task.protocol=logo task.group_by=SITE_ID`` on the other
-half's sites (linear probe on the token-connectivity readout), and ``neurofm finetune
-task=decoding task.protocol=loso`` on imagery runs of all 5 subjects, keeping the folds that
+Each checkpoint is then evaluated on the *other* fold, which its pretraining never saw, by
+the evaluations of ``neurofm finetune`` (:func:`neurofm.finetune.evaluate.evaluate`, in
+process): ``task=disorder task.protocol=logo task.group_by=SITE_ID`` on the other
+half's sites (linear probe on the token-connectivity readout), and
+``task=decoding task.protocol=loso`` on imagery runs of all 5 subjects, keeping the folds that
 test the other fold's subjects (linear probe on per-sensor tokens). The untrained architecture
 with the same probes, and the classical baselines (FC + logistic regression; CSP + LDA, a
 Riemannian classifier, ERP + shrinkage LDA), run on the same splits. Predictions of the two folds are pooled: 8 test sites and 5
@@ -44,6 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mne
 import pandas as pd
 import torch
 from _common import (
@@ -58,9 +60,9 @@ from _common import (
     print_seeded,
     seeded_summary,
 )
-from abide import HALVES, tables, tr_mapping
+from abide import HALVES, disorder_predictions, site_windows, tables, tr_mapping
 from matplotlib.figure import Figure
-from motor_imagery import RUNS, SUBJECTS, decode, files
+from motor_imagery import RUNS, SUBJECTS, decode, files, paths
 
 from neurofm.configs.schema import model_config
 from neurofm.io import write_text_atomic
@@ -109,29 +111,18 @@ def pretrain(shards: Path, corpus: str, args, run: Path, log: Path, seed: int = 
     return run / "export"
 
 
-def abide_predictions(root: Path, test_sites, ckpt: Path, baseline: bool, run_dir: Path, log: Path,
-                      window: float, seed: int = 0) -> pd.DataFrame:
-    abide = root / "abide"
-    if not (run_dir / "predictions.csv").exists():
-        neurofm_cli("finetune", "task=disorder", f"inputs={tables(abide, test_sites)}", f"ckpt={ckpt}",
-                    f"task.roi_coords={abide / 'CC200.nii.gz'}", f"task.roi_tr_s={tr_mapping(test_sites)}",
-                    f"task.phenotype={abide / 'Phenotypic_V1_0b_preprocessed1.csv'}", "task.label=DX_GROUP",
-                    f"task.window_s={window}", "task.protocol=logo", "task.group_by=SITE_ID",
-                    "task.readout=connectivity", "task.cross_modal=true", f"task.baseline={str(baseline).lower()}",
-                    f"seed={seed}", f"run_dir={run_dir}", log=log)
-    rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
+def abide_predictions(root: Path, test_sites, ckpt: Path, baseline: bool, run_dir: Path, window: float,
+                      seed: int = 0) -> pd.DataFrame:
+    rows = disorder_predictions(ckpt, site_windows(root / "abide", test_sites, window), {"readout": "connectivity"},
+                                baseline, run_dir, seed)
     return rows.assign(site=rows["split"].str.removeprefix("logo-"))
 
 
-def eeg_predictions(root: Path, test_subjects, ckpt: Path, baseline: bool, run_dir: Path, log: Path,
+def eeg_predictions(root: Path, test_subjects, ckpt: Path, baseline: bool, run_dir: Path,
                     seed: int = 0) -> pd.DataFrame:
     eegmmi = root / "meeg" / "eegmmidb"
-    if (run_dir / "predictions.csv").exists():
-        rows = pd.read_csv(run_dir / "predictions.csv", dtype={"subject": str})
-    else:
-        rows = decode(files(eegmmi, SUBJECTS, RUNS["imagery"]), ckpt,
-                      ["task.protocol=loso", "task.readout=sensors", "task.cross_modal=true"], baseline, run_dir,
-                      log, seed)
+    rows = decode(paths(eegmmi, SUBJECTS, RUNS["imagery"]), ckpt, {"protocol": "loso", "readout": "sensors"},
+                  baseline, run_dir, seed)
     return rows[rows["subject"].isin(test_subjects)]  # the folds whose subject pretraining never saw
 
 
@@ -156,9 +147,9 @@ def run_fold(root: Path, fold: str, untrained: Path, args, work: Path, log: Path
     for method, ckpt in checkpoints.items():
         baseline = method == "fmri" and seed == 0  # the classical baselines once: the same splits for all
         name = f"{fold}_{method}_seed{seed}"
-        rows = {"abide": abide_predictions(root, test_sites, ckpt, baseline, work / f"abide_{name}", log,
+        rows = {"abide": abide_predictions(root, test_sites, ckpt, baseline, work / f"abide_{name}",
                                            args.window, seed),
-                "eegmmi": eeg_predictions(root, test_subjects, ckpt, baseline, work / f"eegmmi_{name}", log, seed)}
+                "eegmmi": eeg_predictions(root, test_subjects, ckpt, baseline, work / f"eegmmi_{name}", seed)}
         for task, found in rows.items():
             found = found.copy()
             found["method"] = found["method"].where(found["method"].isin(BASELINES), method)
@@ -198,6 +189,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main() -> None:
+    mne.set_log_level("ERROR")  # the classical baselines run in this process: no MNE notices
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_pretrain_arguments(parser, steps=400, batch=8, window=60.0, per="modality")
     parser.add_argument("--eeg-window", type=float, default=4.0, help="EEG pretraining window, s")

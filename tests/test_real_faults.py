@@ -253,7 +253,7 @@ def test_an_unexpected_exception_is_one_line_and_a_log(tmp_path, monkeypatch, ca
     from neurofm import cli
     from neurofm.models import io
 
-    def broken(ckpt, out):
+    def broken(ckpt, out, extra=None):
         raise ZeroDivisionError("float division by zero")
 
     monkeypatch.setattr(io, "export_checkpoint", broken)

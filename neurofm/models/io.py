@@ -303,29 +303,12 @@ def _only_allow_listed_pickles():
         yield
 
 
-def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Turn any checkpoint into ``config.json`` + ``model.safetensors`` (``neurofm export``)."""
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Turn any checkpoint into ``config.json`` + ``model.safetensors`` (``neurofm export``);
+    ``extra`` joins the config (``neurofm export`` adds the run's validation figures,
+    :func:`neurofm.pretrain.run_folder.validation_of`)."""
     info: dict[str, Any] = {}
     model = load_pretrained(ckpt, info=info)
-    metrics = Path(ckpt).resolve().parent.parent / "metrics.csv"  # <run_dir>/checkpoints/last.ckpt
-    validation = validation_r2(metrics) if Path(ckpt).is_file() else None
-    if validation is not None:
-        info["validation"] = validation
     info.pop("neurofm_version", None)
     info.pop("architecture", None)
-    return save_pretrained(model, out, extra={**info, "exported_from": os.fspath(ckpt)})
-
-
-def validation_r2(metrics_csv: Path) -> dict[str, float] | None:
-    """Masked-token R² of a run's validations (first, last, best), from its ``metrics.csv``."""
-    import pandas as pd
-
-    if not metrics_csv.exists():
-        return None
-    try:
-        r2 = pd.read_csv(metrics_csv)["val/r2"].dropna()
-    except (KeyError, ValueError, OSError):
-        return None
-    if r2.empty:
-        return None
-    return {"first": float(r2.iloc[0]), "last": float(r2.iloc[-1]), "best": float(r2.max())}
+    return save_pretrained(model, out, extra={**info, **(extra or {}), "exported_from": os.fspath(ckpt)})

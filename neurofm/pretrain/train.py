@@ -34,12 +34,12 @@ from neurofm.datasets.shards import write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.io import atomic_write
 from neurofm.models.contract import input_contract
-from neurofm.models.io import validation_r2
 from neurofm.pretrain.config import PretrainConfig, TrainerConfig
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.demo import build_demo_corpus
 from neurofm.pretrain.module import PretrainModule
 from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, Throughput, plot_loss_curve
+from neurofm.pretrain.run_folder import validation_r2
 
 logger = logging.getLogger("neurofm.pretrain")
 LAST = "last.ckpt"

@@ -36,7 +36,7 @@ from neurofm.batch import KIND_IDS, MODALITY_IDS, Batch
 from neurofm.errors import ConfigError
 from neurofm.extras import require
 from neurofm.finetune.loops import Mode, network_for
-from neurofm.finetune.tasks import Classifier, add_lora
+from neurofm.finetune.tasks import Classifier, prepare_mode
 from neurofm.models.mae import ModelConfig
 from neurofm.readouts import SENSOR_AXIS
 
@@ -115,11 +115,7 @@ class NeuroFMModel(EEGModuleMixin, nn.Module):
         network = network_for(self.mode, backbone, None if backbone is not None else ModelConfig())
         self.classifier = Classifier(network, self.n_outputs, readout,
                                      self.n_chans if readout in SENSOR_AXIS else None)
-        if self.mode is Mode.LORA:
-            add_lora(self.classifier.backbone, "encoder", lora_rank)
-        if self.mode in (Mode.LORA, Mode.LINEAR_PROBE):
-            for name, param in self.classifier.named_parameters():
-                param.requires_grad_("lora_" in name or name.startswith(("head.", "pool.")))
+        prepare_mode(self.classifier, self.mode, lora_rank)
         self.register_buffer("positions", torch.as_tensor(sensor_positions(self.chs_info)))
         self.register_buffer("take", torch.arange(self.n_chans))
 

@@ -23,7 +23,7 @@ from neurofm.models.contract import (
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.options import check_option
-from neurofm.readouts import LEARNED, READOUTS, sensor_readout, shared_sensors
+from neurofm.readouts import LEARNED, READOUTS, check_sensor_axis, sensor_readout, shared_sensors
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm")
@@ -249,7 +249,6 @@ class NeuroFM:
         return Embeddings(windows=out, pooled=out.mean(axis=0), times=times,
                           meta=[{k: v for k, v in s.meta.items() if not isinstance(v, list)} for s in segments])
 
-
     def _read(self, segments: list[Segment], readout: str, batch_size: int) -> np.ndarray:
         """``[N, F]``: each window's tokens read out as ``readout`` says."""
         check_option("readout", readout, READOUTS)
@@ -257,9 +256,7 @@ class NeuroFM:
             raise ConfigError(f"readout={readout} has parameters that train with the head: a frozen-feature "
                               "probe cannot read it; train the head (mode linear_probe through "
                               "finetune_classifier, or task.mode=lora/finetune)")
-        if readout != "mean" and self.model.config.spatial_latents is not None:
-            raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
-                              f"{self.model.config.spatial_latents} compresses away; use readout=mean")
+        check_sensor_axis(self.model.config, readout)
         rows = shared_sensors(segments) if readout != "mean" else None
         out = None
         for group, batch, tokens, pooled in self.encoded(segments, batch_size, f"embedding ({readout} readout)"):

@@ -34,6 +34,14 @@ FROZEN = ("mean", "sensors", "connectivity")  # readouts a probe reads from froz
 SENSOR_AXIS = ("sensors", "connectivity", "spatial")  # readouts that keep the sensor axis
 
 
+def check_sensor_axis(config, readout: str) -> None:
+    """Refuse a readout that keeps the sensor axis on a model (``config``: its ModelConfig)
+    whose ``spatial_latents`` compress the sensors away."""
+    if readout in SENSOR_AXIS and config.spatial_latents is not None:
+        raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
+                          f"{config.spatial_latents} compresses away; use readout=mean")
+
+
 def shared_sensors(segments: Sequence[Segment]) -> list[np.ndarray]:
     """Per segment, the row indices of the sensors every segment has (matched by channel name
     or parcel label, in the first segment's order): one layout for classical methods."""

@@ -204,10 +204,10 @@ def evaluate(
     names = [str(v) for v in labels]
     if len(names) != len(segments):
         raise ConfigError(f"{len(names)} labels for {len(segments)} windows")
-    classes = sorted(set(names))
+    classes, y = np.unique(names, return_inverse=True)
+    classes = classes.tolist()
     if len(classes) < 2:
         raise NeurofmError(f"a classification needs two or more classes; found {classes}")
-    y = np.array([classes.index(v) for v in names])
     subjects = np.array([str(s) for s in subjects] if subjects is not None
                         else [str(s.meta.get("subject")) for s in segments])
     groups = np.asarray(groups) if groups is not None else None
@@ -233,11 +233,10 @@ def evaluate(
 
     if level == "window":
         methods, items = _window_methods(mode, model_probs, segments, y, baselines)
-        items["label"] = np.array(classes, dtype=object)[y]
-        unit = np.arange(len(segments))
+        unit, unit_y = np.arange(len(segments)), y
     else:
-        methods, items, unit = _subject_methods(mode, model_probs, segments, y, subjects, baselines, seed)
-        items["label"] = np.array(classes, dtype=object)[items.pop("y").to_numpy()]
+        methods, items, unit, unit_y = _subject_methods(mode, model_probs, segments, y, subjects, baselines, seed)
+    items["label"] = np.array(classes, dtype=object)[unit_y]
     out: dict[str, dict] = {}
     rows = []
     for method, predict in methods.items():
@@ -246,7 +245,7 @@ def evaluate(
             index, prob = predict(split)
             rows.append(items.iloc[index].assign(method=method, split=split.name).join(
                 pd.DataFrame(prob, columns=[f"prob_{c}" for c in classes], index=items.index[index])))
-            test_y = unit_labels(items, index, classes)
+            test_y = unit_y[index]
             truth.append(test_y)
             probs.append(prob)
             n_train = len(np.unique(unit[split.train])) if level == "subject" else len(split.train)
@@ -263,10 +262,6 @@ def evaluate(
                       n_windows=len(segments), n_subjects=len(np.unique(subjects)))
 
 
-def unit_labels(items: pd.DataFrame, index: np.ndarray, classes: list[str]) -> np.ndarray:
-    return items["label"].iloc[index].map({c: i for i, c in enumerate(classes)}).to_numpy()
-
-
 Predict = Callable[[Split], tuple[np.ndarray, np.ndarray]]
 
 
@@ -277,8 +272,7 @@ def _window_methods(mode: str, model_probs, segments: list[Segment], y: np.ndarr
     items = pd.DataFrame({
         "subject": [str(s.meta.get("subject")) for s in segments],
         "source": [Path(str(s.meta.get("source", ""))).name for s in segments],
-        "onset_s": [s.meta.get("event_onset_s", s.meta.get("onset_s", 0.0)) for s in segments],
-        "label": [None] * len(segments)})
+        "onset_s": [s.meta.get("event_onset_s", s.meta.get("onset_s", 0.0)) for s in segments]})
     methods: dict[str, Predict] = {mode: lambda split: (split.test, model_probs(split))}
     if baselines:
         for name, predict in decoding_baselines(shared_sensor_array(segments), segments[0].sfreq).items():
@@ -287,13 +281,14 @@ def _window_methods(mode: str, model_probs, segments: list[Segment], y: np.ndarr
 
 
 def _subject_methods(mode: str, model_probs, segments: list[Segment], y: np.ndarray, subjects: np.ndarray,
-                     baselines: bool, seed: int) -> tuple[dict[str, Predict], pd.DataFrame, np.ndarray]:
+                     baselines: bool, seed: int
+                     ) -> tuple[dict[str, Predict], pd.DataFrame, np.ndarray, np.ndarray]:
     """Each subject-level method (split -> test subject positions, probabilities), the items
-    table (one row per subject, sorted) and each window's subject position."""
+    table (one row per subject, sorted), each window's subject position and each subject's class."""
     ids, position = np.unique(subjects, return_inverse=True)
     y_subject = np.zeros(len(ids), dtype=int)
     y_subject[position] = y
-    items = pd.DataFrame({"subject": ids, "y": y_subject})
+    items = pd.DataFrame({"subject": ids})
 
     def mine(split: Split) -> tuple[np.ndarray, np.ndarray]:
         test_ids, probs = aggregate_subjects(model_probs(split), subjects[split.test])
@@ -318,7 +313,7 @@ def _subject_methods(mode: str, model_probs, segments: list[Segment], y: np.ndar
             return np.flatnonzero(test), fc_logistic(f_train, y_subject[train], f_test, seed)
 
         methods.update(fc_logistic=fc_correlation, fc_tangent=fc_tangent)
-    return methods, items, position
+    return methods, items, position, y_subject
 
 
 def _only_testing(splits: list[Split], subjects: np.ndarray, wanted: list[str]) -> list[Split]:

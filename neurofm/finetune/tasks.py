@@ -20,6 +20,7 @@ from neurofm.readouts import (
     SENSOR_AXIS,
     AttentionPool,
     SpatialLogPower,
+    check_sensor_axis,
     sensor_readout,
     shared_sensors,
 )
@@ -51,12 +52,6 @@ def window_features(model, segments: list[Segment], readout: str = "mean",
     :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`) embeds ``segments`` with
     ``readout`` (``mean``, ``sensors`` or ``connectivity``; see :meth:`NeuroFM.embed`)."""
     return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size, readout=readout).windows
-
-
-def _check_sensor_axis(backbone: MaskedAutoencoder, readout: str) -> None:
-    if backbone.config.spatial_latents is not None:
-        raise ConfigError(f"readout={readout} keeps the sensor axis, which spatial_latents="
-                          f"{backbone.config.spatial_latents} compresses away; use readout=mean")
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -108,7 +103,7 @@ class Classifier(nn.Module):
             self.pool = AttentionPool(dim)
             width = dim
         else:
-            _check_sensor_axis(backbone, readout)
+            check_sensor_axis(backbone.config, readout)
             if not n_shared or n_shared < 2:
                 raise ConfigError(f"readout={readout} needs two or more sensors shared by every window, got {n_shared}")
             if readout == "spatial":
@@ -127,6 +122,17 @@ class Classifier(nn.Module):
         if self.readout == "spatial":
             return self.head(self.pool(tokens, batch.signal.shape[1], take))
         return self.head(sensor_readout(tokens, batch.signal.shape[1], take, self.readout))
+
+
+def prepare_mode(model: Classifier, mode: Mode, lora_rank: int = 8) -> list[nn.Parameter]:
+    """Set ``model`` up for ``mode`` in place: LoRA adapters on the encoder (``lora``), and for
+    ``lora`` and ``linear_probe`` every other weight frozen. Returns the parameters that train."""
+    if mode is Mode.LORA:
+        add_lora(model.backbone, "encoder", lora_rank)
+    if mode in (Mode.LORA, Mode.LINEAR_PROBE):
+        for name, param in model.named_parameters():
+            param.requires_grad_("lora_" in name or name.startswith(("head.", "pool.")))
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def layerwise_param_groups(model: Classifier, lr: float, decay: float) -> list[dict]:
@@ -201,14 +207,8 @@ def finetune_classifier(
     if rule is not None:
         epochs, lr, batch_size = rule.max_epochs, rule.lr, rule.batch_size
     weight_decay = rule.weight_decay if rule is not None else 0.05
-    if mode is Mode.LORA:
-        add_lora(model.backbone, "encoder", lora_rank)
+    params = prepare_mode(model, mode, lora_rank)
     if mode in (Mode.LORA, Mode.LINEAR_PROBE):
-        model.requires_grad_(False)
-        params = [p for name, p in model.named_parameters()
-                  if "lora_" in name or name.startswith(("head.", "pool."))]
-        for p in params:
-            p.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     else:  # scratch has no pretrained layers to protect: one learning rate
         decay = 1.0 if mode is Mode.SCRATCH else layer_decay

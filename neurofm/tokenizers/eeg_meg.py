@@ -53,6 +53,7 @@ logger = logging.getLogger("neurofm.tokenizers")
 
 # Physical unit -> model unit: EEG/iEEG in uV, magnetometers in fT, gradiometers in fT/cm.
 UNIT_SCALE = {"eeg": 1e6, "seeg": 1e6, "ecog": 1e6, "mag": 1e15, "grad": 1e13}
+UNITS = {"eeg": "uV", "seeg": "uV", "ecog": "uV", "mag": "fT", "grad": "fT/cm"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ class _Continuous:
     first_time: float           # s of the first sample since the file's time origin
     events: tuple[np.ndarray, np.ndarray, np.ndarray]  # onset_s, duration_s, labels
     meta: dict[str, Any]
+
+
+def modality_of(kinds) -> str:
+    """'meg' if any sensor is a magnetometer or gradiometer, else 'eeg' if any is EEG, else 'ieeg'."""
+    kinds = np.asarray(kinds)
+    return "meg" if np.isin(kinds, ("mag", "grad")).any() else ("eeg" if (kinds == "eeg").any() else "ieeg")
 
 
 # --------------------------------------------------------------------------- core
@@ -100,15 +107,14 @@ def _continuous(
     scaled, scale = robust_scale(raw, unit, bad_times)
     kinds = np.array(channels.kinds)
     meta = {
-        "modality": "meg" if np.isin(kinds, ("mag", "grad")).any()
-        else ("eeg" if (kinds == "eeg").any() else "ieeg"),
+        "modality": modality_of(kinds),
         "sfreq": float(o.sfreq),
         "native_sfreq": float(native),
         "ch_names": list(channels.names),
         "coil_types": [int(raw.info["chs"][i]["coil_type"]) for i in range(len(channels.names))],
         "unit_scale": unit.tolist(),
         "channel_scale": scale.tolist(),
-        "units": {"eeg": "uV", "seeg": "uV", "ecog": "uV", "mag": "fT", "grad": "fT/cm"},
+        "units": UNITS,
         "filter": {"l_freq": o.l_freq, "h_freq": used_h, "line_freq": used_line,
                    "average_reference": bool(o.average_reference)},
         "dropped_channels": channels.dropped,

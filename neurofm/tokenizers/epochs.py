@@ -32,14 +32,13 @@ from scipy.signal import detrend
 
 from neurofm.errors import EpochsError, NotFittedError
 from neurofm.tokenizers.channels import select_channels
-from neurofm.tokenizers.cleaning import detect_line_freq, row_median, subsample
+from neurofm.tokenizers.cleaning import detect_line_freq, subsample
 from neurofm.tokenizers.contract import tokenizer_defaults
+from neurofm.tokenizers.eeg_meg import UNIT_SCALE, UNITS, modality_of
 from neurofm.tokenizers.options import MeegOptions
 from neurofm.tokenizers.segment import Segment, Segments
+from neurofm.tokenizers.steps import channel_scales
 
-UNIT_SCALE = {"eeg": 1e6, "seeg": 1e6, "ecog": 1e6, "mag": 1e15, "grad": 1e13}
-UNITS = {"eeg": "uV", "seeg": "uV", "ecog": "uV", "mag": "fT", "grad": "fT/cm"}
-_MAD_TO_SD = 1.4826
 _QUIET = {"verbose": "error"}
 
 
@@ -92,12 +91,8 @@ class EpochsPreprocessor:
             joined = data[:, self.picks_].transpose(1, 0, 2).reshape(len(names), -1)
             line = info["line_freq"] or detect_line_freq(joined, native)
         self.line_freq_ = float(line) if line else None
-        clean = self._clean(data, info)
-        flat = clean.transpose(1, 0, 2).reshape(len(names), -1)
-        good = subsample(flat)
-        scale = _MAD_TO_SD * row_median(np.abs(good - row_median(good)[:, None]))
-        fallback = good.std(axis=1)
-        self.scale_ = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
+        clean = self._clean(data, info, self.filters(info, data.shape[-1]))
+        self.scale_ = channel_scales(subsample(clean.transpose(1, 0, 2).reshape(len(names), -1)))
         return self
 
     def transform(self, data: np.ndarray, info: mne.Info, source: str = "epochs") -> Segments:
@@ -105,15 +100,14 @@ class EpochsPreprocessor:
         if self.scale_ is None:
             raise NotFittedError("EpochsPreprocessor is not fitted: call fit(data, info) first")
         data = self._checked(data, info, fitted=True)
-        clean = (self._clean(data, info) / self.scale_[:, None]).astype(np.float32)
+        plan = self.filters(info, data.shape[-1])
+        clean = (self._clean(data, info, plan) / self.scale_[:, None]).astype(np.float32)
         unit = [UNIT_SCALE[k] for k in self.kinds_]
-        kinds = np.array(self.kinds_)
         meta = {
-            "modality": "meg" if np.isin(kinds, ("mag", "grad")).any()
-            else ("eeg" if (kinds == "eeg").any() else "ieeg"),
+            "modality": modality_of(self.kinds_),
             "sfreq": float(self.options.sfreq), "native_sfreq": float(info["sfreq"]),
             "ch_names": list(self.names_), "unit_scale": unit, "channel_scale": self.scale_.tolist(),
-            "units": UNITS, "filter": self.filters(info, data.shape[-1]), "source": source, "onset_s": 0.0, "events": [],
+            "units": UNITS, "filter": plan, "source": source, "onset_s": 0.0, "events": [],
         }
         return Segments([Segment(signal=epoch, positions=self.positions_, orientations=self.orientations_,
                                  kinds=self.kinds_, meta={**meta, "epoch": i}) for i, epoch in enumerate(clean)],
@@ -140,15 +134,15 @@ class EpochsPreprocessor:
         return {"l_freq": o.l_freq, "h_freq": float(h_freq), "line_freq": self.line_freq_,
                 "average_reference": bool(o.average_reference), "high_pass": high_pass}
 
-    def _clean(self, data: np.ndarray, info: mne.Info) -> np.ndarray:
-        """Model units ``[N, C_kept, T_out]`` of each epoch, cleaned alone (float64)."""
+    def _clean(self, data: np.ndarray, info: mne.Info, plan: dict[str, Any]) -> np.ndarray:
+        """Model units ``[N, C_kept, T_out]`` of each epoch, cleaned alone as ``plan``
+        (:meth:`filters`) says (float64)."""
         o, native, sfreq = self.options, float(info["sfreq"]), float(self.options.sfreq)
         x = data[:, self.picks_].astype(np.float64)
         n_out = int(round((x.shape[-1] - 1) * sfreq / native))  # as tokenize_events cuts [0, tmax]
         if n_out < 1:
             raise EpochsError(f"epochs of {x.shape[-1]} samples at {native:g} Hz are shorter than one sample "
                               f"at {sfreq:g} Hz")
-        plan = self.filters(info, x.shape[-1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MNE's notes on short signals
             line = self.line_freq_

@@ -144,12 +144,16 @@ def robust_scale(raw: mne.io.BaseRaw, unit: np.ndarray, bad_times: np.ndarray) -
     the ``[C, T]`` float32 array and the ``[C]`` scales."""
     data = samples_of(raw)
     good = data[:, ~bad_times] if bad_times.any() and (~bad_times).any() else data
-    good = subsample(good) * unit[:, None]
-    center = row_median(good)[:, None]
-    scale = _MAD_TO_SD * row_median(np.abs(good - center))  # [C]
-    fallback = good.std(axis=1)
-    scale = np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
+    scale = channel_scales(subsample(good) * unit[:, None])
     return np.multiply(data, (unit / scale)[:, None], dtype=np.float32), scale
+
+
+def channel_scales(samples: np.ndarray) -> np.ndarray:
+    """``[C]`` robust SD (1.4826 MAD) of each row of ``samples`` ``[C, T]``; the SD where the MAD
+    is 0, and 1 where both are."""
+    scale = _MAD_TO_SD * row_median(np.abs(samples - row_median(samples)[:, None]))
+    fallback = samples.std(axis=1)
+    return np.where(scale > 0, scale, np.where(fallback > 0, fallback, 1.0))
 
 
 def samples_of(raw: mne.io.BaseRaw) -> np.ndarray:

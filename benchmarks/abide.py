@@ -58,10 +58,10 @@ from matplotlib.figure import Figure
 from sklearn.metrics import accuracy_score
 
 from neurofm import load
-from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions
 from neurofm.finetune.evaluate import evaluate
-from neurofm.finetune.train import cohort_windows, subject_classes
+from neurofm.finetune.tasks import cohort_windows, subject_classes
+from neurofm.models.config import ModelConfig
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -121,7 +121,7 @@ def run_half(abide: Path, train_sites, test_sites, seed: int, args, work: Path,
     if not done:
         pretrain_half(abide, train_sites, seed, args, shards, run, log)
     torch.manual_seed(seed)
-    untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / f"untrained_seed{seed}")
+    untrained = save_pretrained(MaskedAutoencoder(ModelConfig.named("tiny")), work / f"untrained_seed{seed}")
     cohort = site_windows(abide, test_sites, args.window)
     runs = {"pretrained_probe_mean": (run / "export", {"readout": "mean"}),
             "pretrained_probe_connectivity": (run / "export", {"readout": "connectivity"}),

@@ -9,7 +9,7 @@ left vs right fist, [0.5, 2.5] s after the cue.
   braindecode's ``Preprocessor`` (resample to the checkpoint's 200 Hz, 0.5 Hz high-pass),
   windowed by ``create_windows_from_events``; ``EEGClassifier(NeuroFMModel, ...)``.
 - **neurofm**: the windows of ``neurofm finetune task=decoding`` (``tokenize_events``), trained
-  by :func:`neurofm.finetune.tasks.finetune_classifier`.
+  by :func:`neurofm.finetune.classifier.finetune_classifier`.
 
 Both train one checkpoint (``--ckpt``, default the export committed under ``tests/data``) in
 one mode and readout (``--mode``, ``--readout``) under the yardstick's rule (AdamW lr 1e-3,
@@ -40,8 +40,8 @@ from eegmmi_yardstick import IMAGERY, RULE, SUBJECTS, folds, indices, labelled_w
 from sklearn.metrics import balanced_accuracy_score
 from tqdm.auto import tqdm
 
+from neurofm.finetune.classifier import finetune_classifier
 from neurofm.finetune.metrics import paired_difference
-from neurofm.finetune.tasks import finetune_classifier
 from neurofm.io import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

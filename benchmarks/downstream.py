@@ -37,20 +37,21 @@ import numpy as np
 import torch
 from _common import data_dir, eeglab_tutorial, pretrain_steps
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, write_shards
+from neurofm.embedding import as_neurofm
 from neurofm.finetune.baselines import (
     connectivity_features,
     decoding_baselines,
     fc_logistic,
     ridge_trf,
 )
+from neurofm.finetune.classifier import finetune_classifier, linear_probe
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
 from neurofm.finetune.metrics import classification_metrics, per_sensor_r
 from neurofm.finetune.plots import plot_sensor_r
 from neurofm.finetune.protocols import event_kfold, few_shot, subject_kfold, time_splits
-from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_embeddings
+from neurofm.models.config import ModelConfig
 from neurofm.models.io import load_pretrained, save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.testing import plant_group_difference
@@ -64,7 +65,7 @@ def pretrain(raw_path: Path, bdf: Path, steps: int, tmp: Path) -> MaskedAutoenco
     write_shards([raw_path, bdf], tmp / "shards",
                  PrepareOptions(window_s=4.0, stride_s=1.0, split_fractions=(1.0, 0.0, 0.0)))
     torch.manual_seed(0)
-    config = model_config("tiny", mask_strategy="channels", mask_ratio=0.5)
+    config = ModelConfig.named("tiny", mask_strategy="channels", mask_ratio=0.5)
     batches = iter(batched_stream(tmp / "shards", 16, "train", resampled=True, shuffle_buffer=500))
     return pretrain_steps(config, batches, steps, lr=3e-3, warmup_steps=steps // 20).eval()
 
@@ -94,7 +95,7 @@ def decoding(model: MaskedAutoencoder, raw, args) -> dict:
     segments = list(tokenize_events(raw, event_id=["square", "rt"], tmin=0.0, tmax=1.0, reject_scaled=None))
     labels = np.array([0 if s.meta["label"] == "square" else 1 for s in segments])
     groups = np.array([round(s.meta["event_onset_s"], 3) for s in segments])
-    embeddings = window_embeddings(model, segments)
+    embeddings = as_neurofm(model).embed(segments, batch_size=64).windows
     # the baselines `neurofm finetune` runs (neurofm.finetune.baselines), on the same windows
     windows = np.stack([s.signal for s in segments]).astype(np.float64)  # [N, C, T]
     baselines = decoding_baselines(windows, segments[0].sfreq)
@@ -176,7 +177,7 @@ def _disorder_at(model: MaskedAutoencoder, windows: list, group: np.ndarray, amp
     subjects = np.array([s.meta["subject"] for s in segments])
     ids = np.unique(subjects)
     y_subject = np.array([labels[subjects == i][0] for i in ids])
-    embeddings = window_embeddings(model, segments)
+    embeddings = as_neurofm(model).embed(segments, batch_size=64).windows
     fc = connectivity_features(segments, subjects)[1]
     tune = dict(epochs=args.epochs, lr=1e-3)
 

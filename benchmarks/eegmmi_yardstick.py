@@ -70,11 +70,11 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from neurofm.configs.schema import model_config
 from neurofm.finetune.baselines import decoding_baselines, shared_sensor_array
+from neurofm.finetune.classifier import finetune_classifier, linear_probe, window_features
 from neurofm.finetune.loops import TrainingRule, train_epochs
-from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.io import write_text_atomic
+from neurofm.models.config import ModelConfig
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.readouts import LEARNED
 from neurofm.tokenizers import tokenize_events, tokenize_raw
@@ -270,7 +270,7 @@ def run_fold(part: str, fold: dict, data: dict, args) -> dict:
     out = {}
     stems = args.stems if part == "ablation" else [args.stem]
     for stem in stems:
-        config = model_config(args.size, stem=stem)
+        config = ModelConfig.named(args.size, stem=stem)
         torch.manual_seed(seed)
         random = MaskedAutoencoder(config)
         weights = {"pretrained": pretrain_copy(random, corpus, args.steps, seed, args.lr), "random": random}

@@ -2,7 +2,7 @@
 
 Segments: the real EEGLAB tutorial recording (30 channels), 4 s windows. neurofm: the
 public `embed` (grouping by shape, collation, device transfer, pooling, progress bar).
-Bare: `model.embed_tokens` on batches collated and moved beforehand. Target overhead <= 20 %.
+Bare: `encoder.encode_every_token` on batches collated and moved beforehand. Target overhead <= 20 %.
 
 usage: python benchmarks/embed.py [--model small] [--device cpu|cuda] [--batch 32]
 """
@@ -18,7 +18,6 @@ import mne
 import torch
 from _common import eeglab_tutorial
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import collate_segments
 from neurofm.embedding import NeuroFM
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
@@ -50,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     raw = eeglab_tutorial()
     segments = list(tokenize_raw(raw, window_s=4.0, stride_s=1.0))
-    cfg = asdict(model_config(args.model))
+    cfg = asdict(ModelConfig.named(args.model))
     model = NeuroFM(MaskedAutoencoder(ModelConfig(**cfg))).to(args.device)
     batches = [collate_segments(segments[k : k + args.batch]).to(args.device)
                for k in range(0, len(segments), args.batch)]
@@ -58,7 +57,7 @@ def main() -> None:
     def bare():
         with torch.no_grad():
             for batch in batches:
-                model.model.embed_tokens(batch)
+                model.model.encode_every_token(batch)
 
     ours = best(lambda: model.embed(segments, batch_size=args.batch), args.device)
     base = best(bare, args.device)

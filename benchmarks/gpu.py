@@ -82,7 +82,7 @@ def run_metrics(run_dir: Path) -> dict:
 
 
 def pretrain_runs(corpus: Path, args, work: Path, log: Path, device_name: str) -> list[dict]:
-    from neurofm.configs.schema import model_config
+    from neurofm.models.config import ModelConfig
 
     sizes = ["tiny"] if args.dry_run else ["small", "base"]
     trainers = ["cpu"] if args.dry_run else ["ddp", "deepspeed_stage_2", "deepspeed_stage_3"]
@@ -90,7 +90,7 @@ def pretrain_runs(corpus: Path, args, work: Path, log: Path, device_name: str) -
     peak = None if args.dry_run else peak_flops(device_name)
     rows = []
     for size in sizes:
-        per_token = flops_per_token(model_config(size))
+        per_token = flops_per_token(ModelConfig.named(size))
         for trainer in trainers:
             run_dir = work / f"{size}_{trainer}"
             seconds = neurofm_cli("pretrain", "data=shards", f"data.shards={corpus}", f"model={size}",
@@ -115,11 +115,11 @@ def sdpa_kernels(segments, device: str, dtype) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from neurofm.batch import collate_segments
-    from neurofm.configs.schema import model_config
+    from neurofm.models.config import ModelConfig
     from neurofm.models.mae import MaskedAutoencoder
     from neurofm.tokenizers.segment import Segment
 
-    model = MaskedAutoencoder(model_config("tiny" if device == "cpu" else "small")).to(device).eval()
+    model = MaskedAutoencoder(ModelConfig.named("tiny" if device == "cpu" else "small")).to(device).eval()
     first = segments[0]
     fewer = Segment(first.signal[:-3], first.positions[:-3], first.orientations[:-3], first.kinds[:-3], first.meta)
     found = {}
@@ -128,7 +128,7 @@ def sdpa_kernels(segments, device: str, dtype) -> dict:
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         with torch.no_grad(), torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda"), \
                 profile(activities=activities) as prof:
-            model.embed_tokens(b)
+            model.encode_every_token(b)
         # the op SDPA dispatched to: aten::_scaled_dot_product_{flash,efficient,cudnn}_attention
         # (any suffix, e.g. _for_cpu), or none of them: the math path (matmul + softmax)
         ops = sorted({e.name for e in prof.events() if "_scaled_dot_product_" in e.name.lower()})
@@ -145,11 +145,11 @@ def reference_ratio(segments, device: str, dtype, steps: int) -> dict:
     from train_step import PlainMAE, interleaved, training_step
 
     from neurofm.batch import collate_segments
-    from neurofm.configs.schema import model_config
+    from neurofm.models.config import ModelConfig
     from neurofm.models.mae import MaskedAutoencoder
 
     size = "tiny" if device == "cpu" else "small"
-    cfg = model_config(size)
+    cfg = ModelConfig.named(size)
     same = [s for s in segments if s.signal.shape == segments[0].signal.shape]  # one shape: no padding
     batch = collate_segments(same).to(device)
     torch.manual_seed(0)
@@ -177,7 +177,8 @@ def zero3_export_matches_live(segments, corpus_batch: int, device: str, work: Pa
 
     import neurofm
     from neurofm.batch import collate_segments
-    from neurofm.configs.schema import model_config
+    from neurofm.models.backbone import mean_pool
+    from neurofm.models.config import ModelConfig
     from neurofm.models.io import export_checkpoint
     from neurofm.models.mae import MaskedAutoencoder
 
@@ -187,7 +188,7 @@ def zero3_export_matches_live(segments, corpus_batch: int, device: str, work: Pa
         # gloo does the collectives; skip DeepSpeed's C++ shared-memory all-reduce (a JIT build)
         importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo" if device == "cpu" else "nccl")
-    config = model_config("tiny" if device == "cpu" else "small")
+    config = ModelConfig.named("tiny" if device == "cpu" else "small")
     torch.manual_seed(0)
     model = MaskedAutoencoder(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -203,12 +204,12 @@ def zero3_export_matches_live(segments, corpus_batch: int, device: str, work: Pa
     engine.save_checkpoint(str(out), tag="step4", client_state={"hyper_parameters": {"model": asdict(config)}})
     engine.eval()
     with torch.no_grad(), deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
-        live = engine.module.embed_tokens(batch)[1].float().cpu()
+        live = mean_pool(*engine.module.encode_every_token(batch)).float().cpu()
     torch.distributed.destroy_process_group()
     exported = export_checkpoint(out, work / "zero3_export")
     loaded = neurofm.load(exported, device=str(batch.signal.device))
     with torch.no_grad():
-        again = loaded.model.embed_tokens(batch)[1].float().cpu()
+        again = mean_pool(*loaded.model.encode_every_token(batch)).float().cpu()
     diff = float((live - again).abs().max())
     print(f"  ZeRO-3 -> export -> load: max |embedding difference| vs the live engine {diff:.2e}", flush=True)
     return {"max_abs_diff": diff, "embedding_dim": int(live.shape[-1]), "windows": int(live.shape[0])}

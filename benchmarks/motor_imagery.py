@@ -5,7 +5,7 @@ For each of the 5 subjects in ``../shared/data/meeg/eegmmidb``, as a user would 
 1. ``neurofm prepare`` every run of the *other* 4 subjects (continuous windows, no labels);
 2. ``neurofm pretrain`` ``tiny`` on them, then ``neurofm export``;
 3. the evaluation ``neurofm finetune task=decoding`` runs (:func:`neurofm.finetune.evaluate.evaluate`,
-   in process, on the windows :func:`neurofm.finetune.train.decoding_windows` cuts) with that
+   in process, on the windows :func:`neurofm.finetune.tasks.decoding_windows` cuts) with that
    checkpoint on the held-out subject:
    - **within subject**: its own runs, stratified 5-fold over events;
    - **leave one subject out (LOSO)**: all 5 subjects' runs, ``task.protocol=loso``; only the
@@ -60,10 +60,10 @@ from _common import (
 from matplotlib.figure import Figure
 
 from neurofm import load
-from neurofm.configs.schema import model_config
 from neurofm.finetune.baselines import DECODING_BASELINES
 from neurofm.finetune.evaluate import evaluate
-from neurofm.finetune.train import decoding_windows, event_groups
+from neurofm.finetune.tasks import decoding_windows, event_groups
+from neurofm.models.config import ModelConfig
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -221,7 +221,7 @@ def main() -> None:
         log = work / "commands.log"
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / f"untrained_seed{seed}")
+            untrained = save_pretrained(MaskedAutoencoder(ModelConfig.named("tiny")), work / f"untrained_seed{seed}")
             for held_out in args.subjects:
                 print(f"seed {seed}, held out: {held_out}", flush=True)
                 ckpt = pretrain(root, held_out, seed, args, work, log)

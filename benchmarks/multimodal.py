@@ -64,8 +64,8 @@ from abide import HALVES, disorder_predictions, site_windows, tables, tr_mapping
 from matplotlib.figure import Figure
 from motor_imagery import RUNS, SUBJECTS, decode, files, paths
 
-from neurofm.configs.schema import model_config
 from neurofm.io import write_text_atomic
+from neurofm.models.config import ModelConfig
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -209,7 +209,7 @@ def main() -> None:
         frames = []
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            untrained = save_pretrained(MaskedAutoencoder(model_config("tiny")), work / f"untrained_seed{seed}")
+            untrained = save_pretrained(MaskedAutoencoder(ModelConfig.named("tiny")), work / f"untrained_seed{seed}")
             frames += [run_fold(root, fold, untrained, args, work, log, seed) for fold in FOLDS]
     result = summarise(frames)
     minutes = (time.perf_counter() - start) / 60

@@ -60,10 +60,10 @@ from pretrain_scaling import SUBJECTS, labelled_windows
 from torch import nn
 from tqdm.auto import tqdm
 
-from neurofm.configs.schema import model_config
+from neurofm.finetune.classifier import Classifier, finetune_classifier
 from neurofm.finetune.loops import train_epochs
-from neurofm.finetune.tasks import Classifier, finetune_classifier
 from neurofm.io import write_text_atomic
+from neurofm.models.config import ModelConfig
 from neurofm.models.mae import MaskedAutoencoder
 
 # model -> (braindecode class name, sampling rate it was built for (None: the data's), patch samples)
@@ -130,7 +130,7 @@ def run_fold(model: str, seed: int, held_out: str, args, segments: list, y: np.n
     train, test = np.flatnonzero(subject != held_out), np.flatnonzero(subject == held_out)
     t0 = time.perf_counter()
     if model == NEUROFM:
-        config = model_config("tiny")
+        config = ModelConfig.named("tiny")
         probs, _ = finetune_classifier(None, segments, y, train, test, mode="scratch", config=config,
                                        epochs=args.epochs, readout="sensors", seed=seed)
         net = Classifier(MaskedAutoencoder(config), 2, "sensors", raw_x.shape[1])

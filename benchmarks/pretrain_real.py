@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from _common import data_dir, eeglab_tutorial, pretrain_steps
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, collate_segments, stream, write_shards
+from neurofm.models.config import ModelConfig
 from neurofm.models.mae import MaskedAutoencoder, spatial_interpolation
 
 matplotlib.use("Agg")
@@ -98,7 +98,7 @@ def main() -> None:
               f"4 s windows (stride 1 s) from EEGLAB + BDF; held out: "
               f"{ {k: len(v) for k, v in held.items()} } windows; prepared in {time.perf_counter() - start:.1f} s")
 
-        config = model_config(args.model, mask_strategy=args.mask, mask_ratio=0.5,
+        config = ModelConfig.named(args.model, mask_strategy=args.mask, mask_ratio=0.5,
                               interpolation_prior=args.interpolation_prior)
         model = MaskedAutoencoder(config)
         lr = args.lr or (3e-3 if args.model == "tiny" else 1e-3)

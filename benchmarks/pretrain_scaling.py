@@ -49,11 +49,12 @@ from scipy import stats
 from sklearn.metrics import balanced_accuracy_score
 
 from neurofm.batch import collate_segments
-from neurofm.configs.schema import model_config
 from neurofm.datasets import stream
+from neurofm.embedding import as_neurofm
+from neurofm.finetune.classifier import finetune_classifier, linear_probe
 from neurofm.finetune.metrics import paired_difference
-from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.io import write_text_atomic
+from neurofm.models.config import ModelConfig
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.tokenizers import tokenize_events
 
@@ -99,7 +100,7 @@ def probe_scores(model, labelled: dict, held_out: str, seed: int, readout: str =
     """Held-out subject's labels and probe predictions (``readout``: per-sensor pooled tokens by
     default; probe trained on the other subjects)."""
     segments, y, owner = pooled(labelled)
-    features = window_features(model, segments, readout)
+    features = as_neurofm(model).embed(segments, readout=readout).windows
     train, test = owner != held_out, owner == held_out
     return y[test], linear_probe(features[train], y[train], features[test], seed).argmax(1)
 
@@ -245,7 +246,7 @@ def main() -> None:
     args = parser.parse_args()
     root = data_dir() / "meeg" / "eegmmidb"
     args.out.mkdir(parents=True, exist_ok=True)
-    config = model_config("tiny", mask_strategy=args.mask, mask_ratio=0.5)
+    config = ModelConfig.named("tiny", mask_strategy=args.mask, mask_ratio=0.5)
     if "lora" in args.heads and args.curves != ["steps"]:
         parser.error("--heads lora scores the steps curve: pass --curves steps")
     start = time.perf_counter()

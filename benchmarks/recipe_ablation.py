@@ -50,10 +50,10 @@ from matplotlib.ticker import MaxNLocator
 from pretrain_scaling import SUBJECTS, labelled_windows, pretrain, probe_scores, shards_without
 from sklearn.metrics import balanced_accuracy_score
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import stream
 from neurofm.finetune.metrics import paired_difference
 from neurofm.io import write_text_atomic
+from neurofm.models.config import ModelConfig
 from neurofm.models.mae import MaskedAutoencoder
 
 REFERENCE = "mixed 0.75"
@@ -108,7 +108,7 @@ def build(recipe: str) -> tuple:
     """(model config, corpus key) of a recipe: ``size`` and ``corpus`` are not model options."""
     overrides = dict(RECIPES[recipe])
     size, corpus = overrides.pop("size", "tiny"), overrides.pop("corpus", "cohort")
-    return model_config(size, **overrides), corpus
+    return ModelConfig.named(size, **overrides), corpus
 
 
 def summarise(scores: dict, readout: str, reference: str = REFERENCE) -> dict:

@@ -80,11 +80,11 @@ def geometry(modality: str, sensors: int) -> tuple[np.ndarray, np.ndarray, tuple
 def window_tokens(window: int, model: str, batch: int) -> tuple[int, int]:
     """(samples per sensor, tokens in the batch) of ``WINDOWS[window]`` for ``model``'s patches."""
     from neurofm.batch import patch_samples
-    from neurofm.configs.schema import model_config
+    from neurofm.models.config import ModelConfig
 
     _, modality, sensors, seconds = WINDOWS[window]
     n_times = int(round(seconds * SFREQ[modality]))
-    patch = patch_samples(model_config(model).patch_s[modality], SFREQ[modality])
+    patch = patch_samples(ModelConfig.named(model).patch_s[modality], SFREQ[modality])
     return n_times, sensors * (n_times // patch) * batch
 
 
@@ -110,7 +110,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     import torch
 
     from neurofm.batch import collate_segments
-    from neurofm.configs.schema import model_config
+    from neurofm.models.config import ModelConfig
     from neurofm.models.mae import MaskedAutoencoder
     from neurofm.tokenizers import Segment
 
@@ -122,7 +122,7 @@ def measure_one(args: argparse.Namespace) -> dict:
     segments = [Segment(rng.standard_normal((sensors, n_times), dtype=np.float32), pos, ori, kinds,
                         {"modality": modality, "sfreq": SFREQ[modality]}) for _ in range(args.batch)]
     batch = collate_segments(segments).to(args.device)
-    cfg = model_config(args.model, spatial_latents=args.latents or None, attention=args.backend)
+    cfg = ModelConfig.named(args.model, spatial_latents=args.latents or None, attention=args.backend)
     model = MaskedAutoencoder(cfg).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     cuda = args.device.startswith("cuda")

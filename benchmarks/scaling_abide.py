@@ -41,11 +41,12 @@ from abide import HALVES
 from matplotlib.figure import Figure
 from pretrain_scaling import draw_curve, pretrain, report, summarise
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, join_phenotype, read_phenotype, tokenize_file
+from neurofm.embedding import as_neurofm
+from neurofm.finetune.classifier import linear_probe
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
-from neurofm.finetune.tasks import linear_probe, window_features
 from neurofm.io import write_text_atomic
+from neurofm.models.config import ModelConfig
 
 SITES = tuple(s for half in HALVES for s in half)
 
@@ -68,7 +69,7 @@ def probe(model, data: dict, sites: tuple[str, ...], seed: int) -> dict[str, tup
     labels = np.concatenate([data[s][1] for s in sites])
     site_of = np.concatenate([[s] * len(data[s][0]) for s in sites])
     subjects = np.array([str(w.meta["subject"]) for w in windows])
-    features = window_features(model, windows, "connectivity")
+    features = as_neurofm(model).embed(windows, readout="connectivity").windows
     out = {}
     for site in sites:
         train, test = site_of != site, site_of == site
@@ -111,7 +112,7 @@ def main() -> None:
     data = cohort(data_dir() / "abide", args.window)
     print(f"{sum(len(d[0]) for d in data.values())} windows of {len(SITES)} sites "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
-    config = model_config("tiny")
+    config = ModelConfig.named("tiny")
     for curve in args.curves:
         points: dict = {}
         for seed in range(args.seeds):

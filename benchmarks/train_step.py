@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from _common import eeglab_tutorial
 from torch import nn
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import PrepareOptions, batched_stream, collate_segments, write_shards
 from neurofm.datasets.streaming import make_loader
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
@@ -164,7 +163,7 @@ def main() -> None:
     raw = eeglab_tutorial()
     segments = list(tokenize_raw(raw, window_s=4.0))[: args.batch]
     batch = collate_segments(segments).to(device)
-    cfg = model_config(args.model)
+    cfg = ModelConfig.named(args.model)
     n_tokens = batch.signal.shape[0] * batch.signal.shape[1] * (batch.signal.shape[2] // 200)
 
     torch.manual_seed(0)

@@ -35,8 +35,8 @@ from torch import nn
 from neurofm.batch import KIND_IDS, MODALITY_IDS, Batch
 from neurofm.errors import ConfigError
 from neurofm.extras import require
+from neurofm.finetune.classifier import Classifier, prepare_mode
 from neurofm.finetune.loops import Mode, network_for
-from neurofm.finetune.tasks import Classifier, prepare_mode
 from neurofm.models.mae import ModelConfig
 from neurofm.readouts import SENSOR_AXIS
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch
 from neurofm.batch import collate_segments
 from neurofm.console import make_progress
 from neurofm.errors import ConfigError, NeurofmError, TooShortError
+from neurofm.models.backbone import NeuroFMEncoder, mean_pool
 from neurofm.models.contract import (
     check_bold_space,
     check_segments,
@@ -22,8 +23,10 @@ from neurofm.models.contract import (
 )
 from neurofm.models.io import load_pretrained
 from neurofm.models.mae import MaskedAutoencoder
-from neurofm.options import check_option
+from neurofm.options import check_keywords, check_option
 from neurofm.readouts import LEARNED, READOUTS, check_sensor_axis, sensor_readout, shared_sensors
+from neurofm.tokenizers.dispatch import detect_recording_type, fmri_keywords, tokenize
+from neurofm.tokenizers.options import MeegOptions
 from neurofm.tokenizers.segment import Segment
 
 logger = logging.getLogger("neurofm")
@@ -56,11 +59,15 @@ class NeuroFM:
     """A pretrained model ready to embed recordings. Build with :func:`neurofm.load` or
     :meth:`NeuroFM.from_pretrained` (a folder or a Hugging Face Hub repo id).
 
-    ``info`` holds what the checkpoint says besides its weights: ``input_contract`` (how the
-    pretraining corpus was tokenized, applied by :meth:`embed`), the recipe, validation figures.
+    ``model`` is a :class:`~neurofm.models.backbone.NeuroFMEncoder` (a pretraining
+    :class:`~neurofm.models.mae.MaskedAutoencoder` is taken as its encoder, a copy). ``info``
+    holds what the checkpoint says besides its weights: ``input_contract`` (how the pretraining
+    corpus was tokenized, applied by :meth:`embed`), the recipe, validation figures.
     """
 
-    def __init__(self, model: MaskedAutoencoder, source: str = "", info: dict[str, Any] | None = None):
+    def __init__(self, model: NeuroFMEncoder, source: str = "", info: dict[str, Any] | None = None):
+        if isinstance(model, MaskedAutoencoder):
+            model = model.encoder_only()
         self.model = model.eval()
         self.source = source
         self.info = dict(info or {})
@@ -92,7 +99,7 @@ class NeuroFM:
         card ``README.md`` into ``out``: the folder :meth:`from_pretrained` and the Hub read."""
         from neurofm.models.io import save_pretrained
 
-        keep = {k: v for k, v in self.info.items() if k not in ("neurofm_version", "architecture", "model")}
+        keep = {k: v for k, v in self.info.items() if k not in ("neurofm_version", "architecture", "model", "encoder")}
         return save_pretrained(self.model, out, extra=keep)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
@@ -110,7 +117,7 @@ class NeuroFM:
 
     @property
     def config(self):
-        """The model's :class:`~neurofm.models.mae.ModelConfig` (e.g. to train it from scratch)."""
+        """The encoder's :class:`~neurofm.models.config.EncoderConfig` (e.g. to train one from scratch)."""
         return self.model.config
 
     @property
@@ -122,7 +129,7 @@ class NeuroFM:
         return self
 
     @torch.no_grad()
-    def encoded(self, segments: list[Segment], batch_size: int = 32, description: str = "embedding"):
+    def _batches(self, segments: list[Segment], batch_size: int = 32, description: str = "embedding"):
         """The one embedding loop: the frozen encoder over ``segments`` in batches of one shape
         (no padding, so a window's output does not depend on its batch), with progress.
         Yields ``(indices, batch, tokens [B, L, D], pooled [B, D])`` per batch."""
@@ -131,13 +138,11 @@ class NeuroFM:
             task = progress.add_task(description, total=len(segments))
             for group in shape_batches(segments, batch_size):
                 batch = collate_segments([segments[i] for i in group]).to(self.device)
-                tokens, pooled = self.model.embed_tokens(batch)
-                yield group, batch, tokens, pooled
+                tokens, mask = self.model.encode_every_token(batch)
+                yield group, batch, tokens, mean_pool(tokens, mask)
                 progress.advance(task, len(group))
 
     def _segments(self, x, atlas, window_s: float | None, options: dict) -> list[Segment]:
-        from neurofm.datasets.tokenize import detect_kind, tokenize_file
-
         if isinstance(x, Segment):
             return [x]
         if isinstance(x, list | tuple):
@@ -152,62 +157,49 @@ class NeuroFM:
             if not segments:
                 raise NeurofmError("shard holds no samples", x)
             return segments
-        kind = detect_kind(x)
-        if kind is None:
+        recording_type = detect_recording_type(x)
+        if recording_type is None:
             raise TypeError(f"cannot embed a {type(x).__name__}: pass an mne Raw, a recording path, "
                             "a 4-D NIfTI (with atlas=), an ROI table (with atlas= and tr_s=) or a list of Segment")
-        section = "meeg" if kind == "meeg" else "fmri"
+        section = "meeg" if recording_type == "meeg" else "fmri"
         where = x if isinstance(x, str | os.PathLike) else None
-        if kind == "bold":
+        if recording_type == "bold":
             import nibabel as nib
 
             if atlas is None:
                 raise NeurofmError("embedding BOLD needs an atlas: embed(img, atlas=...)", where)
             check_bold_space(self.contract, nib.load(x) if where is not None else x, where)
-        if kind == "roi" and (atlas is None or "tr_s" not in options):
+        if recording_type == "roi" and (atlas is None or "tr_s" not in options):
             raise NeurofmError("embedding an ROI table needs the atlas it was extracted with and its TR: "
                                "embed(table, atlas=..., tr_s=...)", where)
-        prepare = self._prepare_options(kind, atlas, {**tokenizer_defaults(self.contract, section), **options})
+        # the contract's settings where the caller gave none; a wrong name is the caller's
+        options = {**tokenizer_defaults(self.contract, section), **options}
+        tr_s = options.pop("tr_s", None) if recording_type == "roi" else None
+        meeg = MeegOptions.of(options) if recording_type == "meeg" else None
+        fmri = None if meeg else check_keywords(options, fmri_keywords()[recording_type == "roi"], "{}")
         patch_s = (self.model.config.patch_s["fmri"] if section == "fmri"
                    else min(self.model.config.patch_s[m] for m in ("eeg", "meg", "ieeg")))
-        window = window_s or default_window(self.contract, section, prepare.window_s if section == "meeg"
-                                            else prepare.fmri_window_s)
-        return self._fit_window(lambda w: tokenize_file(x, replace(prepare, window_s=w, fmri_window_s=w)),
+        window = window_s or default_window(self.contract, section, 10.0 if section == "meeg" else 120.0)
+        return self._fit_window(lambda w: tokenize(x, recording_type=recording_type, window_s=w, meeg=meeg,
+                                                   fmri_window_s=w, fmri=fmri, atlas=atlas, tr_s=tr_s),
                                 window, patch_s)
 
-    @staticmethod
-    def _prepare_options(kind: str, atlas, options: dict) -> Any:
-        """``embed``'s keyword options as the :class:`PrepareOptions` of one recording (named as
-        the caller spells them when one is wrong)."""
-        from neurofm.datasets.options import PrepareOptions, fmri_options
-        from neurofm.options import check_keywords
-        from neurofm.tokenizers.options import MeegOptions
-
-        options = dict(options)
-        if kind == "meeg":
-            cleaning = MeegOptions.of(options)  # checked here: a wrong name is the caller's
-            return PrepareOptions(sfreq=cleaning.sfreq, meeg={k: v for k, v in options.items() if k != "sfreq"})
-        tr_s = options.pop("tr_s", None) if kind == "roi" else None
-        valid = fmri_options()[0] if kind == "bold" else fmri_options()[1]
-        check_keywords(options, valid, "{}")
-        return PrepareOptions(atlas=atlas, roi_tr_s=tr_s, fmri=options)
-
-    def _fit_window(self, tokenize, window_s: float, patch_s: float) -> list[Segment]:
+    def _fit_window(self, tokenize_at, window_s: float, patch_s: float) -> list[Segment]:
         """Tokenize; a recording shorter than one window becomes one shorter window, and one
         shorter than one patch (the model's token) is an error."""
         try:
-            return list(tokenize(window_s))
+            return list(tokenize_at(window_s))
         except TooShortError as err:
             if err.duration_s < patch_s:
                 raise TooShortError(f"lasts {err.duration_s:.3f} s, shorter than one token of this "
                                     f"model ({patch_s:g} s): nothing to embed", err.path,
                                     duration_s=err.duration_s) from err
             logger.warning("%s; embedding it as one %.2f s window", err, err.duration_s)
-            return list(tokenize(err.duration_s))
+            return list(tokenize_at(err.duration_s))
 
     @torch.no_grad()
     def embed(self, x, *, atlas=None, window_s: float | None = None, batch_size: int = 32,
-              readout: str = "mean", **tokenizer_options: Any) -> Embeddings:
+              readout: str = "mean", other_modalities: bool = False, **tokenizer_options: Any) -> Embeddings:
         """Embed a recording, an fMRI run or segments.
 
         Parameters
@@ -217,7 +209,7 @@ class NeuroFM:
             ``atlas``), an ROI table (with ``atlas`` and ``tr_s``), a shard
             (``shard-*.tar``) or shard directory written by ``neurofm prepare`` (its
             segments, in order, all splits), or segments already tokenized. Recordings
-            go through :func:`neurofm.datasets.tokenize.tokenize_file`, as in ``neurofm prepare``.
+            go through :func:`neurofm.tokenizers.dispatch.tokenize`, as in ``neurofm prepare``.
         atlas : image | path | None
             Labels atlas for BOLD; the atlas (or coordinate table) of an ROI table.
         window_s : float | None
@@ -233,6 +225,9 @@ class NeuroFM:
             Fisher-z correlation between every pair of shared sensors' token sequences
             (``sensors * (sensors - 1) / 2``: connectivity in the model's feature space).
             Sensors are matched by channel name or parcel label.
+        other_modalities : bool
+            Embed an input of a modality the checkpoint was not pretrained on (a transfer
+            across modalities, asked for; by default refused, naming the contract field).
         **tokenizer_options
             Passed to ``tokenize_raw`` / ``tokenize_bold`` / ``tokenize_roi_table`` (``tr_s``
             for ROI tables); where not given, the input
@@ -243,7 +238,8 @@ class NeuroFM:
         segments = self._segments(x, atlas, window_s, tokenizer_options)
         if not segments:
             raise NeurofmError("nothing to embed: every window was rejected (see the tokenizer report)")
-        check_segments(self.contract, segments, x if isinstance(x, str | os.PathLike) else None)
+        check_segments(self.contract, segments, x if isinstance(x, str | os.PathLike) else None,
+                       other_modalities=other_modalities)
         out = self._read(segments, readout, batch_size)
         times = np.array([s.meta.get("onset_s", 0.0) for s in segments], dtype=np.float64)
         return Embeddings(windows=out, pooled=out.mean(axis=0), times=times,
@@ -259,7 +255,7 @@ class NeuroFM:
         check_sensor_axis(self.model.config, readout)
         rows = shared_sensors(segments) if readout != "mean" else None
         out = None
-        for group, batch, tokens, pooled in self.encoded(segments, batch_size, f"embedding ({readout} readout)"):
+        for group, batch, tokens, pooled in self._batches(segments, batch_size, f"embedding ({readout} readout)"):
             if rows is None:
                 feats = pooled
             else:
@@ -300,10 +296,20 @@ def _same_shape(a: Segment, b: Segment) -> bool:
     return (a.modality, a.n_sensors, a.n_times, a.sfreq) == (b.modality, b.n_sensors, b.n_times, b.sfreq)
 
 
+def as_neurofm(model: NeuroFM | NeuroFMEncoder) -> NeuroFM:
+    """``model`` ready to :meth:`~NeuroFM.embed`: what :func:`load` returns (unchanged: its
+    input contract applies), or an encoder (a pretraining model: its encoder), wrapped."""
+    if isinstance(model, NeuroFM):
+        return model
+    if isinstance(model, NeuroFMEncoder):
+        return NeuroFM(model)
+    raise TypeError(f"expected what neurofm.load() returns or a NeuroFMEncoder, got {type(model).__name__}")
+
+
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM:
-    """Load a checkpoint for embedding: an exported directory (``config.json`` +
-    ``model.safetensors``), a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory.
-    Never unpickles arbitrary objects."""
+    """Load a checkpoint's encoder for embedding: an exported directory (``config.json`` +
+    ``model.safetensors``), a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory (whose
+    pretraining head is left aside). Never unpickles arbitrary objects."""
     info: dict[str, Any] = {}
     model = load_pretrained(path, map_location="cpu", info=info)
     return NeuroFM(model, source=os.fspath(path), info=info).to(device)

@@ -13,20 +13,20 @@ import neurofm
 from neurofm.batch import collate_segments
 from neurofm.datasets import PrepareOptions, read_phenotype, stream, write_shards
 from neurofm.datasets.options import roi_tr_for
+from neurofm.embedding import as_neurofm
 from neurofm.errors import BoldError, ConfigError
 from neurofm.finetune.baselines import shared_sensor_array, tangent_lr, tangent_space
-from neurofm.finetune.protocols import leave_one_group_out, subject_kfold
-from neurofm.finetune.tasks import (
+from neurofm.finetune.classifier import (
     Classifier,
     finetune_classifier,
-    window_embeddings,
-    window_features,
 )
+from neurofm.finetune.protocols import leave_one_group_out, subject_kfold
 from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_events, tokenize_roi_table
 from neurofm.tokenizers.naming import entities_from_name
 from tests.helpers.cli import run_cli
+from tests.helpers.encode import encode
 
 # Caltech tables with and without all-zero columns (parcels outside the participant's mask)
 CALTECH = ["Caltech_0051456", "Caltech_0051457", "Caltech_0051461", "Caltech_0051462",
@@ -143,7 +143,7 @@ def test_python_api_takes_what_load_returns(eegmmidb, tiny_export):
                                     tmin=0.0, tmax=2.0))
     labels = np.array([s.meta["label"] == "T2" for s in segments], dtype=int)
     assert len(segments) == 15 and set(labels) == {0, 1}
-    emb = window_embeddings(model, segments)
+    emb = as_neurofm(model).embed(segments, batch_size=64).windows
     assert emb.shape == (15, 64)
     train, test = np.arange(10), np.arange(10, 15)
     probs, losses = finetune_classifier(model, segments, labels, train, test, epochs=2)
@@ -219,15 +219,15 @@ def test_readouts_keep_the_parcel_axis_over_the_parcels_every_table_shares(abide
     labels = [tuple(s.meta["parcel_labels"]) for s in segments]
     shared = [p for p in labels[0] if all(p in other for other in labels)]
     assert len({len(x) for x in labels}) > 1 and 150 < len(shared) < 200
-    sensors = window_features(model, segments, "sensors")
-    connectivity = window_features(model, segments, "connectivity")
+    sensors = as_neurofm(model).embed(segments, readout="sensors").windows
+    connectivity = as_neurofm(model).embed(segments, readout="connectivity").windows
     assert sensors.shape == (len(segments), len(shared) * 64)
     assert connectivity.shape == (len(segments), len(shared) * (len(shared) - 1) // 2)
     assert np.isfinite(connectivity).all() and np.abs(connectivity).max() < 8
     # against the encoder's tokens of the last window, computed by hand
     seg = segments[-1]
     with torch.no_grad():
-        tokens = model.model.embed_tokens(collate_segments([seg]))[0][0].double()
+        tokens = encode(model.model, collate_segments([seg]))[0][0].double()
     tokens = tokens.reshape(seg.n_sensors, -1, 64)
     rows = [seg.meta["parcel_labels"].index(p) for p in shared]
     np.testing.assert_allclose(sensors[-1], tokens[rows].mean(1).flatten().numpy(), rtol=1e-4, atol=1e-5)
@@ -235,7 +235,7 @@ def test_readouts_keep_the_parcel_axis_over_the_parcels_every_table_shares(abide
     expected = np.arctanh(np.corrcoef(flat - flat.mean(1, keepdims=True))[np.triu_indices(len(rows), 1)])
     np.testing.assert_allclose(connectivity[-1], expected, rtol=1e-3, atol=1e-3)
     with pytest.raises(ConfigError, match="readout must be one of"):
-        window_features(model, segments, "mena")
+        as_neurofm(model).embed(segments, readout="mena")
 
 
 def test_tangent_space_fc_is_fitted_on_training_subjects_only(abide):

@@ -31,8 +31,8 @@ def sandbox(tmp_path_factory, data_dir) -> Path:
     import pandas as pd
     import torch
 
-    from neurofm.configs.schema import model_config
     from neurofm.datasets import PrepareOptions, write_shards
+    from neurofm.models.config import ModelConfig
     from neurofm.models.contract import input_contract
     from neurofm.models.io import save_pretrained
     from neurofm.models.mae import MaskedAutoencoder
@@ -57,7 +57,7 @@ def sandbox(tmp_path_factory, data_dir) -> Path:
                             root / "corpus_of_the_export", PrepareOptions(window_s=4.0, fmri_window_s=30.0,
                                                             atlas=str(root / "Schaefer400.nii.gz"),
                                                             split_fractions=(1.0, 0.0, 0.0)))
-    config = model_config("tiny")
+    config = ModelConfig.named("tiny")
     torch.manual_seed(0)
     model = MaskedAutoencoder(config)
     save_pretrained(model, root / "runs" / "pretrain" / "export",

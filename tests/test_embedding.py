@@ -175,7 +175,7 @@ def test_broken_exports_are_one_line_errors(checkpoints, tmp_path):
     def config_edit(**changes):
         def edit(target: Path) -> None:
             config = json.loads((target / "config.json").read_text())
-            config["model"].update(changes)
+            config["encoder"].update(changes)
             (target / "config.json").write_text(json.dumps(config))
         return edit
 

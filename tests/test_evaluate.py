@@ -15,7 +15,7 @@ from neurofm.datasets import PrepareOptions
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune.config import DecodingTask, FinetuneConfig
 from neurofm.finetune.evaluate import evaluate
-from neurofm.finetune.train import (
+from neurofm.finetune.tasks import (
     cohort_windows,
     decoding_windows,
     event_groups,

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurofm.finetune.metrics import classification_metrics, paired_difference, pearson_per_output
-from neurofm.finetune.protocols import event_kfold, few_shot, leave_one_subject_out, subject_kfold
-from neurofm.finetune.tasks import (
+from neurofm.finetune.classifier import (
     Classifier,
     finetune_classifier,
     layerwise_param_groups,
     linear_probe,
 )
+from neurofm.finetune.metrics import classification_metrics, paired_difference, pearson_per_output
+from neurofm.finetune.protocols import event_kfold, few_shot, leave_one_subject_out, subject_kfold
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import tokenize_events, tokenize_raw
 from tests.helpers.cli import run_cli

@@ -13,6 +13,7 @@ import torch
 from neurofm.batch import collate_segments
 from neurofm.errors import NeurofmError
 from neurofm.finetune.baselines import connectivity_features, fc_logistic, ridge_trf
+from neurofm.finetune.classifier import add_lora, finetune_classifier
 from neurofm.finetune.disorder import aggregate_subjects, subject_labels
 from neurofm.finetune.encoding import (
     EncodingModel,
@@ -23,7 +24,6 @@ from neurofm.finetune.encoding import (
 )
 from neurofm.finetune.metrics import classification_metrics, per_sensor_r
 from neurofm.finetune.protocols import subject_kfold, time_splits
-from neurofm.finetune.tasks import add_lora, finetune_classifier
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.testing import plant_group_difference
 from neurofm.tokenizers import tokenize_raw
@@ -242,7 +242,7 @@ def test_classifier_modes_train_only_their_parameters(cohort, monkeypatch):
     backbone = MaskedAutoencoder(ModelConfig(dim=64, depth=2, heads=2, decoder_dim=32, decoder_depth=1))
     before = {n: p.detach().clone() for n, p in backbone.named_parameters()}
     idx = np.arange(16)
-    from neurofm.finetune import tasks
+    from neurofm.finetune import classifier
 
     trained: dict = {}
 
@@ -254,7 +254,7 @@ def test_classifier_modes_train_only_their_parameters(cohort, monkeypatch):
         return train_epochs(model, *args, **kwargs)
 
     from neurofm.finetune.loops import train_epochs
-    monkeypatch.setattr(tasks, "train_epochs", watching)
+    monkeypatch.setattr(classifier, "train_epochs", watching)
     for mode in Mode:
         probs, losses = finetune_classifier(backbone, segments, labels, idx, idx, mode=mode, epochs=2, lr=3e-3)
         assert probs.shape == (16, 2) and np.allclose(probs.sum(1), 1, atol=1e-5) and len(losses) > 0

@@ -141,7 +141,7 @@ def test_every_command_config_is_a_typed_dataclass():
         assert isinstance(pretrain, schema.PretrainConfig)
         # the demo recipe changes only what it names; the rest are the dataclass defaults
         assert pretrain.optim.lr == 3e-3 and pretrain.optim.warmup_steps == schema.OptimConfig().warmup_steps
-        assert pretrain.model.interpolation_prior and pretrain.model.dim == schema.ModelConfig().dim
+        assert pretrain.model.prior_on and pretrain.model.dim == schema.PretrainConfig().model.dim
         ddp = schema.typed(compose("pretrain", overrides=["trainer=ddp", "data=shards", "data.shards=x"]))
         assert ddp.trainer.strategy == "ddp" and ddp.trainer.gradient_clip_val == 1.0
         # modality mixing weights on the shards group, from the command line (a None default

@@ -55,13 +55,18 @@ def test_export_holds_the_input_contract_and_a_model_card(exported):
     assert contract["meeg"]["l_freq"] == 0.5 and contract["meeg"]["units"]["eeg"] == "uV"
     assert contract["corpus"]["windows"] == manifest["totals"]["samples"]
     assert contract["corpus"]["hours"] == pytest.approx(manifest["totals"]["hours"])
-    assert config["max_steps"] == 4 and config["optim"]["warmup_steps"] == 1
+    recipe = config["pretraining"]  # kept apart from the architecture
+    assert recipe["max_steps"] == 4 and recipe["optim"]["warmup_steps"] == 1 and "mask_ratio" not in config["encoder"]
+    assert recipe["mae"]["mask_strategy"] == "mixed"
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: neurofm\nlicense: bsd-3-clause\n")
     assert "- eeg\n" in card and "| `sfreq` | 200.0 |" in card and "- steps: 4" in card
+    assert "- mask: mixed, ratio 0.75; target: signal" in card and "- optim.warmup_steps: 1" in card
     assert f"{contract['corpus']['windows']} windows" in card
     # a run with validation windows: its figures go on the card
-    with_val = model_card(neurofm.load(folder).model, {**config, "validation": {"first": -0.03, "last": 0.21,
+    encoder = neurofm.load(folder).model
+    n_params = sum(p.numel() for p in encoder.parameters())
+    with_val = model_card(encoder.config, n_params, {**config, "validation": {"first": -0.03, "last": 0.21,
                                                                                   "best": 0.22}})
     assert "## Validation" in with_val and "-0.030 at the first evaluation, 0.210 at the last (best 0.220)" in with_val
 
@@ -135,6 +140,34 @@ def test_contract_sets_only_what_differs_from_the_tokenizer_defaults():
     contract = input_contract(manifest, ModelConfig().patch_s)
     assert tokenizer_defaults(contract, "meeg") == {"sfreq": 250.0, "l_freq": 1.0}
     assert tokenizer_defaults(contract, "fmri") == {} and tokenizer_defaults(None, "meeg") == {}
+    fmri = {"options": {"fmri": {"resample_tr_s": 2.0, "high_pass": 0.01, "stride_s": 30.0}},
+            "totals": {"hours_by_modality": {"fmri": 1.0}}}
+    contract = input_contract(fmri, ModelConfig().patch_s)
+    assert contract["fmri"]["tr"] == "resampled to 2.0 s" and "stride_s" not in contract["fmri"]
+    assert tokenizer_defaults(contract, "fmri") == {"resample_tr_s": 2.0, "high_pass": 0.01}
+
+
+def test_fmri_options_are_the_fmri_tokenizers_defaults_and_are_checked():
+    """FmriOptions holds the fMRI cleaning defaults once: they are those of tokenize_bold (and,
+    for the options ROI tables take, tokenize_roi_table), so a contract written with them
+    means what the tokenizers do."""
+    import inspect
+    from dataclasses import asdict
+
+    from neurofm.errors import ConfigError
+    from neurofm.tokenizers import tokenize_bold, tokenize_roi_table
+    from neurofm.tokenizers.options import FmriOptions
+
+    defaults = asdict(FmriOptions())
+    for tokenizer in (tokenize_bold, tokenize_roi_table):
+        signature = inspect.signature(tokenizer).parameters
+        shared = {k: signature[k].default for k in defaults if k in signature}
+        assert shared == {k: defaults[k] for k in shared} and len(shared) >= 3, tokenizer.__name__
+    assert FmriOptions.of({"high_pass": 0.01}).high_pass == 0.01
+    with pytest.raises(ConfigError, match="resample_tr_s must be positive or null"):
+        FmriOptions(resample_tr_s=0)
+    with pytest.raises(ConfigError, match="standardise"):
+        FmriOptions.of({"standardise": False})
 
 
 def hub_cache(tmp_path: Path, folder: Path, repo: str) -> Path:

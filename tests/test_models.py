@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import collate_segments
 from neurofm.errors import ConfigError
 from neurofm.models.encoder import check_backend
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig, mask_tokens
 from neurofm.tokenizers import Segment, tokenize_raw
+from tests.helpers.encode import encode
 
 
 def tiny(**overrides) -> ModelConfig:
-    return model_config("tiny", **overrides)
+    return ModelConfig.named("tiny", **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def test_sdpa_and_math_backends_agree(eeg_segments, meg_segments):
     math.load_state_dict(sdpa.state_dict())
     for segments in (eeg_segments, meg_segments):
         batch = collate_segments(segments)
-        a, pooled_a = sdpa.embed_tokens(batch)
-        b, pooled_b = math.embed_tokens(batch)
+        a, pooled_a = encode(sdpa, batch)
+        b, pooled_b = encode(math, batch)
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(pooled_a, pooled_b, atol=1e-5, rtol=1e-5)
 
@@ -73,8 +73,8 @@ def test_encoder_is_equivariant_to_channel_order(meg_segments):
     model = MaskedAutoencoder(tiny()).eval()
     seg = meg_segments[0]
     order = np.random.default_rng(0).permutation(seg.n_sensors)
-    out, pooled = model.embed_tokens(collate_segments([seg]))
-    out_p, pooled_p = model.embed_tokens(collate_segments([seg.permute(order)]))
+    out, pooled = encode(model, collate_segments([seg]))
+    out_p, pooled_p = encode(model, collate_segments([seg.permute(order)]))
     c, n = seg.n_sensors, seg.n_times // 200
     expected = out.reshape(1, c, n, -1)[:, order].reshape(1, c * n, -1)
     torch.testing.assert_close(out_p, expected, atol=1e-4, rtol=1e-4)
@@ -84,7 +84,7 @@ def test_encoder_is_equivariant_to_channel_order(meg_segments):
 def test_padding_does_not_change_real_tokens(eeg_segments, meg_segments):
     torch.manual_seed(0)
     model = MaskedAutoencoder(tiny()).eval()
-    alone_out, alone_pooled = model.embed_tokens(collate_segments(eeg_segments[:1]))
+    alone_out, alone_pooled = encode(model, collate_segments(eeg_segments[:1]))
     # pad the EEG segment to the MEG channel count by batching it with a 366-sensor segment
     meg = meg_segments[0]
     eeg = eeg_segments[0]
@@ -92,8 +92,8 @@ def test_padding_does_not_change_real_tokens(eeg_segments, meg_segments):
                       dict(eeg.meta))
     batch = collate_segments([eeg_cut, Segment(meg.signal[:, :200], meg.positions, meg.orientations,
                                                meg.kinds, dict(meg.meta, modality="eeg"))])
-    padded_out, padded_pooled = model.embed_tokens(batch)
-    cut_out, cut_pooled = model.embed_tokens(collate_segments([eeg_cut]))
+    padded_out, padded_pooled = encode(model, batch)
+    cut_out, cut_pooled = encode(model, collate_segments([eeg_cut]))
     c = eeg.n_sensors
     torch.testing.assert_close(padded_out[0, :c], cut_out[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded_pooled[0], cut_pooled[0], atol=1e-5, rtol=1e-5)
@@ -161,12 +161,12 @@ def test_spatial_compression_costs_the_same_for_any_sensor_count(eeg_segments, m
     eeg = collate_segments([Segment(s.signal[:, :200], s.positions, s.orientations, s.kinds, s.meta)
                             for s in eeg_segments[:2]])
     meg = collate_segments(meg_segments[:1])
-    out_eeg, _ = model.embed_tokens(eeg)
-    out_meg, pooled_meg = model.embed_tokens(meg)
+    out_eeg, _ = encode(model, eeg)
+    out_meg, pooled_meg = encode(model, meg)
     assert out_eeg.shape[1] == out_meg.shape[1] == 8  # 1 patch x 8 latents, 26 or 366 sensors
     # invariant to the order of sensors (cross-attention over a set)
     order = np.random.default_rng(1).permutation(meg_segments[0].n_sensors)
-    _, pooled_perm = model.embed_tokens(collate_segments([meg_segments[0].permute(order)]))
+    _, pooled_perm = encode(model, collate_segments([meg_segments[0].permute(order)]))
     torch.testing.assert_close(pooled_perm, pooled_meg, atol=1e-5, rtol=1e-5)
     model.train()
     loss = model(collate_segments(eeg_segments))["loss"]
@@ -259,7 +259,7 @@ def test_latent_target_teacher_on_real_eeg(eeg_segments, tmp_path):
     """``target=latent``: the teacher (a moving average of the student's embeddings and
     encoder) encodes every token of a real recording; the head predicts its layer-normalised
     outputs; gradients never reach the teacher; each optimizer step of ``neurofm pretrain``'s
-    module moves the teacher by (1 - ema_decay) of the gap; the teacher travels with an export."""
+    module moves the teacher by (1 - ema_decay) of the gap; an export holds the student's encoder."""
     from neurofm.models.io import load_pretrained, save_pretrained
     from neurofm.models.mae import target_len
     from neurofm.pretrain.config import OptimConfig
@@ -296,8 +296,9 @@ def test_latent_target_teacher_on_real_eeg(eeg_segments, tmp_path):
     torch.testing.assert_close(dict(model.teacher.encoder.named_parameters())[name], expected)
     assert not torch.equal(expected, teacher_before[name])
     folder = save_pretrained(model, tmp_path / "export")
-    loaded = load_pretrained(folder)
-    torch.testing.assert_close(dict(loaded.teacher.encoder.named_parameters())[name], expected)
+    loaded = load_pretrained(folder)  # the student's encoder: the teacher stays with pretraining
+    assert not hasattr(loaded, "teacher")
+    torch.testing.assert_close(dict(loaded.encoder.named_parameters())[name], dict(model.encoder.named_parameters())[name])
     with pytest.raises(ConfigError, match="model.target=latent predicts each token's representation"):
         tiny(target="latent", spatial_latents=4)
     with pytest.raises(ConfigError, match="need model.target=signal"):

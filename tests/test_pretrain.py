@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from neurofm.datasets import PrepareOptions, collate_segments, stream, write_shards
+from neurofm.models.backbone import encoder_state
 from neurofm.models.io import load_pretrained, read_checkpoint
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.testing import free_port
+from tests.helpers.encode import encode
 
 ENV = {**os.environ, "NEUROFM_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
 FAST = ["model=tiny", "trainer.log_every_n_steps=2", "checkpoint.every_n_steps=1000",
@@ -172,8 +174,8 @@ def test_export_round_trip(tmp_path):
     segments = [s for _, s in zip(range(4), stream(tmp_path / "demo" / "shards", "train",
                                                    shuffle_buffer=0, modality="eeg"), strict=False)]
     batch = collate_segments(segments)
-    a = from_ckpt.embed_tokens(batch)[1]
-    b = from_dir.embed_tokens(batch)[1]
+    a = encode(from_ckpt, batch)[1]
+    b = encode(from_dir, batch)[1]
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -231,7 +233,7 @@ def test_deepspeed_zero_on_cpu_then_consolidate_to_safetensors(tmp_path, real_sh
     exported = export_checkpoint(out, tmp_path / "exported")
     model = load_pretrained(exported)
     torch.manual_seed(0)  # the helper's seed: the same initial weights
-    init = MaskedAutoencoder(ModelConfig()).state_dict()
+    init = encoder_state(MaskedAutoencoder(ModelConfig()).state_dict())  # an export: the encoder
     assert set(model.state_dict()) == set(init)
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())
     # training moved the weights away from the initialisation
@@ -285,13 +287,13 @@ def test_library_calls_leave_the_process_as_they_found_it(real_shards):
     import multiprocessing
     import warnings
 
-    from neurofm.configs.schema import model_config
+    from neurofm.models.config import ModelConfig
     from neurofm.pretrain.in_memory import pretrain_on_batches
     from neurofm.pretrain.train import _end_loader_workers
 
     filters, level = list(warnings.filters), logging.getLogger("lightning.pytorch").level
     segments = list(stream(real_shards, "train", shuffle_buffer=0))
-    pretrain_on_batches(model_config("tiny"), iter([collate_segments(segments[:4])] * 2), 2)
+    pretrain_on_batches(ModelConfig.named("tiny"), iter([collate_segments(segments[:4])] * 2), 2)
     assert warnings.filters == filters and logging.getLogger("lightning.pytorch").level == level
     users = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,), daemon=True)
     users.start()
@@ -358,7 +360,7 @@ def test_non_finite_samples_and_weights_are_refused(tmp_path, real_shards):
         decode_sample(sample | {"signal.npy": _npy_with_inf(files["signal.npy"])})  # a flipped bit
     model = MaskedAutoencoder(ModelConfig())
     with torch.no_grad():
-        model.head.weight[0, 0] = float("nan")
+        model.encoder.norm.weight[0] = float("nan")
     save_pretrained(model, tmp_path / "nan")
     with pytest.raises(CheckpointError, match="weight tensors hold NaN/inf"):
         load_pretrained(tmp_path / "nan")
@@ -401,7 +403,7 @@ def test_pretraining_on_in_memory_batches_is_the_recipe_in_a_plain_loop(real_sha
     """``pretrain_on_batches`` (``neurofm pretrain``'s module in a Lightning Trainer) gives,
     step for step, the losses of a plain loop over the module's own optimizer, schedule and
     gradient clipping from the same seed: the same recipe, and the same masks."""
-    from neurofm.configs.schema import model_config
+    from neurofm.models.config import ModelConfig
     from neurofm.pretrain.config import OptimConfig, TrainerConfig
     from neurofm.pretrain.in_memory import pretrain_on_batches
     from neurofm.pretrain.module import PretrainModule
@@ -413,7 +415,7 @@ def test_pretraining_on_in_memory_batches_is_the_recipe_in_a_plain_loop(real_sha
         while True:
             yield collate_segments([segments[i] for i in rng.choice(len(segments), 4, replace=False)])
 
-    config, optim, steps = model_config("tiny"), OptimConfig(lr=3e-3, warmup_steps=2), 6
+    config, optim, steps = ModelConfig.named("tiny"), OptimConfig(lr=3e-3, warmup_steps=2), 6
     torch.manual_seed(0)
     seen = []
     trained = pretrain_on_batches(config, batches(), steps, optim, model=MaskedAutoencoder(config),

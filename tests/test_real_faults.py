@@ -241,11 +241,11 @@ def test_weights_of_a_non_float_dtype_are_refused_by_name(tmp_path, dtype):
     torch.manual_seed(0)
     folder = save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path / "export")
     state = load_file(str(folder / "model.safetensors"))
-    state["head.weight"] = state["head.weight"].to(dtype)
+    state["encoder.norm.weight"] = state["encoder.norm.weight"].to(dtype)
     save_file(state, str(folder / "model.safetensors"))
     name = str(dtype).removeprefix("torch.")
     with pytest.raises(CheckpointError, match=rf"1 weight tensors have a dtype the model does not use: "
-                                              rf"head.weight \({name}\)"):
+                                              rf"encoder.norm.weight \({name}\)"):
         load_pretrained(folder)
 
 
@@ -278,10 +278,10 @@ def test_a_partial_state_names_every_missing_and_unexpected_tensor(tmp_path):
     folder = save_pretrained(MaskedAutoencoder(ModelConfig()), tmp_path / "export")
     state = load_file(str(folder / "model.safetensors"))
     expected = len(state)
-    state["extra.weight"] = state.pop("head.weight")
-    state.pop("head.bias")
+    state["extra.weight"] = state.pop("encoder.norm.weight")
+    state.pop("encoder.norm.bias")
     save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(CheckpointError, match=rf"2 of {expected} expected tensors missing "
-                                              r"\['head.weight', 'head.bias'\], 1 tensors not in the "
+                                              r"\['encoder.norm.weight', 'encoder.norm.bias'\], 1 tensors not in the "
                                               r"model \['extra.weight'\]"):
         load_pretrained(folder)

@@ -391,7 +391,7 @@ def test_discover_bids_and_skip_3d(tmp_path, data_dir):
     shutil.copy(data_dir / "fmri" / "nipy_functional.nii.gz",
                 root / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz")
     found = discover(root)
-    assert [(Path(s.path).name, s.kind, s.dataset, s.entities.get("subject")) for s in found] == [
+    assert [(Path(s.path).name, s.recording_type, s.dataset, s.entities.get("subject")) for s in found] == [
         ("sub-01_task-rest_eeg.bdf", "meeg", "demo", "01"),
         ("sub-01_task-rest_bold.nii.gz", "bold", "demo", "01")]
     plain = discover(data_dir)

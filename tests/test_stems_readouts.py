@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from neurofm.configs.schema import model_config
 from neurofm.datasets import collate_segments
+from neurofm.embedding import as_neurofm
 from neurofm.errors import ConfigError
 from neurofm.finetune.baselines import (
     FILTER_BANK,
@@ -21,12 +21,14 @@ from neurofm.finetune.baselines import (
     shared_sensor_array,
     tangent_lr,
 )
+from neurofm.finetune.classifier import Classifier, finetune_classifier
 from neurofm.finetune.loops import TrainingRule, train_epochs, warmup_cosine
-from neurofm.finetune.tasks import Classifier, finetune_classifier, window_features
+from neurofm.models.config import ModelConfig
 from neurofm.models.embeddings import ConvStem, SpectralStem
 from neurofm.models.mae import MaskedAutoencoder
 from neurofm.readouts import AttentionPool, SpatialLogPower, shared_tokens
 from neurofm.tokenizers import tokenize_events
+from tests.helpers.encode import encode
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def test_each_stem_trains_on_real_eeg_and_survives_export(stem, imagery, tmp_pat
 
     segments = imagery[0][:8]
     torch.manual_seed(0)
-    model = MaskedAutoencoder(model_config("tiny", stem=stem))
+    model = MaskedAutoencoder(ModelConfig.named("tiny", stem=stem))
     batch = collate_segments(segments)
     out = model(batch)
     assert out["pred"].shape == (8, 64 * 2, 200) and torch.isfinite(out["loss"])
@@ -62,8 +64,8 @@ def test_each_stem_trains_on_real_eeg_and_survives_export(stem, imagery, tmp_pat
     loaded = NeuroFM.from_pretrained(tmp_path / "export")
     assert loaded.config.stem == stem
     model.eval()
-    a = model.embed_tokens(batch)[1]
-    b = loaded.model.embed_tokens(batch)[1]
+    a = encode(model, batch)[1]
+    b = encode(loaded.model, batch)[1]
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -97,7 +99,7 @@ def test_conv_stem_is_a_filter_bank_of_each_patch():
 
 def test_an_unknown_stem_is_a_config_error():
     with pytest.raises(ConfigError, match="model.stem"):
-        model_config("tiny", stem="wavelet")
+        ModelConfig.named("tiny", stem="wavelet")
 
 
 # ----------------------------------------------------------------------------- readouts
@@ -132,7 +134,7 @@ def test_attention_pool_ignores_padding():
 @pytest.mark.parametrize("readout", ["spatial", "attention"])
 def test_learned_readouts_train_with_the_head_on_real_eeg(readout, imagery):
     segments, labels, _ = imagery
-    model = MaskedAutoencoder(model_config("tiny"))
+    model = MaskedAutoencoder(ModelConfig.named("tiny"))
     head = Classifier(model, 2, readout, n_shared=64)
     batch = collate_segments(segments[:6])
     take = torch.arange(64).expand(6, 64)
@@ -143,7 +145,7 @@ def test_learned_readouts_train_with_the_head_on_real_eeg(readout, imagery):
     learns = [head.pool.query] if readout == "attention" else list(head.pool.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learns)
     with pytest.raises(ConfigError, match="frozen-feature probe"):
-        window_features(model, segments[:2], readout)
+        as_neurofm(model).embed(segments[:2], readout=readout)
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -189,7 +191,7 @@ def test_finetune_under_the_rule_keeps_the_best_validation_epoch(imagery):
     rule = TrainingRule(max_epochs=4, patience=2, warmup_epochs=1)
     curve = []
     probs, losses = finetune_classifier(None, segments, labels, train, val, mode="scratch",
-                                        config=model_config("tiny"), readout="sensors", seed=0,
+                                        config=ModelConfig.named("tiny"), readout="sensors", seed=0,
                                         validation=val, rule=rule, curve=curve)
     assert 2 <= len(curve) <= 4 and len(losses) == curve[-1]["steps"]
     # the model returned is the one of the best validation epoch: its loss on the validation
@@ -244,20 +246,30 @@ def test_baselines_equal_pyriemann_and_mne_references_on_real_eeg(imagery):
 
 
 def test_exports_with_a_scalar_interpolation_width_still_load(tmp_path):
-    """Exports written when the interpolation prior's kernel width was a 0-d tensor (it is one
-    element now, which DeepSpeed's ZeRO can flatten) load with their value."""
-    from safetensors.torch import load_file, save_file
+    """Exports of the whole pretraining model (before exports held the encoder alone), written
+    when the interpolation prior's kernel width was a 0-d tensor (one element now, which
+    DeepSpeed's ZeRO can flatten), load with their value as a pretraining model, and as the
+    encoder with the head left aside."""
+    import json
+    from dataclasses import asdict
 
-    from neurofm.models.io import load_pretrained, save_pretrained
+    from safetensors.torch import save_file
+
+    from neurofm.models.backbone import NeuroFMEncoder
+    from neurofm.models.io import load_pretrained
 
     torch.manual_seed(0)
-    model = MaskedAutoencoder(model_config("tiny"))
+    model = MaskedAutoencoder(ModelConfig.named("tiny"))
     with torch.no_grad():
         model.interp_log_width.fill_(-2.5)
-    save_pretrained(model, tmp_path / "old")
-    weights = tmp_path / "old" / "model.safetensors"
-    state = load_file(str(weights))
+    old = tmp_path / "old"
+    old.mkdir()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["interp_log_width"] = state["interp_log_width"].reshape(())  # as older exports hold it
-    save_file(state, str(weights))
-    loaded = load_pretrained(tmp_path / "old")
+    save_file(state, str(old / "model.safetensors"))
+    (old / "config.json").write_text(json.dumps({"architecture": "MaskedAutoencoder", "model": asdict(model.config)}))
+    loaded = load_pretrained(old, head=True)
     assert loaded.interp_log_width.shape == (1,) and loaded.interp_log_width.item() == -2.5
+    encoder = load_pretrained(old)
+    assert type(encoder) is NeuroFMEncoder
+    torch.testing.assert_close(encoder.state_dict()["encoder.norm.weight"], model.state_dict()["encoder.norm.weight"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from neurofm.configs.schema import typed
 from neurofm.finetune.config import FinetuneConfig
-from neurofm.finetune.train import finetune
+from neurofm.finetune.tasks import finetune
 
 
 def run_finetune(cfg) -> int:

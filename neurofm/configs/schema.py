@@ -9,8 +9,9 @@ it: the commands (:mod:`neurofm.commands`) do.
 
 Each command's YAML (``prepare.yaml``, ``pretrain.yaml`` ...) starts its defaults list with its
 schema below, so a key Hydra does not know, or a value of the wrong type, is refused before
-anything runs; the group YAMLs (``model/small.yaml``, ``trainer/ddp.yaml``, ``data/demo.yaml``)
-hold only what differs from these defaults. Commands receive these objects, typed
+anything runs; the group YAMLs (``trainer/ddp.yaml``, ``data/demo.yaml``) hold only what differs from
+these defaults; the model sizes (``model=small``) are :data:`~neurofm.models.config.SIZES`,
+registered in the ConfigStore. Commands receive these objects, typed
 (:func:`typed`), never a dict.
 
 =============  ==========================================================
@@ -33,13 +34,11 @@ command        config
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
 from neurofm.datasets.options import PrepareOptions
-from neurofm.errors import ConfigError
 from neurofm.finetune.config import (  # noqa: F401  (composed here; importable from here)
     MODES,
     READOUTS,
@@ -49,7 +48,7 @@ from neurofm.finetune.config import (  # noqa: F401  (composed here; importable 
     FinetuneConfig,
     FinetuneMode,
 )
-from neurofm.models.config import ModelConfig
+from neurofm.models.config import SIZES
 from neurofm.pretrain.config import (  # noqa: F401
     CheckpointConfig,
     DataConfig,
@@ -124,20 +123,10 @@ def register() -> None:
         store.store(name=f"{command}_schema", node=schema)
     for name, task in TASKS.items():
         store.store(group="task", name=name, node=task)
+    for size in SIZES:  # model=tiny|small|base|large: the sizes the library registers
+        store.store(group="model", name=size, node=dict(SIZES[size]))  # the differences only
 
 
 def typed(cfg: Any) -> Any:
     """A composed Hydra config -> its dataclass, with every ``__post_init__`` check run."""
     return OmegaConf.to_object(cfg)
-
-
-def model_config(size: str = "tiny", **overrides: Any) -> ModelConfig:
-    """The :class:`ModelConfig` of ``configs/model/<size>.yaml`` (its differences from the
-    defaults applied), with ``overrides``."""
-    path = resources.files("neurofm.configs") / "model" / f"{size}.yaml"
-    if not path.is_file():
-        sizes = sorted(p.name.removesuffix(".yaml") for p in path.parent.iterdir() if p.name.endswith(".yaml"))
-        raise ConfigError(f"no model size {size!r}; choose one of {sizes}")
-    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.create(path.read_text()),
-                             overrides)
-    return OmegaConf.to_object(merged)

@@ -11,19 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neurofm.errors import NeurofmError
+from neurofm.tokenizers.dispatch import recording_type_of
 
 logger = logging.getLogger("neurofm.datasets")
 
-# Extensions of files that are one recording each (companion files such as .vmrk/.eeg/.fdt
-# are found by their readers).
-MEEG_EXTENSIONS = (".fif", ".fif.gz", ".edf", ".bdf", ".gdf", ".vhdr", ".set", ".cnt", ".con",
-                   ".sqd", ".raw", ".mff", ".ds", ".mef", ".nwb", ".snirf", ".lay", ".eeg.json")
-BOLD_EXTENSIONS = (".nii", ".nii.gz")
-ROI_EXTENSIONS = (".1D", ".1d")
 UNKNOWN_FORMAT = ("not a recording neurofm can read (unknown extension; neurofm reads what "
                   "mne.io.read_raw reads, 4-D NIfTI and .1D/.csv/.tsv ROI tables)")
-SKIP_SUFFIXES = ("-eve.fif", "_events.fif", "-ave.fif", "-cov.fif", "-trans.fif", "-fwd.fif",
-                 "-inv.fif", "-epo.fif", "-ica.fif", "-proj.fif", "-annot.fif")
 
 
 @dataclass(frozen=True)
@@ -33,7 +26,7 @@ class Source:
     Attributes
     ----------
     path : str
-    kind : 'meeg' | 'bold' | 'roi'
+    recording_type : 'meeg' | 'bold' | 'roi'
         Reader family: MNE recording, 4-D NIfTI, or ROI table.
     dataset : str
         Dataset name (BIDS ``Name``, else the input directory name).
@@ -42,34 +35,9 @@ class Source:
     """
 
     path: str
-    kind: str
+    recording_type: str
     dataset: str
     entities: dict = field(default_factory=dict, hash=False, compare=False)
-
-
-def kind_of(path: str) -> str | None:
-    """``'meeg'``, ``'bold'``, ``'roi'`` by the file's name, or None (not a recording neurofm reads)."""
-    name = os.path.basename(path)
-    lower = name.lower()
-    if lower.endswith(SKIP_SUFFIXES):
-        return None
-    if lower.endswith(BOLD_EXTENSIONS):
-        return "bold"
-    if name.endswith(ROI_EXTENSIONS):
-        return "roi"
-    if lower.endswith(MEEG_EXTENSIONS):
-        return "meeg"
-    if lower.endswith(".eeg") and not _brainvision_companion(path):
-        return "meeg"  # Nihon Kohden (.EEG + .PNT/.LOG/.21E); BrainVision data is read via its .vhdr
-    if "pdf" in name and "." not in name and os.path.exists(
-            os.path.join(os.path.dirname(path), name.replace("pdf", "config"))):
-        return "meeg"  # 4D/BTi run
-    return None
-
-
-def _brainvision_companion(path: str) -> bool:
-    stem = os.path.splitext(path)[0]
-    return any(os.path.exists(stem + ext) for ext in (".vhdr", ".VHDR", ".ahdr"))
 
 
 def _is_4d(path: str) -> bool:
@@ -92,7 +60,7 @@ def _bids_sources(root: Path) -> list[Source]:
         for bp in find_matching_paths(root, datatypes=datatype, suffixes=datatype,
                                       ignore_json=True, ignore_nosub=True):
             path = str(bp.fpath)
-            if kind_of(path) == "meeg" and not path.endswith((".eeg", ".vmrk", ".fdt")):
+            if recording_type_of(path) == "meeg" and not path.endswith((".eeg", ".vmrk", ".fdt")):
                 found.append(Source(path, "meeg", dataset, _entities(get_entities_from_fname(bp.basename))))
     for bp in find_matching_paths(root, datatypes="func", suffixes="bold",
                                   extensions=[".nii", ".nii.gz"], ignore_nosub=True):
@@ -105,7 +73,7 @@ def _entities(ents: dict) -> dict:
     return {k: v for k, v in ents.items() if v is not None and k in ("subject", "session", "task", "run")}
 
 
-def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg", "bold", "roi"),
+def discover(inputs: str | os.PathLike | list, recording_types: tuple[str, ...] = ("meeg", "bold", "roi"),
              keep_unknown: bool = False) -> list[Source]:
     """All recordings under ``inputs``, sorted by path (so runs are deterministic).
 
@@ -115,10 +83,10 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
         BIDS roots (a ``dataset_description.json`` at the top: EEG, MEG, iEEG and
         ``func/*_bold.nii[.gz]`` found with mne-bids), plain directories (searched
         recursively by extension), glob patterns (``**`` allowed) or single files.
-    kinds : tuple of str
+    recording_types : tuple of str
         Reader families to keep: ``'meeg'``, ``'bold'``, ``'roi'``.
     keep_unknown : bool
-        A file named explicitly whose format is unknown is returned with kind
+        A file named explicitly whose format is unknown is returned with recording_type
         ``'unknown'`` (so a prepare run can report it and go on) instead of raising.
 
     Returns
@@ -137,27 +105,27 @@ def discover(inputs: str | os.PathLike | list, kinds: tuple[str, ...] = ("meeg",
             fixed = re.split(r"[*?\[]", item)[0]
             dataset = Path(os.path.dirname(fixed) or ".").resolve().name or "glob"
             for path in paths:
-                kind = kind_of(path)
-                if kind:
-                    sources.setdefault(path, Source(path, kind, dataset))
+                recording_type = recording_type_of(path)
+                if recording_type:
+                    sources.setdefault(path, Source(path, recording_type, dataset))
             continue
         root = Path(item)
         if not root.exists():
             raise NeurofmError("input not found", item)
         if root.is_file() or root.suffix == ".ds" or root.suffix == ".mff":
-            kind = kind_of(str(root))
-            if kind is None and not keep_unknown:
+            recording_type = recording_type_of(str(root))
+            if recording_type is None and not keep_unknown:
                 raise NeurofmError(UNKNOWN_FORMAT, item)
-            sources.setdefault(str(root), Source(str(root), kind or "unknown", root.parent.name))
+            sources.setdefault(str(root), Source(str(root), recording_type or "unknown", root.parent.name))
         elif (root / "dataset_description.json").exists():
             for src in _bids_sources(root):
                 sources.setdefault(src.path, src)
         else:
             for path in sorted(glob.glob(str(root / "**" / "*"), recursive=True)):
-                kind = kind_of(path)
-                if kind == "bold" and not _is_4d(path):
+                recording_type = recording_type_of(path)
+                if recording_type == "bold" and not _is_4d(path):
                     continue  # atlases, masks and anatomicals live beside BOLD runs
-                if kind and not any(part.endswith((".ds", ".mff")) for part in Path(path).parent.parts):
-                    sources.setdefault(path, Source(path, kind, root.name))
-    selected = [s for s in sources.values() if s.kind in kinds or s.kind == "unknown"]
+                if recording_type and not any(part.endswith((".ds", ".mff")) for part in Path(path).parent.parts):
+                    sources.setdefault(path, Source(path, recording_type, root.name))
+    selected = [s for s in sources.values() if s.recording_type in recording_types or s.recording_type == "unknown"]
     return sorted(selected, key=lambda s: s.path)

@@ -7,12 +7,12 @@ import fnmatch
 import hashlib
 import os
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from neurofm.datasets.phenotype import subject_key
 from neurofm.errors import ConfigError
-from neurofm.options import check_keywords, keyword_names
+from neurofm.options import check_keywords
+from neurofm.tokenizers.dispatch import fmri_keywords
 from neurofm.tokenizers.naming import check_subject_pattern
 from neurofm.tokenizers.options import MEEG_OPTION_NAMES, MeegOptions
 from neurofm.tokenizers.segment import MODALITIES
@@ -21,16 +21,10 @@ from neurofm.tokenizers.segment import MODALITIES
 MEEG_OPTIONS = tuple(name for name in MEEG_OPTION_NAMES if name != "sfreq")  # sfreq: top level
 
 
-@cache
 def fmri_options() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The extra options of ``tokenize_bold`` and of ``tokenize_roi_table``, read from their
-    signatures on first use: a worker that tokenizes EEG only never imports the fMRI stack."""
-    from neurofm.tokenizers.fmri import tokenize_bold
-    from neurofm.tokenizers.roi_table import tokenize_roi_table
-
-    return (keyword_names(tokenize_bold, exclude=("img", "atlas", "window_s", "dataset", "entities")),
-            keyword_names(tokenize_roi_table, exclude=("table", "coords", "tr_s", "window_s",
-                                                       "dataset", "entities")))
+    """The extra options of ``tokenize_bold`` and of ``tokenize_roi_table``
+    (:func:`neurofm.tokenizers.dispatch.fmri_keywords`)."""
+    return fmri_keywords()
 
 
 def __getattr__(name: str):  # FMRI_OPTIONS and ROI_OPTIONS, for the modules that import them

@@ -199,9 +199,9 @@ def write_shards(
         shutil.rmtree(workdir)  # parts of a run with other options cannot be reused
     workdir.mkdir(exist_ok=True)
     write_text_atomic(stamp, fingerprint)
-    kinds = ("bold", "roi") if options.modality == "fmri" else (
+    recording_types = ("bold", "roi") if options.modality == "fmri" else (
         ("meeg",) if options.modality else ("meeg", "bold", "roi"))
-    sources = discover(inputs, kinds=kinds, keep_unknown=True)
+    sources = discover(inputs, recording_types=recording_types, keep_unknown=True)
     if not sources:
         raise NeurofmError(f"no recordings found in {inputs}")
     check_needs(sources, options)

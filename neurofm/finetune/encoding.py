@@ -17,6 +17,8 @@ N patches of P samples, X = before + T + after samples of stimulus with lag cont
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,12 +29,15 @@ from scipy.signal import resample_poly
 from torch import nn
 
 from neurofm.batch import collate_segments, patch_samples
+from neurofm.embedding import NeuroFM
 from neurofm.errors import ConfigError, NeurofmError
-from neurofm.finetune.loops import Mode, network_for, train_epochs
-from neurofm.finetune.tasks import add_lora, backbone_of
+from neurofm.finetune.classifier import add_lora
+from neurofm.finetune.loops import Mode, train_epochs
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 from neurofm.tokenizers import read_recording, tokenize_raw
 from neurofm.tokenizers.segment import Segment
+
+logger = logging.getLogger("neurofm")
 
 
 def event_features(raw, event_id: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
@@ -200,6 +205,25 @@ class EncodingModel(nn.Module):
         return y.reshape(b, c, n * self.patch)
 
 
+def head_network(mode: Mode, backbone, config: ModelConfig | None) -> MaskedAutoencoder:
+    """The pretraining model an encoding head starts from: a copy of ``backbone`` (a
+    :class:`MaskedAutoencoder`, e.g. ``load_pretrained(ckpt, head=True)``; an encoder alone gets
+    a decoder of random weights, with a warning), or for ``scratch`` a new one of ``config``."""
+    if isinstance(backbone, NeuroFM):
+        backbone = backbone.model
+    if mode is Mode.SCRATCH or backbone is None:
+        config = config or (backbone.config if backbone is not None else ModelConfig())
+        return MaskedAutoencoder(config if isinstance(config, ModelConfig) else ModelConfig.from_encoder(config))
+    if isinstance(backbone, MaskedAutoencoder):
+        return copy.deepcopy(backbone)
+    logger.warning("the encoding head reads spatial patterns from the pretraining decoder, which this "
+                   "encoder lacks: its decoder starts from random weights (pass the .ckpt to use the "
+                   "pretrained one)")
+    model = MaskedAutoencoder(ModelConfig.from_encoder(backbone.config))
+    model.load_state_dict({**model.state_dict(), **backbone.state_dict()})
+    return model
+
+
 def _trainable(model: EncodingModel, mode: Mode) -> list[nn.Parameter]:
     own = [model.kernels, *model.stimulus_token.parameters(), *model.readout.parameters()]
     if mode is Mode.LINEAR_PROBE:  # frozen decoder; the kernels and the readout are linear maps
@@ -240,7 +264,7 @@ def fit_encoding(
 
     mode = Mode.of(mode)
     torch.manual_seed(seed)
-    backbone = network_for(mode, backbone_of(backbone), config)
+    backbone = head_network(mode, backbone, config)
     seg = data.segments[0]
     patch = patch_samples(backbone.config.patch_s[seg.modality], seg.sfreq)
     if seg.n_times % patch:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from neurofm.console import progress_over
+from neurofm.embedding import as_neurofm
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.finetune import protocols
 from neurofm.finetune.baselines import (
@@ -40,12 +41,12 @@ from neurofm.finetune.baselines import (
     shared_sensor_array,
     subject_series,
 )
+from neurofm.finetune.classifier import finetune_classifier, linear_probe
 from neurofm.finetune.disorder import aggregate_subjects
 from neurofm.finetune.loops import TrainingRule
 from neurofm.finetune.metrics import classification_metrics
 from neurofm.finetune.plots import plot_confusion
 from neurofm.finetune.protocols import Split
-from neurofm.finetune.tasks import finetune_classifier, linear_probe, window_features
 from neurofm.io import atomic_write, write_text_atomic
 from neurofm.readouts import LEARNED
 from neurofm.tokenizers.segment import Segment
@@ -160,6 +161,7 @@ def evaluate(
     layer_decay: float = 0.75,
     lora_rank: int = 8,
     rule: TrainingRule | None = None,
+    other_modalities: bool = False,
     seed: int = 0,
 ) -> Evaluation:
     """Evaluate ``model`` in ``mode`` on labelled windows under ``protocol``, beside the
@@ -167,7 +169,7 @@ def evaluate(
 
     Parameters
     ----------
-    model : NeuroFM | MaskedAutoencoder | None
+    model : NeuroFM | NeuroFMEncoder | None
         What :func:`neurofm.load` returns (``None`` with ``mode='scratch'``: the ``tiny``
         architecture from random weights).
     segments : list of Segment
@@ -194,7 +196,10 @@ def evaluate(
         Score windows, or subjects (window probabilities pooled per subject; the splits are
         by subject, and every window of a subject carries the subject's label).
     epochs, lr, layer_decay, lora_rank, rule
-        Training of the trained modes (:func:`~neurofm.finetune.tasks.finetune_classifier`).
+        Training of the trained modes (:func:`~neurofm.finetune.classifier.finetune_classifier`).
+    other_modalities : bool
+        Windows of a modality the model's input contract does not serve are a transfer across
+        modalities, asked for (else the probe refuses them, as :meth:`NeuroFM.embed` does).
     """
     if level not in ("window", "subject"):
         raise ConfigError(f"level must be 'window' or 'subject', got {level!r}")
@@ -218,7 +223,8 @@ def evaluate(
     if test_subjects is not None:
         splits = _only_testing(splits, subjects, [str(s) for s in test_subjects])
     frozen = mode == "linear_probe" and readout not in LEARNED
-    features = window_features(model, segments, readout) if frozen else None
+    features = (as_neurofm(model).embed(segments, readout=readout, other_modalities=other_modalities).windows
+                if frozen else None)
 
     def model_probs(split: Split) -> np.ndarray:
         if frozen:

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from neurofm.errors import ConfigError
-from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.models.backbone import NeuroFMEncoder
+from neurofm.models.config import EncoderConfig, ModelConfig
+from neurofm.models.mae import MaskedAutoencoder
 from neurofm.options import check_option
 
 
@@ -32,12 +34,19 @@ class Mode(str, Enum):
         return cls(check_option("mode", getattr(mode, "value", mode), [m.value for m in cls]))
 
 
-def network_for(mode: Mode, backbone: MaskedAutoencoder | None, config: ModelConfig | None) -> MaskedAutoencoder:
-    """The network a mode starts from: a copy of the pretrained ``backbone`` (never trained in
-    place), or for ``scratch`` (or no backbone) a new one of ``config`` (default: the
-    backbone's architecture)."""
+def network_for(mode: Mode, backbone: NeuroFMEncoder | None,
+                config: ModelConfig | EncoderConfig | None) -> NeuroFMEncoder:
+    """The encoder a mode starts from: a copy of the pretrained ``backbone`` (never trained in
+    place; a pretraining model gives its encoder), or for ``scratch`` (or no backbone) a new one
+    of ``config`` (default: the backbone's architecture), initialised as a pretraining run
+    initialises it, so that one seed gives the weights that run started from."""
     if mode is Mode.SCRATCH or backbone is None:
-        return MaskedAutoencoder(config or (backbone.config if backbone is not None else ModelConfig()))
+        config = config or (backbone.config if backbone is not None else ModelConfig())
+        if not isinstance(config, ModelConfig):  # an encoder's architecture: the default head
+            config = ModelConfig.from_encoder(config)
+        return MaskedAutoencoder(config).encoder_only()
+    if isinstance(backbone, MaskedAutoencoder):
+        return backbone.encoder_only()
     return copy.deepcopy(backbone)
 
 

@@ -1,253 +1,280 @@
-"""Heads and training modes: linear probe, full finetune (layer-wise LR decay), LoRA, from scratch."""
+"""The tasks of ``neurofm finetune``: :func:`run_decoding`, :func:`run_encoding` and
+:func:`run_disorder` (subject-level classification), each discover -> tokenize -> evaluate ->
+write (metrics to JSON, a results table, a PNG), and the windows they tokenize."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
 import numpy as np
-import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from torch import nn
+import pandas as pd
 
-from neurofm.batch import collate_segments
+from neurofm.console import make_progress
+from neurofm.datasets import discover, join_phenotype, read_phenotype
+from neurofm.datasets.options import FMRI_OPTIONS, MEEG_OPTIONS, PrepareOptions
+from neurofm.datasets.tokenize import check_needs, tokenize_file
 from neurofm.embedding import NeuroFM
-from neurofm.errors import ConfigError, NotAvailableError
-from neurofm.finetune.loops import Mode, TrainingRule, network_for, train_epochs
-from neurofm.models.mae import MaskedAutoencoder, ModelConfig
-from neurofm.options import check_option
-from neurofm.readouts import (
-    READOUTS,
-    SENSOR_AXIS,
-    AttentionPool,
-    SpatialLogPower,
-    check_sensor_axis,
-    sensor_readout,
-    shared_sensors,
+from neurofm.errors import ConfigError, NeurofmError
+from neurofm.finetune.baselines import (
+    ridge_trf,
 )
-from neurofm.tokenizers.segment import Segment
+from neurofm.finetune.config import FinetuneConfig, finetune_spelling
+from neurofm.finetune.disorder import subject_labels
+from neurofm.finetune.encoding import encoding_data, event_features, fit_encoding, predict_encoding
+from neurofm.finetune.evaluate import evaluate
+from neurofm.finetune.metrics import per_sensor_r
+from neurofm.finetune.plots import plot_sensor_r
+from neurofm.finetune.protocols import time_splits
+from neurofm.io import write_text_atomic
+from neurofm.models.contract import check_segments, tokenizer_defaults
+from neurofm.models.io import load_pretrained
+from neurofm.options import check_keywords, option_name, spelled_as
+from neurofm.tokenizers import read_recording, tokenize_events
+from neurofm.tokenizers.naming import entities_from_name
+from neurofm.tokenizers.options import MeegOptions
+
+logger = logging.getLogger("neurofm.finetune")
 
 
-def backbone_of(model) -> MaskedAutoencoder | None:
-    """The :class:`MaskedAutoencoder` of what :func:`neurofm.load` returns (or the model itself)."""
 
-    if isinstance(model, NeuroFM):
-        return model.model
-    if model is None or isinstance(model, MaskedAutoencoder):
-        return model
-    raise TypeError(f"expected what neurofm.load() returns or a MaskedAutoencoder, got {type(model).__name__}")
+def _modality_check(task) -> dict:
+    """How :func:`check_segments` treats a modality the checkpoint was not pretrained on."""
+    return {"other_modalities": task.cross_modal,
+            "hint": f" (to transfer across modalities anyway: {option_name('task.cross_modal')}=true)"}
 
 
-def window_embeddings(model, segments: list[Segment], batch_size: int = 64) -> np.ndarray:
-    """Pooled encoder output per segment, ``[N, D]`` (frozen encoder).
+def decoding_windows(paths, event_id, tmin_s: float, tmax_s: float, *, options: MeegOptions | None = None,
+                     subject_pattern: str | None = None, by_subject: bool = True) -> list:
+    """The event-locked windows ``neurofm finetune task=decoding`` cuts from ``paths``
+    (``meta['label']``, ``meta['subject']``), the subject read from each file name
+    (``subject_pattern``: a regex whose first group is it); ``by_subject``: a file whose
+    subject cannot be read is an error (its whole stem would count as one subject)."""
+    segments = []
+    for path in map(os.fspath, paths):
+        entities = entities_from_name(path, subject_pattern, stem_fallback=not by_subject)
+        if "subject" not in entities:
+            raise ConfigError("the protocol splits by subject, but no subject can be read from this file name "
+                              "(its whole stem would count as one subject, so two runs of one person would leak "
+                              "across folds): name files with BIDS entities (sub-01_task-x_eeg.edf) or give "
+                              "task.subject_pattern (a regex whose first group is the subject)", path)
+        segments += list(tokenize_events(path, event_id=event_id, tmin=tmin_s, tmax=tmax_s, entities=entities,
+                                         options=options))
+    if not segments:
+        raise NeurofmError("no event-locked windows: check task.event_id and the recordings' events")
+    subjects = {str(s.meta.get("subject")) for s in segments}
+    if by_subject and len(subjects) < 2:
+        raise ConfigError(f"the protocol splits by subject, but every file reads as subject {subjects.pop()!r}: "
+                          "name files with BIDS entities (sub-01_...) or give task.subject_pattern (a regex "
+                          "whose first group is the subject)", os.fspath(paths[0]))
+    return segments
 
-    ``model``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`.
-    """
 
-    return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size).windows
-
-
-def window_features(model, segments: list[Segment], readout: str = "mean",
-                    batch_size: int = 32) -> np.ndarray:
-    """Frozen-encoder features per window for a linear probe, ``[N, F]``: ``model`` (what
-    :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder`) embeds ``segments`` with
-    ``readout`` (``mean``, ``sensors`` or ``connectivity``; see :meth:`NeuroFM.embed`)."""
-    return NeuroFM(backbone_of(model)).embed(segments, batch_size=batch_size, readout=readout).windows
+def event_groups(segments: list) -> list[str]:
+    """One group per event (its file and onset): the windows ``kfold`` keeps in one fold."""
+    return [f"{s.meta['source']}@{s.meta['event_onset_s']:.3f}" for s in segments]
 
 
-def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Standardised logistic regression on frozen embeddings; returns test probabilities."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0, random_state=seed))
-    probe.fit(x_train, y_train)
-    return probe.predict_proba(x_test)
+def run_decoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None = None) -> dict:
+    task = conf.task
+    segments = decoding_windows(_inputs(conf), task.event_id, task.tmin_s, task.tmax_s,
+                                options=MeegOptions.of(conf.tokenizer, "+tokenizer.{}="),
+                                subject_pattern=task.subject_pattern,
+                                by_subject=task.protocol in ("kfold_subject", "loso"))
+    check_segments(contract, segments, **_modality_check(task))
+    evaluation = evaluate(model, segments, [s.meta["label"] for s in segments], event_groups(segments),
+                          protocol=task.protocol, test_subjects=task.test_subjects, **_task_options(task),
+                          seed=conf.seed)
+    evaluation.write(run_dir)
+    return evaluation.summary()
 
 
-def add_lora(module: nn.Module, stack: str, rank: int = 8) -> nn.Module:
-    """Low-rank adapters (peft LoRA) on every linear layer of the attention and MLP blocks
-    of ``module.<stack>`` (``'encoder'`` or ``'decoder'``), injected in place.
+def _task_options(task) -> dict:
+    """The model's mode and training, and the baselines, as the task sets them."""
+    few_shot = {"shots": task.shots, "repeats": task.repeats} if hasattr(task, "shots") else {}
+    return {"mode": task.mode, "readout": task.readout, "baselines": task.baseline, "folds": task.folds,
+            "epochs": task.epochs, "lr": task.lr, "layer_decay": task.layer_decay, "lora_rank": task.lora_rank,
+            "other_modalities": getattr(task, "cross_modal", False), **few_shot}
 
-    Parameter names stay those of the model plus ``lora_A``/``lora_B``; the caller chooses
-    what trains. Needs the ``lora`` extra (``pip install 'neurofm[lora]'``).
-    """
+
+def _prepare_options(conf: FinetuneConfig, window_s: float) -> PrepareOptions:
+    """The tokenizer options of a finetune run, as ``neurofm prepare`` would take them."""
+    task, extra = conf.task, dict(conf.tokenizer)
+    valid = ["sfreq", *MEEG_OPTIONS, *FMRI_OPTIONS]
+    check_keywords(extra, valid, "+tokenizer.{}=")
+    return PrepareOptions(
+        window_s=window_s, fmri_window_s=window_s, sfreq=extra.pop("sfreq", MeegOptions().sfreq),
+        atlas=task.atlas, roi_coords=task.roi_coords, roi_tr_s=task.roi_tr_s,
+        subject_pattern=task.subject_pattern,
+        meeg={k: v for k, v in extra.items() if k in MEEG_OPTIONS},
+        fmri={k: v for k, v in extra.items() if k in FMRI_OPTIONS and k not in MEEG_OPTIONS})
+
+
+def cohort_windows(inputs, options: PrepareOptions, *, label: str, phenotype=None,
+                   group_by: str | None = None) -> list:
+    """The windows ``neurofm finetune task=disorder`` reads: every recording under ``inputs``
+    (BIDS roots, folders, globs, ROI tables) tokenized with ``options``, each joined to its
+    subject's row of ``phenotype`` (default: a BIDS root's ``participants.tsv``), which must
+    hold ``label`` (and ``group_by`` where it is a column). :func:`subject_classes` then keeps
+    the labelled ones."""
+    inputs = [os.fspath(p) for p in inputs]
+    if phenotype is None:
+        roots = [Path(p) for p in inputs if (Path(p) / "participants.tsv").exists()]
+        if not roots:
+            raise ConfigError("task.phenotype is not set and no input is a BIDS root with "
+                              "participants.tsv: pass task.phenotype=<participants.tsv or CSV>")
+        phenotype = roots[0] / "participants.tsv"
+    extra = [group_by] if group_by and group_by != label else []
     try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError as err:
-        raise NotAvailableError("LoRA needs peft: pip install 'neurofm[lora]'") from err
-    if rank < 1:
-        raise ConfigError(f"lora rank must be a positive integer, got {rank}")
-    targets = rf"{stack}\.blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.0|mlp\.2)"
-    return inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                                              target_modules=targets), module)
+        table = read_phenotype(phenotype, label_columns=[label, *extra])
+    except NeurofmError:
+        if not extra:
+            raise
+        table = read_phenotype(phenotype, label_columns=[label])  # group_by is an entity
+    sources = discover(inputs)
+    check_needs(sources, options)
+    segments, failed = [], []
+    with make_progress() as progress:
+        bar = progress.add_task("tokenizing the cohort", total=len(sources))
+        for source in sources:
+            try:
+                segments += tokenize_file(source, options)
+            except ConfigError:
+                raise
+            except NeurofmError as err:
+                failed.append(f"{source.path}: {err}")
+            progress.advance(bar)
+    if failed:
+        logger.warning("%d recordings could not be used:\n  %s", len(failed), "\n  ".join(failed[:20]))
+    if not segments:
+        raise NeurofmError(f"no windows from {inputs}" + (f" ({len(failed)} files failed)" if failed else ""))
+    return join_phenotype(segments, table)
 
 
-class Classifier(nn.Module):
-    """Pretrained (or fresh) encoder + a linear head on a readout of its tokens.
-
-    ``readout`` (:mod:`neurofm.readouts`): ``mean`` (every token averaged), ``attention`` (a
-    learned query's weighted mean), or ``sensors`` / ``connectivity`` / ``spatial``, which keep
-    the sensor axis and need ``n_shared``, the number of sensors every window shares;
-    :meth:`forward` then takes ``take`` ``[B, n_shared]``, each window's rows of those sensors
-    (:func:`~neurofm.readouts.shared_sensors`). Every head normalises its features
-    first (a LayerNorm), as the probe standardises them.
-    """
-
-    def __init__(self, backbone: MaskedAutoencoder, n_classes: int, readout: str = "mean",
-                 n_shared: int | None = None):
-        super().__init__()
-        check_option("readout", readout, READOUTS)
-        self.backbone, self.readout, self.pool = backbone, readout, None
-        dim = backbone.config.dim
-        if readout == "mean":
-            self.head = nn.Linear(dim, n_classes)
-            return
-        if readout == "attention":
-            self.pool = AttentionPool(dim)
-            width = dim
-        else:
-            check_sensor_axis(backbone.config, readout)
-            if not n_shared or n_shared < 2:
-                raise ConfigError(f"readout={readout} needs two or more sensors shared by every window, got {n_shared}")
-            if readout == "spatial":
-                self.pool = SpatialLogPower(n_shared, dim)
-                width = self.pool.width
-            else:
-                width = n_shared * dim if readout == "sensors" else n_shared * (n_shared - 1) // 2
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, n_classes))
-
-    def forward(self, batch, take: torch.Tensor | None = None) -> torch.Tensor:
-        if self.readout == "mean":
-            return self.head(self.backbone.features(batch)[1])  # [B, n_classes]
-        tokens, valid = self.backbone.encode_every_token(batch)
-        if self.readout == "attention":
-            return self.head(self.pool(tokens, valid))
-        if self.readout == "spatial":
-            return self.head(self.pool(tokens, batch.signal.shape[1], take))
-        return self.head(sensor_readout(tokens, batch.signal.shape[1], take, self.readout))
+def subject_classes(cohort: list, label: str, group_by: str | None = None
+                    ) -> tuple[list, list[str], np.ndarray | None]:
+    """The windows of ``cohort`` (:func:`cohort_windows`) whose subject has a ``label``, each
+    window's class name, and (``group_by``: a phenotype column or file entity, e.g.
+    ``SITE_ID``) each window's group."""
+    segments, labels, classes = subject_labels(cohort, label)
+    groups = _group_values(segments, group_by) if group_by else None
+    return segments, [classes[i] for i in labels], groups
 
 
-def prepare_mode(model: Classifier, mode: Mode, lora_rank: int = 8) -> list[nn.Parameter]:
-    """Set ``model`` up for ``mode`` in place: LoRA adapters on the encoder (``lora``), and for
-    ``lora`` and ``linear_probe`` every other weight frozen. Returns the parameters that train."""
-    if mode is Mode.LORA:
-        add_lora(model.backbone, "encoder", lora_rank)
-    if mode in (Mode.LORA, Mode.LINEAR_PROBE):
-        for name, param in model.named_parameters():
-            param.requires_grad_("lora_" in name or name.startswith(("head.", "pool.")))
-    return [p for p in model.parameters() if p.requires_grad]
+def run_disorder(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None = None) -> dict:
+    task = conf.task
+    group_by = task.group_by if task.protocol == "logo" else None
+    cohort = cohort_windows(_inputs(conf), _prepare_options(conf, task.window_s), label=task.label,
+                            phenotype=task.phenotype, group_by=task.group_by)
+    check_segments(contract, cohort, **_modality_check(task))
+    segments, labels, groups = subject_classes(cohort, task.label, group_by)
+    evaluation = evaluate(model, segments, labels, level="subject", protocol=task.protocol, group_values=groups,
+                          **_task_options(task), seed=conf.seed)
+    evaluation.write(run_dir)
+    return evaluation.summary()
 
 
-def layerwise_param_groups(model: Classifier, lr: float, decay: float) -> list[dict]:
-    """Head at ``lr``; encoder block i at ``lr * decay^(depth - i)``; embeddings lowest."""
-    depth = len(model.backbone.encoder.blocks)
-    groups: dict[float, list] = {}
-    for name, param in model.named_parameters():
-        if name.startswith(("head.", "pool.")):
-            scale = 1.0
-        elif name.startswith("backbone.encoder.blocks."):
-            scale = decay ** (depth - int(name.split(".")[3]))
-        elif name.startswith("backbone.encoder.norm"):
-            scale = decay
-        else:  # embeddings, compressor, decoder (unused by the head)
-            scale = decay ** (depth + 1)
-        groups.setdefault(scale, []).append(param)
-    return [{"params": p, "lr": lr * s} for s, p in sorted(groups.items())]
+def _group_values(segments: list, column: str | None) -> np.ndarray | None:
+    """Each window's group for leave-one-group-out: a phenotype column, else a file entity."""
+    if column is None:
+        return None
+    values = []
+    for seg in segments:
+        value = (seg.meta.get("phenotype") or {}).get(column, seg.meta.get(column))
+        if value is None:
+            raise ConfigError(f"task.group_by={column}: subject {seg.meta.get('subject')!r} has no "
+                              f"{column!r} in the phenotype table or its file name; name a column "
+                              "every subject has (e.g. SITE_ID) or an entity (site, session)",
+                              seg.meta.get("source"))
+        values.append(str(value))
+    return np.array(values)
 
 
-def finetune_classifier(
-    backbone,
-    segments: list[Segment],
-    labels: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    *,
-    mode: str | Mode = "finetune",
-    config: ModelConfig | None = None,
-    epochs: int = 30,
-    lr: float = 1e-3,
-    layer_decay: float = 0.75,
-    batch_size: int = 32,
-    lora_rank: int = 8,
-    readout: str = "mean",
-    seed: int = 0,
-    validation: np.ndarray | None = None,
-    rule: TrainingRule | None = None,
-    curve: list[dict] | None = None,
-) -> tuple[np.ndarray, list[float]]:
-    """Train encoder + head on ``train``; return test probabilities and the training losses.
+def _read_features(path: str, source: str) -> tuple[np.ndarray, list[str] | None]:
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False), None
+    if path.endswith((".csv", ".tsv", ".txt")):
 
-    ``backbone``: what :func:`neurofm.load` returns, or a :class:`MaskedAutoencoder` (``None``:
-    ``config``'s architecture, from scratch). ``mode`` (:class:`~neurofm.finetune.loops.Mode`):
-    ``finetune`` (everything, layer-wise LR decay), ``lora`` (rank-``lora_rank`` adapters on
-    the frozen encoder's blocks, :func:`add_lora`, and the head), ``scratch`` (the same
-    architecture from random weights, one learning rate for every layer), ``linear_probe``
-    (the head alone on the frozen encoder). ``readout``: what the head reads
-    (:class:`Classifier`; the sensor-axis readouts over the sensors every window shares).
-
-    ``rule`` (:class:`~neurofm.finetune.loops.TrainingRule`) with ``validation`` (window
-    indices of training subjects held out of ``train``): its epochs, learning rate, weight
-    decay, batch size, warmup + cosine schedule and early stopping on the validation loss
-    replace ``epochs``, ``lr`` and ``batch_size``; ``curve`` collects its per-epoch losses.
-    Without a rule: ``epochs`` at a constant ``lr``, the last epoch's weights.
-    """
-    mode = Mode.of(mode)
-    if rule is not None and validation is None:
-        raise ConfigError("a training rule stops early on a validation split: pass validation= "
-                          "(window indices of training subjects not in train)")
-    if validation is not None and np.intersect1d(validation, train).size:
-        raise ConfigError("validation windows must not be training windows")
-    torch.manual_seed(seed)
-    n_classes = int(labels.max()) + 1
-    rows = shared_sensors(segments) if readout in SENSOR_AXIS else None
-    model = Classifier(network_for(mode, backbone_of(backbone), config), n_classes, readout,
-                       len(rows[0]) if rows else None)
-
-    def run(idx: np.ndarray) -> torch.Tensor:
-        take = torch.as_tensor(np.stack([rows[i] for i in idx])) if rows else None
-        return model(collate_segments([segments[i] for i in idx]), take)
-
-    if rule is not None:
-        epochs, lr, batch_size = rule.max_epochs, rule.lr, rule.batch_size
-    weight_decay = rule.weight_decay if rule is not None else 0.05
-    params = prepare_mode(model, mode, lora_rank)
-    if mode in (Mode.LORA, Mode.LINEAR_PROBE):
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    else:  # scratch has no pretrained layers to protect: one learning rate
-        decay = 1.0 if mode is Mode.SCRATCH else layer_decay
-        optimizer = torch.optim.AdamW(layerwise_param_groups(model, lr, decay), weight_decay=weight_decay)
-    y = torch.as_tensor(labels, dtype=torch.long)
-
-    def validation_loss() -> float:
-        total = sum(nn.functional.cross_entropy(run(idx), y[idx], reduction="sum").item()
-                    for idx in rate_batches(segments, np.asarray(validation), 64))
-        return total / len(validation)
-
-    losses = train_epochs(model, lambda idx: nn.functional.cross_entropy(run(idx), y[idx]),
-                          lambda rng: rate_batches(segments, rng.permutation(train), batch_size, rng),
-                          optimizer, epochs=epochs, seed=seed,
-                          validation_error=validation_loss if validation is not None else None,
-                          patience=rule.patience if rule is not None else None,
-                          warmup_epochs=rule.warmup_epochs if rule is not None else None, curve=curve)
-    test = np.asarray(test)
-    probs = np.zeros((len(test), n_classes), dtype=np.float32)
-    position = {i: k for k, i in enumerate(test)}
-    with torch.no_grad():
-        for idx in rate_batches(segments, test, 64):
-            out = run(idx).softmax(-1).numpy()
-            probs[[position[i] for i in idx]] = out
-    return probs, losses
+        table = pd.read_csv(path, sep=None, engine="python")
+        return table.to_numpy(dtype=np.float64), [str(c) for c in table.columns]
+    raise NeurofmError(f"stimulus features must be .npy, .csv or .tsv (for {source})", path)
 
 
-def rate_batches(segments: list[Segment], order: np.ndarray, batch_size: int,
-                 rng: np.random.Generator | None = None) -> list[np.ndarray]:
-    """``order`` cut into batches of at most ``batch_size`` that each hold one modality at one
-    sampling rate (what the model takes; ROI tables of sites with different TRs differ in
-    rate). Within a rate, batches keep ``order``; with several rates, ``rng`` shuffles the
-    batches so that training interleaves them."""
-    order = np.asarray(order)
-    keys = [(segments[i].modality, segments[i].sfreq) for i in order]
-    batches = []
-    for key in sorted(set(keys)):
-        members = order[np.array([k == key for k in keys])]
-        batches += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
-    if rng is not None and len(set(keys)) > 1:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
+def run_encoding(conf: FinetuneConfig, model, run_dir: Path, contract: dict | None = None) -> dict:
+
+    task = conf.task
+    inputs = _inputs(conf)
+    if len(inputs) != 1:
+        raise ConfigError(f"encoding fits one recording (one subject) per run; got {len(inputs)} inputs")
+    raw = read_recording(inputs[0])
+    if task.features is not None:
+        features, names = _read_features(os.fspath(task.features), inputs[0])
+    else:
+        features, names = event_features(raw, task.events)
+    data = encoding_data(raw, features, feature_names=names, features_sfreq=task.features_sfreq,
+                         lags_s=tuple(task.lags_s), window_s=task.window_s, **conf.tokenizer)
+    check_segments(contract, data.segments, inputs[0], **_modality_check(task))
+    splits = time_splits(len(data.segments), task.protocol, task.folds, task.test_fraction)
+    truth = data.brain()
+    methods = {task.mode: lambda s: predict_encoding(fit_encoding(
+        model, data, s.train, mode=task.mode, components=task.components, epochs=task.epochs,
+        lr=task.lr, lora_rank=task.lora_rank, seed=conf.seed)[0], data, s.test)}
+    if task.baseline:
+        methods["ridge_trf"] = lambda s: ridge_trf(data, s.train, s.test)
+    seg = data.segments[0]
+    names_out = seg.meta.get("ch_names") or seg.meta.get("parcel_labels") or list(range(seg.n_sensors))
+    out = {"features": data.feature_names, "n_windows": len(data.segments), "sensors": list(map(str, names_out)),
+           "methods": {}}
+    lines = ["| method | mean r | median r | max r | sensors with r > 0.1 |", "|---|---:|---:|---:|---:|"]
+    for method, fn in methods.items():
+        pred = np.zeros_like(truth)
+        for split in splits:
+            pred[split.test] = fn(split)
+        tested = np.concatenate([s.test for s in splits])
+        r = per_sensor_r(truth[tested], pred[tested])
+        out["methods"][method] = {"pearson_r": r.tolist(), "mean_r": float(r.mean()),
+                                  "median_r": float(np.median(r))}
+        lines.append(f"| {method} | {r.mean():.3f} | {np.median(r):.3f} | {r.max():.3f} | "
+                     f"{int((r > 0.1).sum())}/{len(r)} |")
+        plot_sensor_r(seg, r, run_dir / f"pearson_r_{method}.png", title=method)
+        logger.info("encoding %s -> %d sensors by %s (%s): Pearson r mean %.3f, median %.3f, max %.3f",
+                    data.feature_names, len(r), method, task.protocol, r.mean(), np.median(r), r.max())
+    write_text_atomic(run_dir / "results.md", "\n".join(lines) + "\n", "results table")
+    return out
+
+
+def _inputs(conf: FinetuneConfig) -> list[str]:
+    inputs = conf.inputs if isinstance(conf.inputs, list) else [conf.inputs]
+    return [os.fspath(p) for p in inputs]
+
+
+TASKS = {"decoding": run_decoding, "disorder": run_disorder, "encoding": run_encoding}
+
+
+def finetune(conf: FinetuneConfig) -> dict:
+    """Run ``conf.task`` with the checkpoint ``conf.ckpt``: its splits, the checkpoint's mode
+    and the classical baselines; writes ``metrics.json``, ``results.md``, predictions and
+    figures into ``conf.run_dir`` and returns the metrics."""
+
+    task = conf.task
+    info: dict = {}
+    # the encoder; the encoding task's head is the pretraining decoder, so it loads that too
+    model = load_pretrained(conf.ckpt, info=info, head=task.name == "encoding")
+    if task.name != "encoding":  # the encoder with its input contract
+        model = NeuroFM(model, source=os.fspath(conf.ckpt), info=info)
+    contract = info.get("input_contract")
+    # the checkpoint's input contract sets the tokenizer where the command line does not (a
+    # copy: the caller's config is left as it was)
+    sections = ("meeg", "fmri") if task.name == "disorder" else ("meeg",)
+    defaults = {k: v for s in sections for k, v in tokenizer_defaults(contract, s).items()}
+    conf = replace(conf, tokenizer={**defaults, **conf.tokenizer})
+    run_dir = Path(conf.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with spelled_as(finetune_spelling()):  # errors name options as this command spells them
+        result = {"task": asdict(task), **TASKS[task.name](conf, model, run_dir, contract)}
+    write_text_atomic(run_dir / "metrics.json", json.dumps(result, indent=1), "metrics")
+    logger.info("results in %s (metrics.json, results.md, PNG)", run_dir)
+    return result

@@ -1,12 +1,20 @@
 """The model's configuration: the one place where each architecture default is written.
 
-Plain data with no torch import, so that Hydra (``configs/model/*.yaml`` hold only what
-differs from these defaults), the checkpoint writer and readers share it.
+Two units, plain data with no torch import:
+
+- :class:`EncoderConfig`, the architecture of :class:`~neurofm.models.backbone.NeuroFMEncoder`
+  (what an export's ``config.json`` holds beside the input contract);
+- :class:`ModelConfig`, pretraining's ``model`` group: the encoder's fields, the MAE head
+  (decoder sizes) and the recipe (masking, target), plus runtime switches (attention backend,
+  activation checkpointing, ``torch.compile``) that are never saved with weights.
+
+The named sizes (:data:`SIZES`) are registered here, in the library; Hydra's ``model=<size>``
+reads them from its ConfigStore (``neurofm.configs.schema.register``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from neurofm.errors import ConfigError
@@ -17,15 +25,34 @@ TARGETS = ("signal", "fourier", "latent")
 TARGET_NORMS = ("none", "patch")
 STEMS = ("linear", "conv", "spectral")
 
+# what each field of ModelConfig adds to the encoder's: the MAE head and recipe (pretraining
+# only: the model card), the runtime (never saved with the weights)
+RUNTIME_FIELDS = ("attention", "activation_checkpointing", "compile")
+HEAD_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads")
+RECIPE_FIELDS = ("mask_ratio", "mask_strategy", "target", "ema_decay", "target_norm", "spectral_weight",
+                 "interpolation_prior")
+
+# the named sizes: what differs from ModelConfig's defaults (the ``tiny`` model)
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {},  # 0.205 M parameters: tests and the offline demo
+    "small": {"dim": 512, "depth": 8, "heads": 8, "decoder_dim": 256, "decoder_depth": 2, "decoder_heads": 8},
+    "base": {"dim": 768, "depth": 12, "heads": 12, "decoder_dim": 384, "decoder_depth": 4, "decoder_heads": 8},
+    "large": {"dim": 1024, "depth": 24, "heads": 16, "decoder_dim": 512, "decoder_depth": 4, "decoder_heads": 8},
+}
+
+
+def _default_patch_s() -> dict[str, float]:
+    return {"eeg": 1.0, "meg": 1.0, "ieeg": 1.0, "fmri": 6.0}
+
 
 @dataclass
-class ModelConfig:
-    """Architecture and masking. The defaults are the ``tiny`` model (tests, the demo).
+class EncoderConfig:
+    """The architecture of :class:`~neurofm.models.backbone.NeuroFMEncoder`: the token
+    embeddings and the transformer. Defaults: the ``tiny`` encoder.
 
     Attributes
     ----------
     dim, depth, heads, mlp_ratio : encoder width, blocks, attention heads, MLP expansion
-    decoder_dim, decoder_depth, decoder_heads : the light MAE decoder
     patch_s : dict
         Token length per modality, s (a patch is a reshape inside the model: shards do
         not depend on it).
@@ -37,6 +64,49 @@ class ModelConfig:
         (log power in 16 log-spaced bands and the mean, projected).
     spatial_latents : int | None
         K latent tokens per time patch (BrainOmni-style cross-attention); None: off.
+    dropout : float
+    """
+
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    patch_s: dict[str, float] = field(default_factory=_default_patch_s)
+    patch_len: int = 200
+    stem: str = "linear"
+    spatial_latents: int | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_option("model.stem", self.stem, STEMS)
+        if self.spatial_latents is not None and self.spatial_latents < 1:
+            raise ConfigError(f"spatial_latents must be a positive count or null, got {self.spatial_latents}")
+        if self.dim % self.heads:
+            raise ConfigError(f"model.dim ({self.dim}) must be a multiple of model.heads ({self.heads})")
+        self.patch_s = {str(k): float(v) for k, v in dict(self.patch_s).items()}
+
+    @classmethod
+    def named(cls, size: str, **overrides: Any) -> EncoderConfig:
+        """The encoder of the named size ``size`` (:data:`SIZES`), with ``overrides``."""
+        return ModelConfig.named(size, **overrides).encoder_config()
+
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder's architecture alone (of a :class:`ModelConfig`: without the head, the
+        recipe and the runtime): what an export saves."""
+        return EncoderConfig(**{f.name: getattr(self, f.name) for f in fields(EncoderConfig)})
+
+
+@dataclass
+class ModelConfig(EncoderConfig):
+    """Pretraining's model: the encoder's architecture (an :class:`EncoderConfig`, whose fields
+    it has), the MAE head and its recipe, and runtime switches. The defaults are the ``tiny`` model (tests,
+    the demo); :meth:`named` gives the other sizes.
+
+    Attributes
+    ----------
+    dim, depth, heads, mlp_ratio, patch_s, patch_len, stem, spatial_latents, dropout
+        The encoder's architecture: see :class:`EncoderConfig`.
+    decoder_dim, decoder_depth, decoder_heads : the light MAE decoder
     mask_ratio : float
         Fraction of tokens hidden from the encoder, in (0, 1).
     mask_strategy : str
@@ -59,22 +129,12 @@ class ModelConfig:
         on wherever it applies (``target=signal`` with ``target_norm=none``).
     attention : str
         ``sdpa | xformers | math`` (checked where the encoder is built).
-    dropout : float
     activation_checkpointing, compile : bool
     """
 
-    dim: int = 64
-    depth: int = 2
-    heads: int = 4
-    mlp_ratio: float = 4.0
     decoder_dim: int = 64
     decoder_depth: int = 1
     decoder_heads: int = 4
-    patch_s: dict[str, float] = field(
-        default_factory=lambda: {"eeg": 1.0, "meg": 1.0, "ieeg": 1.0, "fmri": 6.0})
-    patch_len: int = 200
-    stem: str = "linear"
-    spatial_latents: int | None = None
     # three quarters hidden, each sample by one of random tokens / whole sensors / whole patches,
     # with the interpolation prior below: the recipe under which the masked-token R² rises on
     # EEG (the demo) and on fMRI parcels (ABIDE); time masking alone leaves fMRI at R² 0.00
@@ -86,19 +146,16 @@ class ModelConfig:
     spectral_weight: float = 0.0
     interpolation_prior: bool | None = None
     attention: str = "sdpa"
-    dropout: float = 0.0
     activation_checkpointing: bool = False
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.interpolation_prior is None:
-            self.interpolation_prior = self.target == "signal" and self.target_norm == "none"
+        super().__post_init__()  # the encoder's checks
         check_option("model.mask_strategy", self.mask_strategy, MASK_STRATEGIES)
         check_option("model.target", self.target, TARGETS)
         check_option("model.target_norm", self.target_norm, TARGET_NORMS)
-        check_option("model.stem", self.stem, STEMS)
         if self.target != "signal" and (self.target_norm != "none" or self.spectral_weight
-                                        or self.interpolation_prior):
+                                        or self.interpolation_prior):  # asked for, not the default
             raise ConfigError(f"model.target={self.target} does not predict the signal: "
                               "target_norm, spectral_weight and interpolation_prior act on the "
                               "signal and need model.target=signal")
@@ -107,16 +164,41 @@ class ModelConfig:
                               "spatial latents pool away: use model.spatial_latents=null")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.target_norm != "none" and self.interpolation_prior:
+        if self.target_norm != "none" and self.interpolation_prior:  # asked for
             raise ConfigError("model.interpolation_prior adds neighbours' signal to the prediction "
                               "and needs model.target_norm=none")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.spatial_latents is not None and self.spatial_latents < 1:
-            raise ConfigError(f"spatial_latents must be a positive count or null, got {self.spatial_latents}")
-        self.patch_s = {str(k): float(v) for k, v in dict(self.patch_s).items()}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """From a checkpoint's or ``config.json``'s dict."""
-        return cls(**values)
+    def named(cls, size: str, **overrides: Any) -> ModelConfig:
+        """The model of the named size ``size`` (``tiny``, ``small``, ``base``, ``large``:
+        :data:`SIZES`), with ``overrides`` (any field)."""
+        if size not in SIZES:
+            raise ConfigError(f"no model size {size!r}; choose one of {sorted(SIZES)}")
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown model keys {unknown}; see neurofm.models.config.ModelConfig")
+        return cls(**{**SIZES[size], **overrides})
+
+    @property
+    def prior_on(self) -> bool:
+        """Whether the decoder adds the interpolation prior: ``interpolation_prior``, or where
+        that is None (the default) wherever it applies (``target=signal``, ``target_norm=none``)."""
+        return prior_on(asdict(self))
+
+    def recipe(self) -> dict[str, Any]:
+        """The MAE head and the masking recipe: what the model card states."""
+        return {k: getattr(self, k) for k in (*HEAD_FIELDS, *RECIPE_FIELDS)}
+
+    @classmethod
+    def from_encoder(cls, encoder: EncoderConfig, **head: Any) -> ModelConfig:
+        """A pretraining model around ``encoder`` (the head and recipe: defaults or ``head``)."""
+        return cls(**asdict(encoder.encoder_config()), **head)
+
+
+def prior_on(values: dict[str, Any]) -> bool:
+    """:attr:`ModelConfig.prior_on` of a saved model config's dict (a checkpoint's)."""
+    if values.get("interpolation_prior") is not None:
+        return bool(values["interpolation_prior"])
+    return values.get("target", "signal") == "signal" and values.get("target_norm", "none") == "none"

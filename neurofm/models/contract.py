@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from neurofm.errors import InputContractError
-from neurofm.tokenizers.contract import FMRI_DEFAULTS, FMRI_KEYS, MEEG_KEYS, tokenizer_defaults  # noqa: F401
-from neurofm.tokenizers.options import MeegOptions
+from neurofm.tokenizers.contract import FMRI_KEYS, MEEG_KEYS, tokenizer_defaults  # noqa: F401
+from neurofm.tokenizers.options import FmriOptions, MeegOptions
 
 CONTRACT_VERSION = 1
 MEEG = ("eeg", "meg", "ieeg")
@@ -48,7 +48,7 @@ def input_contract(manifest: dict[str, Any], patch_s: dict[str, float]) -> dict[
             "geometry": "sensor positions in metres, MNE head frame",
         }
     if "fmri" in modalities:
-        chosen = {**FMRI_DEFAULTS, **{k: v for k, v in dict(options.get("fmri") or {}).items() if k in FMRI_KEYS}}
+        chosen = asdict(FmriOptions.of({k: v for k, v in dict(options.get("fmri") or {}).items() if k in FMRI_KEYS}))
         atlas = options.get("atlas") or options.get("roi_coords")
         contract["fmri"] = {
             **chosen,

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import logging
 import os
 import pickle
 import re
@@ -24,45 +25,58 @@ from safetensors.torch import load_file, save_file
 from neurofm._version import __version__
 from neurofm.errors import CheckpointError
 from neurofm.io import atomic_write, write_text_atomic
-from neurofm.models.mae import MaskedAutoencoder, ModelConfig
+from neurofm.models.backbone import NeuroFMEncoder, encoder_state
+from neurofm.models.config import HEAD_FIELDS, RECIPE_FIELDS, EncoderConfig, ModelConfig
+from neurofm.models.mae import DECODER_PARTS, MaskedAutoencoder
+
+logger = logging.getLogger("neurofm")
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 CARD = "README.md"
 
 
-def save_pretrained(model: MaskedAutoencoder, out: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and a model card (``README.md``, the
-    Hugging Face Hub's layout) into ``out``, atomically file by file. ``extra``: more keys of
-    ``config.json`` (``input_contract``, the recipe, validation figures), shown on the card."""
+def save_pretrained(model: NeuroFMEncoder, out: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write the encoder into ``out``, the Hugging Face Hub's layout, atomically file by file:
+    ``config.json``, ``model.safetensors`` (the encoder's weights) and the model card
+    ``README.md``. ``config.json`` holds the architecture (``encoder``) and ``extra``: the
+    input contract, validation figures and, apart from the architecture, the ``pretraining``
+    recipe it was trained with (the masking head, the optimiser, the steps), which the card
+    shows. A :class:`MaskedAutoencoder` is saved as its encoder, its head's settings under
+    ``pretraining``."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    extra = dict(extra or {})
+    if isinstance(model, MaskedAutoencoder):
+        extra["pretraining"] = {"mae": model.config.recipe(), **(extra.get("pretraining") or {})}
+    architecture = model.config.encoder_config()
+    state = {k: v.detach().to("cpu").contiguous() for k, v in encoder_state(model.state_dict()).items()}
     expected = sum(v.numel() * v.element_size() for v in state.values())
     with atomic_write(out / WEIGHTS, "export", expected_bytes=expected) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "neurofm_version": __version__})
         _default_mode(tmp)
-    config = {"neurofm_version": __version__, "architecture": "MaskedAutoencoder",
-              "model": asdict(model.config), **(extra or {})}
+    config = {**extra, "neurofm_version": __version__, "architecture": "NeuroFMEncoder",
+              "encoder": asdict(architecture)}
+    n_params = sum(v.numel() for v in state.values())
     write_text_atomic(out / CONFIG, json.dumps(config, indent=1, sort_keys=True) + "\n", "export")
-    write_text_atomic(out / CARD, model_card(model, config), "model card")
+    write_text_atomic(out / CARD, model_card(architecture, n_params, config), "model card")
     return out
 
 
-def model_card(model: MaskedAutoencoder, config: dict[str, Any]) -> str:
+def model_card(architecture: EncoderConfig, n_params: int, config: dict[str, Any]) -> str:
     """A Hub model card: metadata (``library_name: neurofm``, license, tags) and what a user
     needs to know before feeding the model data: size, input contract, corpus, recipe, figures."""
     contract = config.get("input_contract") or {}
     modalities = contract.get("modalities") or []
-    n_params = sum(p.numel() for p in model.parameters())
-    c = model.config
+    c = architecture
     lines = ["---", "library_name: neurofm", "license: bsd-3-clause", "tags:",
              *[f"- {t}" for t in ("neuroscience", "foundation-model", "masked-autoencoder", *modalities)],
-             "---", "", "# neurofm masked autoencoder", "",
+             "---", "", "# neurofm encoder", "",
              f"A neurofm encoder ({n_params / 1e6:.2f} M parameters: dim {c.dim}, depth {c.depth}, "
-             f"{c.heads} heads; patches of {', '.join(f'{m} {s:g} s' for m, s in c.patch_s.items())}), "
-             f"saved by neurofm {config.get('neurofm_version', '?')}.", "",
+             f"{c.heads} heads, {c.stem} patch stem; patches of "
+             f"{', '.join(f'{m} {s:g} s' for m, s in c.patch_s.items())}), saved by neurofm "
+             f"{config.get('neurofm_version', '?')}.", "",
              "```python", "import neurofm", "", "model = neurofm.NeuroFM.from_pretrained('<this folder or repo id>')",
              "emb = model.embed('sub-01_task-rest_eeg.edf')", "```", ""]
     if not contract:
@@ -81,11 +95,16 @@ def model_card(model: MaskedAutoencoder, config: dict[str, Any]) -> str:
                   f"{corpus.get('hours') or 0:.1f} h in {corpus.get('windows')} windows from "
                   f"{corpus.get('subjects')} subjects ({', '.join(modalities)}); datasets: "
                   f"{', '.join(corpus.get('datasets', [])[:20]) or 'unnamed'}.", ""]
-    recipe = {k: config[k] for k in ("optim", "max_steps") if k in config}
+    recipe = config.get("pretraining") or {}
     if recipe:
-        lines += ["## Recipe", "", f"- mask: {c.mask_strategy}, ratio {c.mask_ratio}",
-                  f"- steps: {recipe.get('max_steps')}",
-                  *[f"- {k}: {v}" for k, v in (recipe.get("optim") or {}).items()], ""]
+        head = recipe.get("mae") or {}
+        lines += ["## Pretraining recipe", "",
+                  "Masked autoencoding; the decoder and loss are not part of this encoder.", "",
+                  *([f"- mask: {head['mask_strategy']}, ratio {head['mask_ratio']}; target: {head['target']}"]
+                    if head else []),
+                  *[f"- model.{k}: {v}" for k, v in head.items() if k not in ("mask_strategy", "mask_ratio", "target")],
+                  *([f"- steps: {recipe['max_steps']}"] if "max_steps" in recipe else []),
+                  *[f"- optim.{k}: {v}" for k, v in (recipe.get("optim") or {}).items()], ""]
     if "validation" in config:
         v = config["validation"]
         lines += ["## Validation", "", f"Masked-token R² on the validation split: {v['first']:.3f} at the "
@@ -104,15 +123,41 @@ WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    info: dict | None = None) -> MaskedAutoencoder:
-    """Load an exported directory, a Lightning ``.ckpt`` or a DeepSpeed checkpoint directory.
-    ``info``: filled as :func:`read_checkpoint` fills it (the input contract, the recipe)."""
+                    info: dict | None = None, head: bool = False) -> NeuroFMEncoder:
+    """The encoder of an exported directory, a Lightning ``.ckpt`` or a DeepSpeed checkpoint
+    directory. ``info``: filled as :func:`read_checkpoint` fills it (the input contract, the
+    recipe).
+
+    ``head=True``: the :class:`MaskedAutoencoder` (the encoder and its pretraining decoder,
+    which the encoding task reads spatial patterns from). An export holds the encoder only:
+    its decoder then starts from random weights, with a warning."""
+    info = {} if info is None else info
     config, state = read_checkpoint(path, map_location, info)
+    if head and isinstance(config, dict):  # an export's encoder: its head as it was pretrained
+        config = {**(info.get("pretraining") or {}).get("mae", {}), **config}
+    return from_state(config, state, path, head)
+
+
+def from_state(config: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike,
+               head: bool = False) -> NeuroFMEncoder:
+    """The model of a checkpoint's config and weights (what :func:`read_checkpoint` returns), checked:
+    finite weights of the model's dtypes, every tensor the model expects and no other."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{len(bad)} weight tensors hold NaN/inf ({bad[:3]}): a diverged or "
                               "corrupt checkpoint; use an earlier one", path)
-    model = MaskedAutoencoder(model_config(config, path))
+    if head:
+        full = checked_model_config(config, path)
+        model = MaskedAutoencoder(full)
+        if not any(k.split(".")[0] in DECODER_PARTS for k in state):
+            logger.warning("%s holds the encoder only (an export): the pretraining decoder starts from "
+                           "random weights; pass the pretraining checkpoint (.ckpt) to use its decoder", path)
+            state = {**{k: v for k, v in model.state_dict().items() if k not in encoder_state(model.state_dict())},
+                     **state}
+    else:
+        model = NeuroFMEncoder(checked_encoder_config(config, path))
+        head_keys = [k for k in state if k.split(".")[0] in (*DECODER_PARTS, "teacher")]
+        state = {k: v for k, v in state.items() if k not in head_keys}  # a pretraining checkpoint's head
     own = model.state_dict()
     # an int or bool tensor would be cast to float silently and give finite garbage
     wrong = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items() if k in own and (
@@ -137,48 +182,77 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
 MAX_PARAMETERS = 20e9  # far above any size neurofm ships; a larger config is corrupt, not a model
 
 
-def model_config(config: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
-    """A checked :class:`ModelConfig` from a checkpoint's config: unknown keys and sizes that
-    would allocate more than :data:`MAX_PARAMETERS` are errors, before any memory is taken."""
-
-    if not isinstance(config, dict):
-        raise CheckpointError(f"model config is a {type(config).__name__}, not a mapping", path)
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise CheckpointError(f"unknown model config keys {unknown[:5]} (a newer neurofm, or not a "
-                              "neurofm checkpoint)", path)
+def checked_model_config(config: dict[str, Any], path: str | os.PathLike) -> ModelConfig:
+    """A checked :class:`ModelConfig` from a checkpoint's config (a pretraining model's, or an
+    export's encoder with the default head): unknown keys and sizes that would allocate more
+    than :data:`MAX_PARAMETERS` are errors, before any memory is taken."""
+    _check_keys(config, ModelConfig, path)
     try:
         cfg = ModelConfig(**config)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"invalid model config ({err})", path) from err
-    sizes = (cfg.dim, cfg.depth, cfg.heads, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.patch_len)
+    _check_size(cfg, (cfg.decoder_depth, cfg.decoder_dim, cfg.decoder_heads), path)
+    return cfg
+
+
+def checked_encoder_config(config: dict[str, Any], path: str | os.PathLike) -> EncoderConfig:
+    """A checked :class:`EncoderConfig` from a checkpoint's config: an export's ``encoder`` or a
+    pretraining model's (whose head and recipe are left aside), checked as :func:`checked_model_config`."""
+    if set(config) - {f.name for f in dataclasses.fields(EncoderConfig)}:
+        return checked_model_config(config, path).encoder_config()
+    _check_keys(config, EncoderConfig, path)
+    try:
+        cfg = EncoderConfig(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"invalid encoder config ({err})", path) from err
+    _check_size(cfg, (), path)
+    return cfg
+
+
+def _check_keys(config: Any, schema: type, path: str | os.PathLike) -> None:
+    if not isinstance(config, dict):
+        raise CheckpointError(f"model config is a {type(config).__name__}, not a mapping", path)
+    unknown = sorted(set(config) - {f.name for f in dataclasses.fields(schema)})
+    if unknown:
+        raise CheckpointError(f"unknown model config keys {unknown[:5]} (a newer neurofm, or not a "
+                              "neurofm checkpoint)", path)
+
+
+def _check_size(cfg: EncoderConfig | ModelConfig, decoder: tuple[int, ...], path: str | os.PathLike) -> None:
+    sizes = (cfg.dim, cfg.depth, cfg.heads, cfg.patch_len, *decoder)
     if any(not isinstance(v, int) or v < 1 for v in sizes):
         raise CheckpointError(f"model sizes must be positive integers, got {sizes}", path)
-    hidden = cfg.mlp_ratio
-    estimate = (12 * cfg.depth * cfg.dim ** 2 * hidden / 4 + 12 * cfg.decoder_depth * cfg.decoder_dim ** 2
-                * hidden / 4 + 2 * cfg.patch_len * (cfg.dim + cfg.decoder_dim))
+    depth, width = (decoder[0], decoder[1]) if decoder else (0, 0)
+    estimate = (12 * cfg.depth * cfg.dim ** 2 * cfg.mlp_ratio / 4 + 12 * depth * width ** 2 * cfg.mlp_ratio / 4
+                + 2 * cfg.patch_len * (cfg.dim + width))
     if estimate > MAX_PARAMETERS:
         raise CheckpointError(f"model config implies about {estimate:.2g} parameters (depth {cfg.depth}, "
                               f"dim {cfg.dim}): a corrupt config.json?", path)
-    return cfg
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     info: dict | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model config dict, model state dict) from any of the three checkpoint formats.
+    """(model config dict, state dict) from any of the three checkpoint formats: an export's
+    encoder (older exports: the whole pretraining model), a checkpoint's pretraining model.
     ``info``: filled with what the checkpoint says besides the model (``input_contract``,
-    the pretraining recipe ``optim`` and ``max_steps``, an export's other keys)."""
+    ``pretraining``: the head and masking recipe, ``optim`` and ``max_steps``; an export's
+    other keys)."""
     info = {} if info is None else info
-    path = Path(path)
+    config, state = _read(Path(path), map_location, info)
+    _pretraining(config, info)
+    return config, state
+
+
+def _read(path: Path, map_location: str | torch.device, info: dict) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if not path.exists():
         raise CheckpointError("checkpoint not found", path)
     if path.is_dir() and (path / WEIGHTS).exists():
 
-        try:
+        try:  # an export: the encoder's architecture (older exports: the pretraining model's)
             everything = json.loads((path / CONFIG).read_text())
-            config = everything["model"]
-            info.update({k: v for k, v in everything.items() if k != "model"})
+            section = "encoder" if "encoder" in everything else "model"
+            config = everything[section]
+            info.update({k: v for k, v in everything.items() if k != section})
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
             raise CheckpointError(f"{CONFIG} is not a neurofm model config ({type(err).__name__}: "
                                   f"{err})", path) from err
@@ -202,8 +276,22 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def _recipe(hyper_parameters: dict, info: dict) -> None:
     """What a Lightning/DeepSpeed checkpoint's hyper-parameters say besides the model."""
-    info.update({k: hyper_parameters[k] for k in ("input_contract", "optim", "max_steps")
-                 if hyper_parameters.get(k) is not None})
+    if hyper_parameters.get("input_contract") is not None:
+        info["input_contract"] = hyper_parameters["input_contract"]
+    info["pretraining"] = {k: hyper_parameters[k] for k in ("optim", "max_steps")
+                           if hyper_parameters.get(k) is not None}
+
+
+def _pretraining(config: dict[str, Any], info: dict) -> None:
+    """``info['pretraining']['mae']``: the head and masking recipe of a pretraining model's
+    ``config`` (a checkpoint's, or an older export's); its ``optim`` and ``max_steps`` from the
+    top level, where older exports held them."""
+    if not isinstance(config, dict):
+        return  # refused, naming the problem, where the config is read
+    recipe = {k: config[k] for k in (*HEAD_FIELDS, *RECIPE_FIELDS) if k in config}
+    if recipe or any(k in info for k in ("optim", "max_steps")):
+        moved = {k: info.pop(k) for k in ("optim", "max_steps") if k in info}
+        info["pretraining"] = {**moved, **(info.get("pretraining") or {}), **({"mae": recipe} if recipe else {})}
 
 
 def _from_lightning(ckpt: dict, path: Path, info: dict) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -304,11 +392,13 @@ def _only_allow_listed_pickles():
 
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Turn any checkpoint into ``config.json`` + ``model.safetensors`` (``neurofm export``);
-    ``extra`` joins the config (``neurofm export`` adds the run's validation figures,
-    :func:`neurofm.pretrain.run_folder.validation_of`)."""
+    """Turn any checkpoint into the encoder's ``config.json`` + ``model.safetensors`` and a model
+    card (``neurofm export``); ``extra`` joins the config (``neurofm export`` adds the run's
+    validation figures, :func:`neurofm.pretrain.run_folder.validation_of`). The pretraining
+    recipe (masking head, optimiser, steps) is kept apart, under ``pretraining``."""
     info: dict[str, Any] = {}
-    model = load_pretrained(ckpt, info=info)
+    config, state = read_checkpoint(ckpt, info=info)
+    encoder = from_state(config, state, ckpt)
     info.pop("neurofm_version", None)
     info.pop("architecture", None)
-    return save_pretrained(model, out, extra={**info, **(extra or {}), "exported_from": os.fspath(ckpt)})
+    return save_pretrained(encoder, out, extra={**info, **(extra or {}), "exported_from": os.fspath(ckpt)})

@@ -1,6 +1,8 @@
-"""Masked autoencoder over geometry-aware tokens.
+"""Masked autoencoder over geometry-aware tokens: the encoder and its pretraining head.
 
-A token is one patch (``patch_s`` seconds) of one sensor. The encoder sees the visible
+:class:`MaskedAutoencoder` extends :class:`~neurofm.models.backbone.NeuroFMEncoder` (the
+unit exports hold) with the masking, the light decoder, the loss and (``target=latent``) the
+teacher. A token is one patch (``patch_s`` seconds) of one sensor. The encoder sees the visible
 tokens only; a light decoder gets the encoded visible tokens back in place plus, at every
 masked place, a query made of that token's sensor geometry and time; it predicts the
 masked patches; optionally (``interpolation_prior``) it adds, through a learned per-token
@@ -20,33 +22,19 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from neurofm.batch import MODALITY_IDS, Batch, patch_samples
+from neurofm.batch import MODALITY_IDS, Batch
+from neurofm.models.backbone import NeuroFMEncoder, Tokens, encoder_state, init_weights
 from neurofm.models.config import ModelConfig
-from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding, patch_stem, patchify
-from neurofm.models.encoder import Encoder, attention
+from neurofm.models.embeddings import SensorEmbedding, TimeEmbedding
+from neurofm.models.encoder import Encoder
 
 # the modules of the light decoder (the rest is tokenizer + encoder)
 DECODER_PARTS = ("decoder_in", "decoder", "decoder_sensor", "decoder_time", "decoder_modality",
                  "mask_token", "head", "interp_gate", "interp_log_width")
-
-
-@dataclass
-class Tokens:
-    """A batch as tokens."""
-
-    patches: torch.Tensor      # [B, L, P] target values
-    embedded: torch.Tensor     # [B, L, D] patch + sensor + time + modality
-    query: torch.Tensor        # [B, L, Dd] decoder query: sensor + time + modality
-    valid: torch.Tensor        # [B, L] bool: real sensor and real patch
-    shape: tuple[int, int]     # (C, N)
-    patch_valid: torch.Tensor  # [B, N] bool: real patch
-    time: torch.Tensor         # [B, N, D] time embedding of each patch
-    seconds: torch.Tensor | None = None  # [B, N] patch centres, s from the window start
 
 
 def mask_tokens(valid: torch.Tensor, shape: tuple[int, int], ratio: float, strategy: str,
@@ -121,52 +109,13 @@ def spatial_interpolation(patches: torch.Tensor, positions: torch.Tensor, kinds:
     return torch.einsum("bcdn,bdnp->bcnp", weights, patches)
 
 
-class SpatialCompressor(nn.Module):
-    """The sensor tokens of each time patch -> ``latents`` tokens, by cross-attention from
-    learned queries (BrainOmni-style). A learned null key keeps an all-masked patch defined."""
-
-    def __init__(self, dim: int, heads: int, latents: int, backend: str = "sdpa"):
-        super().__init__()
-        self.heads, self.backend = heads, backend
-        self.queries = nn.Parameter(torch.randn(latents, dim) * 0.02)
-        self.null = nn.Parameter(torch.zeros(1, dim))
-        self.norm = nn.LayerNorm(dim)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, c, n, d = x.shape  # x [B, C, N, D], mask [B, C, N] -> [B, N, K, D]
-        h, k = self.heads, self.queries.shape[0]
-        keys = torch.cat([self.null.expand(b * n, 1, d),
-                          self.norm(x.permute(0, 2, 1, 3).reshape(b * n, c, d))], dim=1)
-        key_mask = torch.cat([mask.new_ones(b * n, 1), mask.permute(0, 2, 1).reshape(b * n, c)], dim=1)
-        q = self.q(self.queries).view(1, k, h, d // h).transpose(1, 2).expand(b * n, -1, -1, -1)
-        kv = self.kv(keys).view(b * n, c + 1, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        out = attention(q, kv[0], kv[1], key_mask, self.backend)  # [B*N, H, K, Dh]
-        out = self.queries + self.proj(out.transpose(1, 2).reshape(b * n, k, d))
-        out = out + self.mlp(self.norm_mlp(out))
-        return out.view(b, n, k, d)
-
-
-class MaskedAutoencoder(nn.Module):
-    """The neurofm model: embeddings, encoder, light MAE decoder."""
+class MaskedAutoencoder(NeuroFMEncoder):
+    """The pretraining model: :class:`NeuroFMEncoder` plus masking, the light MAE decoder, the
+    loss and the teacher. ``config``: the encoder's architecture, the head and the recipe."""
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
+        super().__init__(config, config.attention, config.activation_checkpointing, init=False)
         self.config = cfg = config
-        # one patch projection and one head for every modality (signals are all unit-scaled;
-        # the modality embedding tells them apart), so DDP finds no unused parameters
-        self.patch_embed = patch_stem(cfg.stem, cfg.patch_len, cfg.dim)  # the patch stem
-        self.sensor_embed = SensorEmbedding(cfg.dim)
-        self.time_embed = TimeEmbedding(cfg.dim)
-        self.modality_embed = nn.Embedding(len(MODALITY_IDS), cfg.dim)
-        self.compressor = (SpatialCompressor(cfg.dim, cfg.heads, cfg.spatial_latents, cfg.attention)
-                           if cfg.spatial_latents else None)
-        self.encoder = Encoder(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.attention,
-                               cfg.dropout, cfg.activation_checkpointing)
         self.decoder_in = nn.Linear(cfg.dim, cfg.decoder_dim)
         self.decoder_sensor = SensorEmbedding(cfg.decoder_dim)
         self.decoder_time = TimeEmbedding(cfg.decoder_dim)
@@ -175,11 +124,11 @@ class MaskedAutoencoder(nn.Module):
         self.decoder = Encoder(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
                                cfg.attention, cfg.dropout)
         self.head = nn.Linear(cfg.decoder_dim, target_len(cfg))
-        if cfg.interpolation_prior:  # prediction = head + gate * interpolation from visible neighbours
+        if cfg.prior_on:  # prediction = head + gate * interpolation from visible neighbours
             self.interp_gate = nn.Linear(cfg.decoder_dim, 1)
             # kernel width, m; one element, not a 0-d tensor, which DeepSpeed's ZeRO cannot flatten
             self.interp_log_width = nn.Parameter(torch.tensor([math.log(0.04)]))
-        self.apply(_init)
+        self.apply(init_weights)  # once, encoder and head in registration order
         # target=latent: the teacher, a moving average of the student's embeddings and encoder
         self.teacher = Teacher(self) if cfg.target == "latent" else None
 
@@ -193,53 +142,16 @@ class MaskedAutoencoder(nn.Module):
     # ------------------------------------------------------------------ tokens
 
     def tokenize(self, batch: Batch) -> Tokens:
-        """Patch a batch and embed every token."""
-        sfreq = batch.sfreq
-        modality = batch.modality
-        if not (torch.all(sfreq == sfreq[0]) and torch.all(modality == modality[0])):
-            raise ValueError("a batch must hold one modality at one sampling rate "
-                             "(batched_stream buckets batches this way)")
-        name = next(k for k, v in MODALITY_IDS.items() if v == int(modality[0]))
-        patch = patch_samples(self.config.patch_s[name], sfreq[0])
-        if batch.signal.shape[-1] < patch:
-            raise ValueError(f"segments of {batch.signal.shape[-1]} samples are shorter than one "
-                             f"patch ({patch} samples = {self.config.patch_s[name]} s)")
-        patches, patch_mask = patchify(batch.signal, batch.time_mask, patch, self.config.patch_len)
-        b, c, n, _ = patches.shape
-        # patch centres in seconds from the window start: any rate or TR on one time axis
-        seconds = (torch.arange(n, device=patches.device) + 0.5) * patch / sfreq[:, None]  # [B, N]
-        sensor = self.sensor_embed(batch.positions, batch.orientations, batch.kinds)  # [B, C, D]
-        time = self.time_embed(seconds)  # [B, N, D]
-        embedded = (self.patch_embed(patches) + sensor[:, :, None] + time[:, None]
-                    + self.modality_embed(modality)[:, None, None])  # [B, C, N, D]
+        """Patch a batch, embed every token, and give each the decoder's query (its sensor,
+        time and modality)."""
+        tokens = super().tokenize(batch)
         query = (self.decoder_sensor(batch.positions, batch.orientations, batch.kinds)[:, :, None]
-                 + self.decoder_time(seconds)[:, None]
-                 + self.decoder_modality(modality)[:, None, None])  # [B, C, N, Dd]
-        valid = batch.channel_mask[:, :, None] & patch_mask[:, None, :]  # [B, C, N]
-        return Tokens(patches.reshape(b, c * n, -1), embedded.reshape(b, c * n, -1),
-                      query.reshape(b, c * n, -1), valid.reshape(b, c * n), (c, n), patch_mask, time, seconds)
+                 + self.decoder_time(tokens.seconds)[:, None]
+                 + self.decoder_modality(batch.modality)[:, None, None])  # [B, C, N, Dd]
+        tokens.query = query.reshape(tokens.embedded.shape[0], tokens.valid.shape[1], -1)
+        return tokens
 
     # ------------------------------------------------------------------ passes
-
-    def encode(self, tokens: Tokens, visible_idx: torch.Tensor, visible_mask: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode the visible tokens (``visible_idx`` ``[B, K]``, real where ``visible_mask``).
-
-        Returns ``(out, mask)``: ``[B, K, D]`` encoded visible tokens and their mask; or,
-        with spatial compression, ``[B, N * latents, D]`` latents (all visible sensors of
-        a patch summarised by cross-attention, so 306 and 19 sensors cost the same) and
-        their mask.
-        """
-        if self.compressor is not None:
-            c, n = tokens.shape
-            b, _, d = tokens.embedded.shape
-            visible = torch.zeros_like(tokens.valid).scatter(1, visible_idx, visible_mask)
-            latents = self.compressor(tokens.embedded.view(b, c, n, d), visible.view(b, c, n))
-            latents = latents + tokens.time[:, :, None]  # [B, N, K, D]
-            mask = tokens.patch_valid[:, :, None].expand(-1, -1, latents.shape[2]).reshape(b, -1)
-            return self.encoder(latents.reshape(b, -1, d), mask), mask
-        x = torch.gather(tokens.embedded, 1, visible_idx[..., None].expand(-1, -1, tokens.embedded.shape[-1]))
-        return self.encoder(x, visible_mask), visible_mask
 
     def forward(self, batch: Batch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Mask, encode, decode; return ``loss`` and the pieces for metrics."""
@@ -260,7 +172,7 @@ class MaskedAutoencoder(nn.Module):
         else:  # latent [B, N * latents, D]
             decoded = self.decode(self.decoder_in(latent), latent_mask, tokens)
         pred = self.head(decoded)  # [B, L, P]
-        if cfg.interpolation_prior:
+        if cfg.prior_on:
             c, n = tokens.shape
             interp = spatial_interpolation(tokens.patches.view(b, c, n, -1), batch.positions, batch.kinds,
                                            visible.view(b, c, n), self.interp_log_width.exp())
@@ -300,26 +212,15 @@ class MaskedAutoencoder(nn.Module):
         """The decoder's own parameters (what an encoding head finetunes)."""
         return [p for name, p in self.named_parameters() if name.split(".")[0] in DECODER_PARTS]
 
-    @torch.no_grad()
-    def embed_tokens(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder output for every token ``[B, L, D]`` (with spatial compression: every
-        latent ``[B, N * latents, D]``) and the pooled embedding ``[B, D]``."""
-        return self.features(batch)
-
-    def features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`embed_tokens` with gradients (for finetuning)."""
-        out, mask = self.encode_every_token(batch)
-        weights = mask[..., None].to(out.dtype)
-        return out, (out * weights).sum(1) / weights.sum(1).clamp(min=1)
-
-    def encode_every_token(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder output of every token, nothing masked, ``[B, L, D]`` (with spatial
-        compression: every latent ``[B, N * latents, D]``), and which are real ``[B, L]``."""
-        tokens = self.tokenize(batch)
-        if self.compressor is None:
-            return self.encoder(tokens.embedded, tokens.valid), tokens.valid  # every token, in place
-        every = torch.arange(tokens.valid.shape[1], device=tokens.valid.device).expand_as(tokens.valid)
-        return self.encode(tokens, every, tokens.valid)
+    def encoder_only(self) -> NeuroFMEncoder:
+        """A :class:`NeuroFMEncoder` with this model's encoder weights (a copy): what an export
+        holds. Built as this model was (the same runtime switches), in the same mode, without
+        drawing from the global random generator (a copy changes no later draw)."""
+        with torch.random.fork_rng(devices=[]):
+            encoder = NeuroFMEncoder(self.config.encoder_config(), self.config.attention,
+                                     self.config.activation_checkpointing, init=False)
+        encoder.load_state_dict(encoder_state(self.state_dict()))
+        return encoder.to(next(self.parameters()).device).train(self.training)
 
 
 class Teacher(nn.Module):
@@ -352,12 +253,3 @@ class Teacher(nn.Module):
             mine, theirs = getattr(self, name).parameters(), getattr(student, name).parameters()
             for t, s in zip(mine, theirs, strict=True):
                 t.lerp_(s.detach(), 1.0 - decay)
-
-
-def _init(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=0.02)

@@ -23,10 +23,10 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    """Where pretraining windows come from: ``kind=shards`` (a ``neurofm prepare`` directory)
-    or ``kind=demo`` (the offline synthetic corpus, built under ``root`` on first use)."""
+    """Where pretraining windows come from: ``source=shards`` (a ``neurofm prepare`` directory)
+    or ``source=demo`` (the offline synthetic corpus, built under ``root`` on first use)."""
 
-    kind: str = "shards"
+    source: str = "shards"
     shards: str | None = None
     root: str = "runs/demo"
     batch_size: int = 32
@@ -39,7 +39,7 @@ class DataConfig:
     modality_weights: dict[str, float] | None = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_option("data.kind", self.kind, ("shards", "demo"))
+        check_option("data.source", self.source, ("shards", "demo"))
 
 
 @dataclass

@@ -33,6 +33,7 @@ from neurofm.datasets.options import PrepareOptions
 from neurofm.datasets.shards import write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.io import atomic_write
+from neurofm.models.config import prior_on
 from neurofm.models.contract import input_contract
 from neurofm.pretrain.config import PretrainConfig, TrainerConfig
 from neurofm.pretrain.data import ShardDataModule
@@ -183,6 +184,7 @@ def _checkpoint_step(path: str, model: dict[str, Any] | None = None) -> int:
         first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise CheckpointError(f"cannot read checkpoint ({first})", path) from err
     if model is not None and saved:
+        saved["interpolation_prior"], model = prior_on(saved), {**model, "interpolation_prior": prior_on(model)}
         differ = sorted(k for k in SHAPE_KEYS if k in saved and saved[k] != model.get(k))
         if differ:
             raise ConfigError(f"{path} was trained with another model ("
@@ -281,13 +283,13 @@ def _pretrain(conf: PretrainConfig, model_name: str, trainer_name: str) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(conf.seed, workers=True, verbose=False)
     data = conf.data
-    if data.kind == "shards" and not data.shards:
-        raise ConfigError("data.kind=shards needs data.shards=<directory written by neurofm prepare>")
-    if data.kind == "demo" and data.shards:
+    if data.source == "shards" and not data.shards:
+        raise ConfigError("data.source=shards needs data.shards=<directory written by neurofm prepare>")
+    if data.source == "demo" and data.shards:
         raise ConfigError(f"data.shards={data.shards} is set, but the data group is the offline demo "
                           "corpus (data=demo, the default), which would train on synthetic data and "
                           "its recipe: add data=shards to train on these shards")
-    shards = prepare_demo(Path(data.root), conf.seed) if data.kind == "demo" else data.shards
+    shards = prepare_demo(Path(data.root), conf.seed) if data.source == "demo" else data.shards
     manifest = load_manifest(shards)
     splits = {s["split"] for s in manifest["shards"]}
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from neurofm.tokenizers.options import MeegOptions
+from neurofm.tokenizers.options import FMRI_OPTION_NAMES, FmriOptions, MeegOptions
 
+# what a contract records of each: every fMRI cleaning option, the M/EEG ones that shape the signal
 MEEG_KEYS = ("sfreq", "l_freq", "h_freq", "line_freq", "average_reference")
-FMRI_KEYS = ("resample_tr_s", "detrend", "standardize", "low_pass", "high_pass")
-FMRI_DEFAULTS = {"resample_tr_s": None, "detrend": True, "standardize": True, "low_pass": None,
-                 "high_pass": None}
+FMRI_KEYS = FMRI_OPTION_NAMES
+FMRI_DEFAULTS = {f.name: f.default for f in fields(FmriOptions)}
 
 
 def tokenizer_defaults(contract: dict | None, modality: str) -> dict[str, Any]:

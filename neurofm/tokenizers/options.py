@@ -1,8 +1,10 @@
-""":class:`MeegOptions`: how an EEG/MEG/iEEG recording is cleaned, the one place of their defaults.
+""":class:`MeegOptions`: how an EEG/MEG/iEEG recording is cleaned, the one place of their
+defaults; :class:`FmriOptions`: the same for the cleaning of an fMRI run's parcel series.
 
 ``tokenize_raw``, ``tokenize_events``, ``neurofm prepare`` (``+meeg.<name>=``), ``neurofm
 finetune`` and ``neurofm embed`` (``+tokenizer.<name>=``) all take these fields and nothing
-else; a misspelt name is one line listing the valid ones.
+else; a misspelt name is one line listing the valid ones. An input contract records both
+(:mod:`neurofm.tokenizers.contract`).
 """
 
 from __future__ import annotations
@@ -92,3 +94,40 @@ class MeegOptions:
 
 
 MEEG_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(MeegOptions))
+
+
+@dataclass(frozen=True)
+class FmriOptions:
+    """Cleaning of one fMRI run's parcel series (``tokenize_bold``, ``tokenize_roi_table``;
+    ``low_pass`` and ``high_pass`` are BOLD's: ROI tables come filtered or not as released).
+
+    Attributes
+    ----------
+    resample_tr_s : float | None
+        Resample every run to this TR, s; None: each run's native TR (the time embedding
+        reads seconds, so mixed TRs share one model).
+    detrend, standardize : bool
+        Remove each parcel's linear trend; z-score it over the run.
+    low_pass, high_pass : float | None
+        Butterworth edges in Hz (nilearn's ``signal.clean``); None: no filter.
+    """
+
+    resample_tr_s: float | None = None
+    detrend: bool = True
+    standardize: bool = True
+    low_pass: float | None = None
+    high_pass: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("resample_tr_s", "low_pass", "high_pass"):
+            value = getattr(self, name)
+            if value is not None and float(value) <= 0:
+                raise ConfigError(f"{name} must be positive or null, got {value!r}")
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any] | None = None, spelled: str = "{}") -> FmriOptions:
+        """The defaults with ``options`` replaced (unknown names: a :class:`ConfigError`)."""
+        return cls(**check_keywords(dict(options or {}), FMRI_OPTION_NAMES, spelled))
+
+
+FMRI_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(FmriOptions))

@@ -248,7 +248,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     raw = eeglab_tutorial()
     if args.ckpt:
-        model = load_pretrained(args.ckpt).eval()
+        model = load_pretrained(args.ckpt, head=True).eval()  # the encoding task reads the decoder
     else:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)

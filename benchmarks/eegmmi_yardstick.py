@@ -70,8 +70,9 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from neurofm.embedding import as_neurofm
 from neurofm.finetune.baselines import decoding_baselines, shared_sensor_array
-from neurofm.finetune.classifier import finetune_classifier, linear_probe, window_features
+from neurofm.finetune.classifier import finetune_classifier, linear_probe
 from neurofm.finetune.loops import TrainingRule, train_epochs
 from neurofm.io import write_text_atomic
 from neurofm.models.config import ModelConfig
@@ -174,7 +175,7 @@ def pretrain_copy(random: MaskedAutoencoder, corpus: list, steps: int, seed: int
 def frozen_features(weights: dict, segments: list, readouts: list[str]) -> dict:
     """Each encoder's frozen features per readout, ``(tag, readout) -> [N, F]``: computed once
     per fold, read by every probe of :func:`probes` and :func:`label_curves`."""
-    return {(tag, readout): window_features(encoder, segments, readout)
+    return {(tag, readout): as_neurofm(encoder).embed(segments, readout=readout).windows
             for tag, encoder in weights.items() for readout in readouts}
 
 

@@ -16,6 +16,7 @@ from neurofm.console import make_progress
 from neurofm.errors import ConfigError, NeurofmError, TooShortError
 from neurofm.models.backbone import NeuroFMEncoder, mean_pool
 from neurofm.models.contract import (
+    InputContract,
     check_bold_space,
     check_segments,
     default_window,
@@ -73,9 +74,11 @@ class NeuroFM:
         self.info = dict(info or {})
 
     @property
-    def contract(self) -> dict[str, Any] | None:
-        """The checkpoint's input contract (None for a checkpoint saved without one)."""
-        return self.info.get("input_contract")
+    def contract(self) -> InputContract | None:
+        """The checkpoint's :class:`~neurofm.models.contract.InputContract` (a ``dict``, typed;
+        None for a checkpoint saved without one)."""
+        found = self.info.get("input_contract")
+        return InputContract(found, self.source or None) if found is not None else None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
@@ -312,4 +315,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuroFM
     pretraining head is left aside). Never unpickles arbitrary objects."""
     info: dict[str, Any] = {}
     model = load_pretrained(path, map_location="cpu", info=info)
-    return NeuroFM(model, source=os.fspath(path), info=info).to(device)
+    loaded = NeuroFM(model, source=os.fspath(path), info=info)
+    _ = loaded.contract  # checked now: a contract this neurofm cannot read is refused at load
+    return loaded.to(device)

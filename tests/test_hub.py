@@ -147,6 +147,26 @@ def test_contract_sets_only_what_differs_from_the_tokenizer_defaults():
     assert tokenizer_defaults(contract, "fmri") == {"resample_tr_s": 2.0, "high_pass": 0.01}
 
 
+def test_the_input_contract_is_typed_and_a_newer_one_is_refused(exported, tmp_path):
+    """``model.contract`` is an InputContract: the dict of config.json (JSON, indexing, equality)
+    with typed parts and the rules that read it; a contract of a newer version is refused at load."""
+    from neurofm.models.contract import InputContract
+
+    folder, manifest = exported
+    model = neurofm.load(folder)
+    contract = model.contract
+    assert isinstance(contract, InputContract) and contract == json.loads((folder / "config.json").read_text())["input_contract"]
+    assert contract.modalities == ["eeg"] and contract.meeg["sfreq"] == 200.0 and contract.fmri is None
+    assert contract.corpus["windows"] == manifest["totals"]["samples"] and contract.window("meeg", 10.0) == 2.0
+    assert json.loads(json.dumps(contract)) == contract
+    newer = shutil.copytree(folder, tmp_path / "newer")
+    config = json.loads((newer / "config.json").read_text())
+    config["input_contract"]["version"] = 99
+    (newer / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputContractError, match="input_contract.version 99 is newer than this neurofm reads"):
+        neurofm.load(newer)
+
+
 def test_fmri_options_are_the_fmri_tokenizers_defaults_and_are_checked():
     """FmriOptions holds the fMRI cleaning defaults once: they are those of tokenize_bold (and,
     for the options ROI tables take, tokenize_roi_table), so a contract written with them

@@ -30,7 +30,7 @@ from neurofm.finetune.metrics import per_sensor_r
 from neurofm.finetune.plots import plot_sensor_r
 from neurofm.finetune.protocols import time_splits
 from neurofm.io import write_text_atomic
-from neurofm.models.contract import check_segments, tokenizer_defaults
+from neurofm.models.contract import InputContract, check_segments, tokenizer_defaults
 from neurofm.models.io import load_pretrained
 from neurofm.options import check_keywords, option_name, spelled_as
 from neurofm.tokenizers import read_recording, tokenize_events
@@ -265,7 +265,7 @@ def finetune(conf: FinetuneConfig) -> dict:
     model = load_pretrained(conf.ckpt, info=info, head=task.name == "encoding")
     if task.name != "encoding":  # the encoder with its input contract
         model = NeuroFM(model, source=os.fspath(conf.ckpt), info=info)
-    contract = info.get("input_contract")
+    contract = InputContract(info["input_contract"], conf.ckpt) if info.get("input_contract") else None
     # the checkpoint's input contract sets the tokenizer where the command line does not (a
     # copy: the caller's config is left as it was)
     sections = ("meeg", "fmri") if task.name == "disorder" else ("meeg",)

@@ -25,6 +25,57 @@ UNITS = {"eeg": "uV", "seeg": "uV", "ecog": "uV", "mag": "fT", "grad": "fT/cm"}
 TEMPLATE_SPACES = ("MNI", "Talairach")
 
 
+class InputContract(dict):
+    """A checkpoint's input contract, typed: the ``dict`` ``config.json`` holds (indexing, JSON
+    and equality as before) with its parts as attributes and the rules that read it as methods.
+
+    Built from a saved contract, checked: a contract of a newer version than this neurofm
+    reads, or one without its modalities, is an :class:`~neurofm.errors.InputContractError`.
+    """
+
+    def __init__(self, values: dict[str, Any], source: str | os.PathLike | None = None):
+        super().__init__(values)
+        version = self.get("version", CONTRACT_VERSION)
+        if not isinstance(version, int) or version > CONTRACT_VERSION:
+            raise InputContractError(f"input_contract.version {version!r} is newer than this neurofm reads "
+                                     f"({CONTRACT_VERSION}): upgrade neurofm", source)
+        if not isinstance(self.get("modalities"), list):
+            raise InputContractError("input_contract.modalities is missing: not a neurofm input contract", source)
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities the checkpoint was pretrained on."""
+        return list(self["modalities"])
+
+    @property
+    def meeg(self) -> dict[str, Any] | None:
+        """How EEG/MEG/iEEG was tokenized (rate, filters, window, units, scaling), or None."""
+        return self.get("meeg")
+
+    @property
+    def fmri(self) -> dict[str, Any] | None:
+        """How fMRI was tokenized (cleaning, TR handling, window, space, atlas), or None."""
+        return self.get("fmri")
+
+    @property
+    def corpus(self) -> dict[str, Any]:
+        """The pretraining corpus: hours (per modality), windows, subjects, datasets."""
+        return dict(self.get("corpus") or {})
+
+    def tokenizer_defaults(self, section: str) -> dict[str, Any]:
+        """:func:`tokenizer_defaults` of this contract for ``section`` ('meeg' or 'fmri')."""
+        return tokenizer_defaults(self, section)
+
+    def window(self, section: str, fallback: float) -> float:
+        """:func:`default_window` of this contract."""
+        return default_window(self, section, fallback)
+
+    def check(self, segments, source: str | os.PathLike | None = None, *, other_modalities: bool = False,
+              hint: str = "") -> None:
+        """:func:`check_segments` against this contract."""
+        check_segments(self, segments, source, other_modalities=other_modalities, hint=hint)
+
+
 def input_contract(manifest: dict[str, Any], patch_s: dict[str, float]) -> dict[str, Any]:
     """The contract of a model pretrained on the shards of ``manifest`` with ``patch_s``."""
     options = manifest.get("options", {})

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 import neurofm
 from neurofm.errors import ConfigError
 from neurofm.models.backbone import ENCODER_PARTS, NeuroFMEncoder, mean_pool
-from neurofm.models.config import SIZES, EncoderConfig, ModelConfig
+from neurofm.models.config import SIZES, EncoderConfig, ModelConfig, RecipeConfig
 from neurofm.models.io import load_pretrained, save_pretrained
 from neurofm.models.mae import MaskedAutoencoder
 
@@ -99,6 +99,11 @@ def test_named_sizes_are_the_library_s_and_hydra_reads_them():
     small = ModelConfig.named("small", stem="conv")
     assert (small.dim, small.depth, small.heads, small.decoder_dim, small.stem) == (512, 8, 8, 256, "conv")
     assert EncoderConfig.named("base").dim == 768 and set(SIZES) == {"tiny", "small", "base", "large"}
+    # the pretraining model is the encoder's architecture + the head's recipe + runtime switches
+    split = ModelConfig.named("small", mask_ratio=0.6, compile=True)
+    assert split.encoder_config() == EncoderConfig(dim=512, depth=8, heads=8)
+    assert split.recipe_config() == RecipeConfig(decoder_dim=256, decoder_depth=2, decoder_heads=8, mask_ratio=0.6)
+    assert ModelConfig.from_encoder(split.encoder_config(), split.recipe_config(), compile=True) == split
     with pytest.raises(ConfigError, match=r"no model size 'huge'; choose one of \['base', 'large', 'small', 'tiny'\]"):
         ModelConfig.named("huge")
     with pytest.raises(ConfigError, match=r"unknown model keys \['width'\]"):

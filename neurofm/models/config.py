@@ -25,12 +25,8 @@ TARGETS = ("signal", "fourier", "latent")
 TARGET_NORMS = ("none", "patch")
 STEMS = ("linear", "conv", "spectral")
 
-# what each field of ModelConfig adds to the encoder's: the MAE head and recipe (pretraining
-# only: the model card), the runtime (never saved with the weights)
+# the fields of ModelConfig that are neither the encoder's nor the recipe's: never saved with weights
 RUNTIME_FIELDS = ("attention", "activation_checkpointing", "compile")
-HEAD_FIELDS = ("decoder_dim", "decoder_depth", "decoder_heads")
-RECIPE_FIELDS = ("mask_ratio", "mask_strategy", "target", "ema_decay", "target_norm", "spectral_weight",
-                 "interpolation_prior")
 
 # the named sizes: what differs from ModelConfig's defaults (the ``tiny`` model)
 SIZES: dict[str, dict[str, Any]] = {
@@ -97,15 +93,12 @@ class EncoderConfig:
 
 
 @dataclass
-class ModelConfig(EncoderConfig):
-    """Pretraining's model: the encoder's architecture (an :class:`EncoderConfig`, whose fields
-    it has), the MAE head and its recipe, and runtime switches. The defaults are the ``tiny`` model (tests,
-    the demo); :meth:`named` gives the other sizes.
+class RecipeConfig:
+    """The masked-autoencoding head and its recipe: pretraining only (an export's model card and
+    ``config.json``'s ``pretraining`` state it; the encoder does not depend on it).
 
     Attributes
     ----------
-    dim, depth, heads, mlp_ratio, patch_s, patch_len, stem, spatial_latents, dropout
-        The encoder's architecture: see :class:`EncoderConfig`.
     decoder_dim, decoder_depth, decoder_heads : the light MAE decoder
     mask_ratio : float
         Fraction of tokens hidden from the encoder, in (0, 1).
@@ -127,9 +120,6 @@ class ModelConfig(EncoderConfig):
     interpolation_prior : bool | None
         Add a gated mean of visible neighbouring sensors to the prediction. None (default):
         on wherever it applies (``target=signal`` with ``target_norm=none``).
-    attention : str
-        ``sdpa | xformers | math`` (checked where the encoder is built).
-    activation_checkpointing, compile : bool
     """
 
     decoder_dim: int = 64
@@ -145,12 +135,8 @@ class ModelConfig(EncoderConfig):
     target_norm: str = "none"
     spectral_weight: float = 0.0
     interpolation_prior: bool | None = None
-    attention: str = "sdpa"
-    activation_checkpointing: bool = False
-    compile: bool = False
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # the encoder's checks
         check_option("model.mask_strategy", self.mask_strategy, MASK_STRATEGIES)
         check_option("model.target", self.target, TARGETS)
         check_option("model.target_norm", self.target_norm, TARGET_NORMS)
@@ -159,9 +145,6 @@ class ModelConfig(EncoderConfig):
             raise ConfigError(f"model.target={self.target} does not predict the signal: "
                               "target_norm, spectral_weight and interpolation_prior act on the "
                               "signal and need model.target=signal")
-        if self.target == "latent" and self.spatial_latents is not None:
-            raise ConfigError("model.target=latent predicts each token's representation, which "
-                              "spatial latents pool away: use model.spatial_latents=null")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.target_norm != "none" and self.interpolation_prior:  # asked for
@@ -169,6 +152,47 @@ class ModelConfig(EncoderConfig):
                               "and needs model.target_norm=none")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+
+    @property
+    def prior_on(self) -> bool:
+        """Whether the decoder adds the interpolation prior: ``interpolation_prior``, or where
+        that is None (the default) wherever it applies (``target=signal``, ``target_norm=none``)."""
+        return prior_on(asdict(self))
+
+    def recipe_config(self) -> RecipeConfig:
+        """The head and recipe alone (of a :class:`ModelConfig`: without the encoder and the runtime)."""
+        return RecipeConfig(**{f.name: getattr(self, f.name) for f in fields(RecipeConfig)})
+
+
+@dataclass
+class ModelConfig(RecipeConfig, EncoderConfig):  # fields: the encoder's, then the recipe's
+    """Pretraining's model, the ``model`` group of ``neurofm pretrain`` (flat keys:
+    ``model.dim``, ``model.mask_ratio``): an :class:`EncoderConfig` (the architecture, what an
+    export holds), a :class:`RecipeConfig` (the MAE head and its recipe) and runtime switches
+    that are never saved with weights. The defaults are the ``tiny`` model (tests, the demo);
+    :meth:`named` gives the other sizes; :meth:`encoder_config` and :meth:`recipe_config` split it.
+
+    Attributes
+    ----------
+    dim, depth, heads, mlp_ratio, patch_s, patch_len, stem, spatial_latents, dropout
+        The encoder's architecture: see :class:`EncoderConfig`.
+    decoder_dim, decoder_depth, decoder_heads, mask_ratio, mask_strategy, target, ema_decay, target_norm, spectral_weight, interpolation_prior
+        The head and its recipe: see :class:`RecipeConfig`.
+    attention : str
+        ``sdpa | xformers | math`` (checked where the encoder is built).
+    activation_checkpointing, compile : bool
+    """
+
+    attention: str = "sdpa"
+    activation_checkpointing: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        EncoderConfig.__post_init__(self)
+        RecipeConfig.__post_init__(self)
+        if self.target == "latent" and self.spatial_latents is not None:
+            raise ConfigError("model.target=latent predicts each token's representation, which "
+                              "spatial latents pool away: use model.spatial_latents=null")
 
     @classmethod
     def named(cls, size: str, **overrides: Any) -> ModelConfig:
@@ -181,20 +205,14 @@ class ModelConfig(EncoderConfig):
             raise ConfigError(f"unknown model keys {unknown}; see neurofm.models.config.ModelConfig")
         return cls(**{**SIZES[size], **overrides})
 
-    @property
-    def prior_on(self) -> bool:
-        """Whether the decoder adds the interpolation prior: ``interpolation_prior``, or where
-        that is None (the default) wherever it applies (``target=signal``, ``target_norm=none``)."""
-        return prior_on(asdict(self))
-
     def recipe(self) -> dict[str, Any]:
-        """The MAE head and the masking recipe: what the model card states."""
-        return {k: getattr(self, k) for k in (*HEAD_FIELDS, *RECIPE_FIELDS)}
+        """The head and the recipe as plain data (:meth:`recipe_config`): what the card states."""
+        return asdict(self.recipe_config())
 
     @classmethod
-    def from_encoder(cls, encoder: EncoderConfig, **head: Any) -> ModelConfig:
-        """A pretraining model around ``encoder`` (the head and recipe: defaults or ``head``)."""
-        return cls(**asdict(encoder.encoder_config()), **head)
+    def from_encoder(cls, encoder: EncoderConfig, recipe: RecipeConfig | None = None, **runtime: Any) -> ModelConfig:
+        """A pretraining model of ``encoder`` and ``recipe`` (default: the default head and recipe)."""
+        return cls(**asdict(encoder.encoder_config()), **asdict((recipe or RecipeConfig()).recipe_config()), **runtime)
 
 
 def prior_on(values: dict[str, Any]) -> bool:

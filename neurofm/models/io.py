@@ -26,7 +26,7 @@ from neurofm._version import __version__
 from neurofm.errors import CheckpointError
 from neurofm.io import atomic_write, write_text_atomic
 from neurofm.models.backbone import NeuroFMEncoder, encoder_state
-from neurofm.models.config import HEAD_FIELDS, RECIPE_FIELDS, EncoderConfig, ModelConfig
+from neurofm.models.config import EncoderConfig, ModelConfig, RecipeConfig
 from neurofm.models.mae import DECODER_PARTS, MaskedAutoencoder
 
 logger = logging.getLogger("neurofm")
@@ -288,7 +288,7 @@ def _pretraining(config: dict[str, Any], info: dict) -> None:
     top level, where older exports held them."""
     if not isinstance(config, dict):
         return  # refused, naming the problem, where the config is read
-    recipe = {k: config[k] for k in (*HEAD_FIELDS, *RECIPE_FIELDS) if k in config}
+    recipe = {f.name: config[f.name] for f in dataclasses.fields(RecipeConfig) if f.name in config}
     if recipe or any(k in info for k in ("optim", "max_steps")):
         moved = {k: info.pop(k) for k in ("optim", "max_steps") if k in info}
         info["pretraining"] = {**moved, **(info.get("pretraining") or {}), **({"mae": recipe} if recipe else {})}

@@ -19,8 +19,9 @@ import neurofm
 from neurofm.datasets import PrepareOptions, write_shards
 from neurofm.embedding import NeuroFM
 from neurofm.errors import CheckpointError, InputContractError
+from neurofm.models.card import model_card
 from neurofm.models.contract import input_contract, tokenizer_defaults
-from neurofm.models.io import model_card, save_pretrained
+from neurofm.models.io import save_pretrained
 from neurofm.models.mae import MaskedAutoencoder, ModelConfig
 
 ENV = {**os.environ, "NEUROFM_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}

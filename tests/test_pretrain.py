@@ -310,7 +310,7 @@ def test_library_calls_leave_the_process_as_they_found_it(real_shards):
 
 
 def test_torn_last_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, real_shards, caplog):
-    from neurofm.pretrain.train import _resume_path
+    from neurofm.pretrain.resume import resume_path
 
     run = tmp_path / "run"
     result = pretrain(f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "data.num_workers=0",
@@ -322,7 +322,7 @@ def test_torn_last_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, real
     (folder / "last.ckpt").write_bytes(b"")  # a kill while it was written
     (folder / "step-4.ckpt").write_bytes((folder / "step-4.ckpt").read_bytes()[:1000])  # a full disk
     with caplog.at_level("WARNING", logger="neurofm"):
-        path, step = _resume_path("auto", run)
+        path, step = resume_path("auto", run)
     assert Path(path).name == "step-2.ckpt" and step == 2
     assert "last.ckpt is unreadable" in caplog.text
     resumed = pretrain(f"run_dir={run}", "data=shards", f"data.shards={real_shards}", "data.num_workers=0",

@@ -21,15 +21,9 @@ from neurofm.tokenizers.segment import MODALITIES
 MEEG_OPTIONS = tuple(name for name in MEEG_OPTION_NAMES if name != "sfreq")  # sfreq: top level
 
 
-def fmri_options() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The extra options of ``tokenize_bold`` and of ``tokenize_roi_table``
-    (:func:`neurofm.tokenizers.dispatch.fmri_keywords`)."""
-    return fmri_keywords()
-
-
 def __getattr__(name: str):  # FMRI_OPTIONS and ROI_OPTIONS, for the modules that import them
     if name in ("FMRI_OPTIONS", "ROI_OPTIONS"):
-        return fmri_options()[name == "ROI_OPTIONS"]
+        return fmri_keywords()[name == "ROI_OPTIONS"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -112,7 +106,7 @@ class PrepareOptions:
         self.split_fractions = fractions
         self.meeg = check_keywords(self.meeg or {}, MEEG_OPTIONS, "+meeg.{}=")
         self.meeg_options()  # bad values fail here, before any file is read
-        self.fmri = check_keywords(self.fmri or {}, fmri_options()[0], "+fmri.{}=")
+        self.fmri = check_keywords(self.fmri or {}, fmri_keywords()[0], "+fmri.{}=")
         check_subject_pattern(self.subject_pattern)
         if isinstance(self.roi_tr_s, dict):
             self.roi_tr_s = {str(k): float(v) for k, v in self.roi_tr_s.items()}

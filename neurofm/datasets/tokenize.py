@@ -14,7 +14,6 @@ from neurofm.datasets.discovery import UNKNOWN_FORMAT, Source
 from neurofm.datasets.options import (
     MEEG_OPTIONS,
     PrepareOptions,
-    fmri_options,
     roi_tr_for,
     split_of,
 )
@@ -23,7 +22,7 @@ from neurofm.datasets.tar_io import open_journal, sample_bytes
 from neurofm.errors import ConfigError, NeurofmError
 from neurofm.io import is_disk_full
 from neurofm.options import spelled_as
-from neurofm.tokenizers.dispatch import detect_recording_type, tokenize
+from neurofm.tokenizers.dispatch import detect_recording_type, fmri_keywords, tokenize
 from neurofm.tokenizers.naming import entities_from_name
 from neurofm.tokenizers.segment import Segment
 
@@ -37,7 +36,7 @@ def prepare_spelling(recording_type: str) -> dict[str, str]:
     """How ``neurofm prepare`` spells each tokenizer option of a file of this recording type."""
     if recording_type == "meeg":
         return {k: f"+meeg.{k}" for k in MEEG_OPTIONS}
-    extra = {k: f"+fmri.{k}" for k in fmri_options()[0]}
+    extra = {k: f"+fmri.{k}" for k in fmri_keywords()[0]}
     return {**extra, "window_s": "fmri_window_s",
             "tr_s": "roi_tr_s" if recording_type == "roi" else "+fmri.tr_s"}
 

@@ -33,17 +33,16 @@ from neurofm.datasets.options import PrepareOptions
 from neurofm.datasets.shards import write_shards
 from neurofm.errors import CheckpointError, ConfigError, ShardError
 from neurofm.io import atomic_write
-from neurofm.models.config import prior_on
 from neurofm.models.contract import input_contract
 from neurofm.pretrain.config import PretrainConfig, TrainerConfig
 from neurofm.pretrain.data import ShardDataModule
 from neurofm.pretrain.demo import build_demo_corpus
 from neurofm.pretrain.module import PretrainModule
 from neurofm.pretrain.reporting import ResumableCSVLogger, StepProgress, Throughput, plot_loss_curve
+from neurofm.pretrain.resume import LAST, resume_path
 from neurofm.pretrain.run_folder import validation_r2
 
 logger = logging.getLogger("neurofm.pretrain")
-LAST = "last.ckpt"
 
 
 class CheckpointOnSigterm(Callback):
@@ -136,66 +135,6 @@ def _trainer_kwargs(trainer: TrainerConfig) -> dict[str, Any]:
     if isinstance(kwargs.get("strategy"), dict):
         kwargs["strategy"] = instantiate(kwargs["strategy"])
     return kwargs
-
-
-def _resume_path(resume: str | None, run_dir: Path, model: dict[str, Any] | None = None
-                 ) -> tuple[str | None, int]:
-    """(checkpoint to resume from, its step). ``auto``: ``last.ckpt``, or, when that is torn
-    (a kill while it was written, a full disk), the newest intact ``step-*.ckpt``."""
-    if resume in (None, "", "none", "null"):
-        return None, 0
-    if resume != "auto":
-        if not Path(resume).exists():
-            raise CheckpointError("checkpoint to resume from not found", resume)
-        return str(resume), _checkpoint_step(resume, model)
-    folder = run_dir / "checkpoints"
-    candidates = [folder / LAST, *sorted(folder.glob("step-*.ckpt"), key=_step_number, reverse=True)]
-    candidates = [c for c in candidates if c.exists()]
-    for path in candidates:
-        try:
-            step = _checkpoint_step(str(path), model)
-        except CheckpointError as err:
-            logger.warning("%s; trying an older checkpoint", err)
-            continue
-        if path.name != LAST and (folder / LAST).exists():
-            logger.warning("resuming from %s (step %d): %s is unreadable", path, step, folder / LAST)
-        return str(path), step
-    if candidates:
-        raise CheckpointError(f"no intact checkpoint among {len(candidates)} in this folder; pass "
-                              "resume=null to start over", folder)
-    return None, 0
-
-
-def _step_number(path: Path) -> int:
-    digits = "".join(ch for ch in path.stem.split("-")[-1] if ch.isdigit())
-    return int(digits) if digits else -1
-
-
-def _checkpoint_step(path: str, model: dict[str, Any] | None = None) -> int:
-    """The step a Lightning checkpoint was saved at; with ``model``, also an error when the
-    checkpoint was trained with another model config (resuming ``tiny`` as ``small``)."""
-    if Path(path).is_dir():  # DeepSpeed: Lightning restores the step itself
-        return 0
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        step = int(ckpt["global_step"])
-        saved = dict(ckpt.get("hyper_parameters", {}).get("model", {}))
-    except Exception as err:
-        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint ({first})", path) from err
-    if model is not None and saved:
-        saved["interpolation_prior"], model = prior_on(saved), {**model, "interpolation_prior": prior_on(model)}
-        differ = sorted(k for k in SHAPE_KEYS if k in saved and saved[k] != model.get(k))
-        if differ:
-            raise ConfigError(f"{path} was trained with another model ("
-                              + ", ".join(f"model.{k}={saved[k]} not {model.get(k)}" for k in differ)
-                              + "): pass the same model=..., or a new run_dir (or resume=null)")
-    return step
-
-
-# model config keys that change the shapes of the weights
-SHAPE_KEYS = ("dim", "depth", "heads", "mlp_ratio", "decoder_dim", "decoder_depth", "decoder_heads",
-              "patch_len", "spatial_latents", "interpolation_prior", "target")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -294,7 +233,7 @@ def _pretrain(conf: PretrainConfig, model_name: str, trainer_name: str) -> int:
     splits = {s["split"] for s in manifest["shards"]}
 
     _check_shards(shards, manifest)
-    resume, start_step = _resume_path(conf.resume, run_dir, asdict(conf.model))
+    resume, start_step = resume_path(conf.resume, run_dir, asdict(conf.model))
     # the same seeded stream, past the batches already trained on: the exact data position
     consumed = start_step * conf.trainer.accumulate_grad_batches
     resampled = data.resampled

@@ -32,6 +32,14 @@ heads (``--modes``: lora, finetune, linear_probe = the head alone) reading ``--h
 scratch (random weights, one learning rate). ``--parts ablation`` runs the frozen and learned
 probes for every ``--stems`` x ``--readouts`` instead (stem x readout ablation).
 
+Corpus-size curve (``--parts corpus``): per fold, copies of the same random encoder pretrained
+for ``--steps`` on the device files alone and with the runs of 1, 2, 4 ... non-test subjects
+(``--corpus-subjects``; the subjects join in an order drawn from the repeat, so the corpora are
+nested); the frozen probes and their label-efficiency and calibration variants on each, against
+the random weights. Model size (``--size small --match-wallclock tiny``): the pretraining steps
+are scaled so that ``--size`` pretrains for the wall-clock of ``tiny``'s ``--steps``, from both
+sizes' seconds per step measured on this machine at the start of the run (recorded in the JSON).
+
 Statistics: balanced accuracy per subject (mean over repeats), paired over the 10 subjects:
 mean difference with its 95 % t-interval, bootstrap CI and Wilcoxon p; pooled balanced accuracy
 per repeat (mean ± sd). Each fold's predictions are kept in ``--work`` (a run can be split by
@@ -40,6 +48,9 @@ per repeat (mean ± sd). Each fold's predictions are kept in ``--work`` (a run c
 
 usage: PYTHONPATH=.peers python benchmarks/eegmmi_yardstick.py --parts classical peers neurofm
        [--repeats 3] [--steps 400] [--stem linear] [--work DIR] [--name eegmmi_yardstick]
+       python benchmarks/eegmmi_yardstick.py --parts corpus --stem conv --repeats 1
+       python benchmarks/eegmmi_yardstick.py --parts neurofm --size small --match-wallclock tiny --modes
+           --no-scratch --stem conv --repeats 1
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -255,6 +267,52 @@ def corpus_windows(root: Path) -> tuple[dict, list]:
     return by_subject, extra_corpus(root.parent)
 
 
+def corpus_curve(fold: dict, data: dict, args) -> dict:
+    """The frozen probes (full labels, fewer labels, calibration) on copies of one random
+    encoder pretrained on nested corpora: the device files plus the runs of the first ``n`` of
+    the non-test subjects, for each ``n`` of ``--corpus-subjects``."""
+    seed = fold["repeat"]
+    segments, y, subjects = data["segments"], data["y"], data["subjects"]
+    joining = [str(s) for s in np.random.default_rng(2000 + seed).permutation(SUBJECTS) if s not in fold["test"]]
+    config = ModelConfig.named(args.size, stem=args.stem)
+    torch.manual_seed(seed)
+    random = MaskedAutoencoder(config)
+    weights, windows = {"random": random}, {"random": 0}
+    for n in args.corpus_subjects:
+        corpus = [w for s in joining[:n] for w in data["corpus"][s]] + data["extra"]
+        weights[f"pretrained{n}"], windows[f"pretrained{n}"] = pretrain_copy(random, corpus, args.steps, seed, args.lr), len(corpus)
+    features = frozen_features(weights, segments, args.probe_readouts)
+    out = probes(weights, features, segments, y, subjects, fold, seed, args.probe_readouts, [])
+    out.update(label_curves(features, segments, y, subjects, fold, seed, args.probe_readouts[0], args.fractions,
+                            args.shots))
+    return {name: {**found, "corpus_windows": windows[name.split("_")[0]]} for name, found in out.items()}
+
+
+def seconds_per_step(size: str, stem: str, corpus: list, lr: float, steps: int) -> float:
+    """Seconds per pretraining step of ``size`` on ``corpus`` here: ``steps`` more steps after
+    a few, so that the loop's setup drops out."""
+    config = ModelConfig.named(size, stem=stem)
+    timed = []
+    for n in (3, 3 + steps):
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        pretrain_copy(MaskedAutoencoder(config), corpus, n, 0, lr)
+        timed.append(time.perf_counter() - t0)
+    return (timed[1] - timed[0]) / steps
+
+
+def matched_steps(data: dict, args) -> dict:
+    """``--size``'s pretraining steps at ``--match-wallclock``'s wall-clock for ``--steps``."""
+    corpus = [w for s in SUBJECTS[:2] for w in data["corpus"][s]]
+    reference = seconds_per_step(args.match_wallclock, args.stem, corpus, args.lr, 60)
+    own = seconds_per_step(args.size, args.stem, corpus, args.lr, 6)
+    steps = max(1, round(args.steps * reference / own))
+    print(f"{args.match_wallclock}: {reference:.3f} s/step, {args.size}: {own:.3f} s/step -> {steps} steps "
+          f"({args.steps} x {reference:.3f} s = {args.steps * reference:.0f} s)", flush=True)
+    return {"reference": args.match_wallclock, "reference_steps": args.steps, "reference_seconds_per_step": reference,
+            "seconds_per_step": own, "steps": steps}
+
+
 # ----------------------------------------------------------------------------- runner
 
 def run_fold(part: str, fold: dict, data: dict, args) -> dict:
@@ -267,6 +325,8 @@ def run_fold(part: str, fold: dict, data: dict, args) -> dict:
         for name in PEERS:
             out.update(train_peer(name, data["x"], y, subjects, fold, data["sfreq"], seed))
         return out
+    if part == "corpus":
+        return corpus_curve(fold, data, args)
     corpus = [w for s in SUBJECTS if s not in fold["test"] for w in data["corpus"][s]] + data["extra"]
     out = {}
     stems = args.stems if part == "ablation" else [args.stem]
@@ -274,7 +334,8 @@ def run_fold(part: str, fold: dict, data: dict, args) -> dict:
         config = ModelConfig.named(args.size, stem=stem)
         torch.manual_seed(seed)
         random = MaskedAutoencoder(config)
-        weights = {"pretrained": pretrain_copy(random, corpus, args.steps, seed, args.lr), "random": random}
+        steps = args.wallclock["steps"] if args.wallclock else args.steps
+        weights = {"pretrained": pretrain_copy(random, corpus, steps, seed, args.lr), "random": random}
         if part == "ablation":
             frozen = [r for r in args.readouts if r not in LEARNED]
             out.update(probes(weights, frozen_features(weights, segments, frozen), segments, y, subjects, fold,
@@ -289,13 +350,17 @@ def run_fold(part: str, fold: dict, data: dict, args) -> dict:
             for tag, encoder in weights.items():
                 out.update(trained(encoder, mode, args.head, f"{tag}_{mode}_{args.head}", segments, y, subjects,
                                    fold, seed))
-        out.update(trained(None, "scratch", args.head, f"scratch_{args.head}", segments, y, subjects, fold, seed,
-                           config=config))
+        if args.scratch:
+            out.update(trained(None, "scratch", args.head, f"scratch_{args.head}", segments, y, subjects, fold, seed,
+                               config=config))
     return out
 
 
 def saved_path(work: Path, part: str, fold: dict, args) -> Path:
-    tag = {"neurofm": f"_{args.stem}_{args.steps}", "ablation": f"_{'-'.join(args.stems)}_{args.steps}"}.get(part, "")
+    size = "" if args.size == "tiny" else f"_{args.size}"
+    budget = f"{args.match_wallclock}{args.steps}" if args.match_wallclock else f"{args.steps}"
+    tag = {"neurofm": f"{size}_{args.stem}_{budget}", "ablation": f"_{'-'.join(args.stems)}_{args.steps}",
+           "corpus": f"{size}_{args.stem}_{args.steps}"}.get(part, "")
     return work / f"{part}{tag}_{fold['name']}.json"
 
 
@@ -393,15 +458,68 @@ def plot(result: dict, curves: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def report_corpus(rows: pd.DataFrame, args, start: float) -> None:
+    """The corpus-size curve: each probe pretrained on each corpus against the same probe on
+    the random weights, paired over subjects; JSON and figure."""
+    methods = seeded_summary(rows[rows["split"] == "test"], positive="T2", group="subject", n_boot=300)
+    pairs = [(m, re.sub(r"^pretrained\d+", "random", m)) for m in methods if m.startswith("pretrained")]
+    paired = paired_differences(methods, pairs, "subject")
+    sizes: dict[str, list] = {}
+    for repeat in range(args.repeats):
+        for fold in folds(repeat):
+            path = saved_path(args.work, "corpus", fold, args)
+            if path.exists():
+                for method, found in json.loads(path.read_text()).items():
+                    sizes.setdefault(method.split("_")[0], []).append(found["corpus_windows"])
+    hours = {corpus: float(np.median(n)) * 4.0 / 3600 for corpus, n in sizes.items()}
+    minutes = (time.perf_counter() - start) / 60
+    out = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+           "folds": [f for r in range(args.repeats) for f in folds(r)], "corpus_hours": hours,
+           "methods": methods, "paired": paired}
+    write_text_atomic(args.out / f"{args.name}.json", json.dumps(out, indent=1, default=float))
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    variants = sorted({re.sub(r"^(pretrained\d+|random)_", "", m) for m in methods})
+    for k, variant in enumerate(variants):
+        corpora = sorted((c for c in hours if c != "random" and f"{c}_{variant}" in methods), key=hours.get)
+        x = [hours[c] for c in corpora]
+        left.plot(x, [methods[f"{c}_{variant}"]["over_seeds"]["balanced_accuracy"]["mean"] for c in corpora], "o-",
+                  color=f"C{k}", label=variant)
+        left.axhline(methods[f"random_{variant}"]["over_seeds"]["balanced_accuracy"]["mean"], color=f"C{k}", ls=":")
+        d = [paired[f"{c}_{variant} - random_{variant}"] for c in corpora]
+        right.errorbar(np.array(x) * (1 + 0.03 * k), [e["mean"] for e in d],
+                       yerr=[[e["mean"] - e["t_low"] for e in d], [e["t_high"] - e["mean"] for e in d]],
+                       fmt="o-", color=f"C{k}", capsize=3, label=variant)
+    left.set(xlabel="pretraining corpus, hours of EEG", ylabel="balanced accuracy (pooled; dotted: random weights)",
+             title="frozen probes by corpus size")
+    right.axhline(0.0, color="grey", lw=0.8, ls="--")
+    right.set(xlabel="pretraining corpus, hours of EEG", ylabel="pretrained − random (95 % t-interval over subjects)",
+              title=f"{args.steps} pretraining steps per corpus, {args.size} {args.stem}")
+    for ax in (left, right):
+        ax.set_xscale("log")
+    left.legend(fontsize=7)
+    fig.savefig(args.out / f"{args.name}.png", dpi=110)
+    print(f"\n{args.name}: {minutes:.1f} min this run; corpus hours {hours}")
+    for name, d in paired.items():
+        print(f"{name:52s} {d['mean']:+7.3f} [{d['t_low']:+.3f}, {d['t_high']:+.3f}] {d['wilcoxon_p']:6.3f} "
+              f"{d['wins']}/{d['n']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", nargs="*", default=["classical", "peers", "neurofm"],
-                        choices=["classical", "peers", "neurofm", "ablation"])
+                        choices=["classical", "peers", "neurofm", "ablation", "corpus"])
     parser.add_argument("--summarise", nargs="*", default=None, help="parts to summarise (default: --parts)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=400, help="pretraining steps")
     parser.add_argument("--lr", type=float, default=3e-3, help="pretraining learning rate")
     parser.add_argument("--size", default="tiny")
+    parser.add_argument("--match-wallclock", default=None, metavar="SIZE",
+                        help="pretrain --size for the wall-clock of SIZE's --steps (steps scaled by measured s/step)")
+    parser.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the scratch model too (--parts neurofm)")
+    parser.add_argument("--corpus-subjects", nargs="+", type=int, default=[0, 2, 4, 8],
+                        help="corpus-size curve (--parts corpus): the device files plus this many subjects' runs")
     parser.add_argument("--stem", default="linear", choices=["linear", "conv", "spectral"])
     parser.add_argument("--stems", nargs="+", default=["linear", "conv", "spectral"])
     parser.add_argument("--readouts", nargs="+", default=["mean", "sensors", "spatial", "attention"])
@@ -431,8 +549,9 @@ def main() -> None:
     data = {"segments": segments, "y": y, "subjects": subjects, "x": shared_sensor_array(segments).astype(np.float32),
             "sfreq": float(segments[0].sfreq)}
     data["baselines"] = decoding_baselines(data["x"], data["sfreq"])  # each band filtered once, lazily
-    if {"neurofm", "ablation"} & set(args.parts):
+    if {"neurofm", "ablation", "corpus"} & set(args.parts):
         data["corpus"], data["extra"] = corpus_windows(root)
+    args.wallclock = matched_steps(data, args) if args.match_wallclock and "neurofm" in args.parts else None
     print(f"{len(segments)} windows of {len(SUBJECTS)} subjects, {data['x'].shape[1:]} at {data['sfreq']:g} Hz",
           flush=True)
     jobs = [(part, fold) for part in args.parts for r in range(args.repeats) for fold in folds(r)]
@@ -448,6 +567,8 @@ def main() -> None:
                                             for k, v in found.items()}, default=float))
         tqdm.write(f"{part} {fold['name']}: {time.perf_counter() - t0:.0f} s")
     rows, curves, seconds = collect(args.work, args, data)
+    if args.summarise == ["corpus"]:
+        return report_corpus(rows, args, start)
     neurofm_methods = sorted(m for m in rows["method"].unique()  # the full-label methods
                              if m not in CLASSICAL + PEERS and "_labels" not in m and "_calib" not in m)
     result = summarise(rows, neurofm_methods, args)
@@ -462,7 +583,7 @@ def main() -> None:
                 [1 + int(np.nanargmin([e["val_loss"] for e in c])) for c in runs]))
     minutes = (time.perf_counter() - start) / 60
     out = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-           "rule": asdict(RULE), "folds": [f for r in range(args.repeats) for f in folds(r)],
+           "pretraining_steps": args.wallclock["steps"] if args.wallclock else args.steps, "rule": asdict(RULE), "folds": [f for r in range(args.repeats) for f in folds(r)],
            "minutes_this_run": minutes, **result,
            "curves": {m: [[e["val_loss"] for e in c] for c in runs] for m, runs in curves.items()}}
     write_text_atomic(args.out / f"{args.name}.json", json.dumps(out, indent=1, default=float))

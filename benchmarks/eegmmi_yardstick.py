@@ -302,15 +302,23 @@ def seconds_per_step(size: str, stem: str, corpus: list, lr: float, steps: int) 
 
 
 def matched_steps(data: dict, args) -> dict:
-    """``--size``'s pretraining steps at ``--match-wallclock``'s wall-clock for ``--steps``."""
+    """``--size``'s pretraining steps at ``--match-wallclock``'s wall-clock for ``--steps``:
+    measured once and kept in ``--work`` beside the folds, so that later repeats use it too."""
+    kept = args.work / f"wallclock_{args.size}_{args.stem}_{args.match_wallclock}{args.steps}.json"
+    if kept.exists():
+        found = json.loads(kept.read_text())
+        print(f"{args.size}: {found['steps']} steps at {args.match_wallclock}'s wall-clock (measured before, {kept})")
+        return found
     corpus = [w for s in SUBJECTS[:2] for w in data["corpus"][s]]
     reference = seconds_per_step(args.match_wallclock, args.stem, corpus, args.lr, 60)
     own = seconds_per_step(args.size, args.stem, corpus, args.lr, 6)
     steps = max(1, round(args.steps * reference / own))
     print(f"{args.match_wallclock}: {reference:.3f} s/step, {args.size}: {own:.3f} s/step -> {steps} steps "
           f"({args.steps} x {reference:.3f} s = {args.steps * reference:.0f} s)", flush=True)
-    return {"reference": args.match_wallclock, "reference_steps": args.steps, "reference_seconds_per_step": reference,
-            "seconds_per_step": own, "steps": steps}
+    found = {"reference": args.match_wallclock, "reference_steps": args.steps, "reference_seconds_per_step": reference,
+             "seconds_per_step": own, "steps": steps}
+    write_text_atomic(kept, json.dumps(found, indent=1))
+    return found
 
 
 # ----------------------------------------------------------------------------- runner

@@ -399,6 +399,16 @@ def collect(work: Path, args, data: dict) -> tuple[pd.DataFrame, dict, dict]:
     return pd.concat(rows, ignore_index=True), curves, seconds
 
 
+def versus_rows(rows: pd.DataFrame, args, data: dict) -> pd.DataFrame:
+    """``--versus-size``'s neurofm rows (its ``--steps``, no wall-clock matching) on the repeats
+    that ``rows`` hold, each method prefixed with that size."""
+    other = argparse.Namespace(**{**vars(args), "size": args.versus_size, "match_wallclock": None,
+                                  "summarise": ["neurofm"]})
+    found, _, _ = collect(args.work, other, data)
+    found = found[found["seed"].isin(rows["seed"].unique())]
+    return found.assign(method=args.versus_size + "_" + found["method"])
+
+
 def selected(rows: pd.DataFrame, candidates: list[str], name: str) -> pd.DataFrame:
     """Per fold, the test rows of the candidate with the best validation balanced accuracy."""
     picks = []
@@ -437,6 +447,8 @@ def summarise(rows: pd.DataFrame, neurofm_methods: list[str], args) -> dict:
              if "pretrained" in m and m.replace("pretrained", "random") in methods]
     for reference in ("tangent_lr", "fb_tangent_lr", "csp_lda", "erp_lda", "EEGNet", "ShallowFBCSPNet"):
         pairs += [(m, reference) for m in ("neurofm_selected",) if m in methods]
+    if args.versus_size:  # the same method of the other size, on the same folds
+        pairs += [(m, f"{args.versus_size}_{m}") for m in methods if f"{args.versus_size}_{m}" in methods]
     return {"methods": methods, "paired": paired_differences(methods, pairs, "subject"),
             "chosen_on_validation": chosen, "validation_balanced_accuracy": validation_scores(rows)}
 
@@ -524,6 +536,8 @@ def main() -> None:
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--match-wallclock", default=None, metavar="SIZE",
                         help="pretrain --size for the wall-clock of SIZE's --steps (steps scaled by measured s/step)")
+    parser.add_argument("--versus-size", default=None, metavar="SIZE",
+                        help="summary: pair each neurofm method with the same method of SIZE on the same folds")
     parser.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True,
                         help="train the scratch model too (--parts neurofm)")
     parser.add_argument("--corpus-subjects", nargs="+", type=int, default=[0, 2, 4, 8],
@@ -579,6 +593,8 @@ def main() -> None:
         return report_corpus(rows, args, start)
     neurofm_methods = sorted(m for m in rows["method"].unique()  # the full-label methods
                              if m not in CLASSICAL + PEERS and "_labels" not in m and "_calib" not in m)
+    if args.versus_size:
+        rows = pd.concat([rows, versus_rows(rows, args, data)], ignore_index=True)
     result = summarise(rows, neurofm_methods, args)
     for method, s in seconds.items():
         if method in result["methods"]:

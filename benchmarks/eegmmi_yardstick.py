@@ -32,6 +32,9 @@ heads (``--modes``: lora, finetune, linear_probe = the head alone) reading ``--h
 scratch (random weights, one learning rate). ``--parts ablation`` runs the frozen and learned
 probes for every ``--stems`` x ``--readouts`` instead (stem x readout ablation).
 
+``--parts peers_own``: ShallowFBCSPNet under the optimiser settings braindecode and MOABB give
+for it (:data:`SHALLOW_OWN`), the rule's schedule and early stopping otherwise.
+
 Corpus-size curve (``--parts corpus``): per fold, copies of the same random encoder pretrained
 for ``--steps`` on the device files alone and with the runs of 1, 2, 4 ... non-test subjects
 (``--corpus-subjects``; the subjects join in an order drawn from the repeat, so the corpora are
@@ -96,10 +99,15 @@ SUBJECTS = tuple(f"S{i:03d}" for i in range(1, 11))
 IMAGERY, EXECUTION = ("R04", "R08", "R12"), ("R03", "R07", "R11")
 RULE = TrainingRule(max_epochs=100, patience=15, lr=1e-3, weight_decay=0.05, batch_size=32, warmup_epochs=5)
 CLASSICAL = ("csp_lda", "tangent_lr", "fb_tangent_lr", "erp_lda")
-PEERS = ("EEGNet", "ShallowFBCSPNet")
+PEERS = ("EEGNet", "ShallowFBCSPNet", "ShallowFBCSPNet_own")
+# ShallowFBCSPNet under the optimiser settings braindecode and MOABB give for it (lr 0.0625 * 0.01,
+# no weight decay, batches of 64), the rule's schedule and early stopping otherwise: a check that
+# the shared rule does not hold it back (``--parts peers_own``)
+SHALLOW_OWN = dict(lr=0.0625 * 0.01, weight_decay=0.0, batch_size=64)
 LABELS = {"csp_lda": "CSP + LDA (MOABB)", "tangent_lr": "tangent space + LR (MOABB)",
           "fb_tangent_lr": "filter-bank tangent space + LR", "erp_lda": "ERP + shrinkage LDA",
           "EEGNet": "EEGNet (braindecode)", "ShallowFBCSPNet": "ShallowFBCSPNet (braindecode)",
+          "ShallowFBCSPNet_own": "ShallowFBCSPNet, braindecode's lr and batch",
           "neurofm_selected": "neurofm, chosen on validation",
           "neurofm_selected_pretrained": "neurofm pretrained, chosen on validation",
           "neurofm_selected_random": "neurofm random weights, chosen on validation"}
@@ -152,22 +160,24 @@ def classical(baselines: dict, y: np.ndarray, subjects: np.ndarray, fold: dict) 
 
 
 def train_peer(name: str, x: np.ndarray, y: np.ndarray, subjects: np.ndarray, fold: dict, sfreq: float,
-               seed: int) -> dict:
-    """braindecode's ``name`` from seed ``seed`` under :data:`RULE`."""
+               seed: int, rule: TrainingRule | None = None) -> dict:
+    """braindecode's ``name`` from seed ``seed`` under ``rule`` (default :data:`RULE`)."""
     import braindecode.models as models
+
+    rule = rule or RULE
 
     train, val, test = indices(subjects, fold)
     torch.manual_seed(seed)
     model = getattr(models, name)(n_chans=x.shape[1], n_outputs=2, n_times=x.shape[2], sfreq=sfreq)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=RULE.lr, weight_decay=RULE.weight_decay)
-    batches = lambda rng: np.array_split(p := rng.permutation(train), max(1, -(-len(p) // RULE.batch_size)))  # noqa: E731
+    optimizer = torch.optim.AdamW(model.parameters(), lr=rule.lr, weight_decay=rule.weight_decay)
+    batches = lambda rng: np.array_split(p := rng.permutation(train), max(1, -(-len(p) // rule.batch_size)))  # noqa: E731
     curve: list[dict] = []
     t0 = time.perf_counter()
     train_epochs(model, lambda idx: nn.functional.cross_entropy(model(xt[idx]), yt[idx]), batches, optimizer,
-                 epochs=RULE.max_epochs, seed=seed,
+                 epochs=rule.max_epochs, seed=seed,
                  validation_error=lambda: nn.functional.cross_entropy(model(xt[val]), yt[val]).item(),
-                 patience=RULE.patience, warmup_epochs=RULE.warmup_epochs, curve=curve)
+                 patience=rule.patience, warmup_epochs=rule.warmup_epochs, curve=curve)
     with torch.no_grad():
         probs = model(xt[np.concatenate([val, test])]).softmax(-1).numpy()
     return {name: {"probs": probs, "curve": curve, "seconds": time.perf_counter() - t0,
@@ -333,6 +343,10 @@ def run_fold(part: str, fold: dict, data: dict, args) -> dict:
         for name in PEERS:
             out.update(train_peer(name, data["x"], y, subjects, fold, data["sfreq"], seed))
         return out
+    if part == "peers_own":
+        found = train_peer("ShallowFBCSPNet", data["x"], y, subjects, fold, data["sfreq"], seed,
+                           replace(RULE, **SHALLOW_OWN))
+        return {"ShallowFBCSPNet_own": found["ShallowFBCSPNet"]}
     if part == "corpus":
         return corpus_curve(fold, data, args)
     corpus = [w for s in SUBJECTS if s not in fold["test"] for w in data["corpus"][s]] + data["extra"]
@@ -445,7 +459,8 @@ def summarise(rows: pd.DataFrame, neurofm_methods: list[str], args) -> dict:
                              n_boot=300)
     pairs = [(m, m.replace("pretrained", "random")) for m in methods
              if "pretrained" in m and m.replace("pretrained", "random") in methods]
-    for reference in ("tangent_lr", "fb_tangent_lr", "csp_lda", "erp_lda", "EEGNet", "ShallowFBCSPNet"):
+    for reference in ("tangent_lr", "fb_tangent_lr", "csp_lda", "erp_lda", "EEGNet", "ShallowFBCSPNet",
+                      "ShallowFBCSPNet_own"):
         pairs += [(m, reference) for m in ("neurofm_selected",) if m in methods]
     if args.versus_size:  # the same method of the other size, on the same folds
         pairs += [(m, f"{args.versus_size}_{m}") for m in methods if f"{args.versus_size}_{m}" in methods]
@@ -528,7 +543,7 @@ def report_corpus(rows: pd.DataFrame, args, start: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", nargs="*", default=["classical", "peers", "neurofm"],
-                        choices=["classical", "peers", "neurofm", "ablation", "corpus"])
+                        choices=["classical", "peers", "peers_own", "neurofm", "ablation", "corpus"])
     parser.add_argument("--summarise", nargs="*", default=None, help="parts to summarise (default: --parts)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=400, help="pretraining steps")

@@ -570,6 +570,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/eegmmi_yardstick"))
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--name", default="eegmmi_yardstick")
+    parser.add_argument("--run-repeats", nargs="*", type=int, default=None,
+                        help="run only these repeats' folds (e.g. one per process); the summary reads all --repeats")
     parser.add_argument("--max-folds", type=int, default=None, help="run only this many folds (a smoke test)")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap the rule's epochs (a smoke test)")
     args = parser.parse_args()
@@ -591,7 +593,8 @@ def main() -> None:
     args.wallclock = matched_steps(data, args) if args.match_wallclock and "neurofm" in args.parts else None
     print(f"{len(segments)} windows of {len(SUBJECTS)} subjects, {data['x'].shape[1:]} at {data['sfreq']:g} Hz",
           flush=True)
-    jobs = [(part, fold) for part in args.parts for r in range(args.repeats) for fold in folds(r)]
+    run = args.run_repeats if args.run_repeats is not None else range(args.repeats)
+    jobs = [(part, fold) for part in args.parts for r in run for fold in folds(r)]
     jobs = jobs[: args.max_folds] if args.max_folds else jobs
     for part, fold in tqdm(jobs, desc="folds", unit="fold"):
         path = saved_path(args.work, part, fold, args)

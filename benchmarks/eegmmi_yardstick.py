@@ -530,8 +530,11 @@ def report_corpus(rows: pd.DataFrame, args, start: float) -> None:
     right.axhline(0.0, color="grey", lw=0.8, ls="--")
     right.set(xlabel="pretraining corpus, hours of EEG", ylabel="pretrained − random (95 % t-interval over subjects)",
               title=f"{args.steps} pretraining steps per corpus, {args.size} {args.stem}")
+    ticks = sorted(h for h in hours.values() if h > 0)
     for ax in (left, right):
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{h:.2f}" for h in ticks])
+        ax.minorticks_off()
     left.legend(fontsize=7)
     fig.savefig(args.out / f"{args.name}.png", dpi=110)
     print(f"\n{args.name}: {minutes:.1f} min this run; corpus hours {hours}")

@@ -298,6 +298,12 @@ def corpus_curve(fold: dict, data: dict, args) -> dict:
     return {name: {**found, "corpus_windows": windows[name.split("_")[0]]} for name, found in out.items()}
 
 
+def missing_corpora(kept: dict, args) -> list[int]:
+    """The ``--corpus-subjects`` that a fold's saved curve (``kept``) has no probe for."""
+    have = {int(m.split("_")[0].removeprefix("pretrained")) for m in kept if m.startswith("pretrained")}
+    return [n for n in args.corpus_subjects if n not in have]
+
+
 def seconds_per_step(size: str, stem: str, corpus: list, lr: float, steps: int) -> float:
     """Seconds per pretraining step of ``size`` on ``corpus`` here: ``steps`` more steps after
     a few, so that the loop's setup drops out."""
@@ -601,10 +607,16 @@ def main() -> None:
     jobs = jobs[: args.max_folds] if args.max_folds else jobs
     for part, fold in tqdm(jobs, desc="folds", unit="fold"):
         path = saved_path(args.work, part, fold, args)
-        if path.exists():
+        kept = json.loads(path.read_text()) if path.exists() else None
+        todo = args
+        if part == "corpus" and kept is not None:  # a curve grows: only the corpora a fold lacks
+            todo = argparse.Namespace(**{**vars(args), "corpus_subjects": missing_corpora(kept, args)})
+            if not todo.corpus_subjects:
+                continue
+        elif kept is not None:
             continue
         t0 = time.perf_counter()
-        found = run_fold(part, fold, data, args)
+        found = {**(kept or {}), **run_fold(part, fold, data, todo)}
         write_text_atomic(path, json.dumps({k: {**v, "probs": np.asarray(v["probs"]).tolist(),
                                                 **({"index": np.asarray(v["index"]).tolist()} if "index" in v else {})}
                                             for k, v in found.items()}, default=float))

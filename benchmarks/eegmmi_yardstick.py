@@ -399,10 +399,13 @@ def collect(work: Path, args, data: dict) -> tuple[pd.DataFrame, dict, dict]:
     y, subjects = data["y"], data["subjects"]
     for part in args.summarise:
         for repeat in range(args.repeats):
+            saved = [saved_path(work, part, fold, args).exists() for fold in folds(repeat)]
+            if not all(saved):  # a repeat enters the statistics whole or not at all
+                if any(saved):
+                    print(f"{part}: repeat {repeat} has {sum(saved)} of {len(saved)} folds saved; left out")
+                continue
             for fold in folds(repeat):
                 path = saved_path(work, part, fold, args)
-                if not path.exists():
-                    continue
                 _, val, test = indices(subjects, fold)
                 both = np.concatenate([val, test])
                 for method, found in json.loads(path.read_text()).items():

@@ -36,12 +36,12 @@ probes for every ``--stems`` x ``--readouts`` instead (stem x readout ablation).
 for it (:data:`SHALLOW_OWN`), the rule's schedule and early stopping otherwise.
 
 Corpus-size curve (``--parts corpus``): per fold, copies of the same random encoder pretrained
-for ``--steps`` on the device files alone and with the runs of 1, 2, 4 ... non-test subjects
+for ``--steps`` on the device files alone and with the runs of 2, 4 and 8 non-test subjects
 (``--corpus-subjects``; the subjects join in an order drawn from the repeat, so the corpora are
 nested); the frozen probes and their label-efficiency and calibration variants on each, against
 the random weights. Model size (``--size small --match-wallclock tiny``): the pretraining steps
 are scaled so that ``--size`` pretrains for the wall-clock of ``tiny``'s ``--steps``, from both
-sizes' seconds per step measured on this machine at the start of the run (recorded in the JSON).
+sizes' seconds per step measured on this machine once (kept in ``--work``, recorded in the JSON).
 
 Statistics: balanced accuracy per subject (mean over repeats), paired over the 10 subjects:
 mean difference with its 95 % t-interval, bootstrap CI and Wilcoxon p; pooled balanced accuracy
@@ -165,7 +165,6 @@ def train_peer(name: str, x: np.ndarray, y: np.ndarray, subjects: np.ndarray, fo
     import braindecode.models as models
 
     rule = rule or RULE
-
     train, val, test = indices(subjects, fold)
     torch.manual_seed(seed)
     model = getattr(models, name)(n_chans=x.shape[1], n_outputs=2, n_times=x.shape[2], sfreq=sfreq)
@@ -317,14 +316,17 @@ def seconds_per_step(size: str, stem: str, corpus: list, lr: float, steps: int) 
     return (timed[1] - timed[0]) / steps
 
 
-def matched_steps(data: dict, args) -> dict:
+def matched_steps(data: dict, args) -> dict | None:
     """``--size``'s pretraining steps at ``--match-wallclock``'s wall-clock for ``--steps``:
-    measured once and kept in ``--work`` beside the folds, so that later repeats use it too."""
+    measured once and kept in ``--work`` beside the folds, so that later repeats and summaries
+    use it too (None in a summary before any measurement)."""
     kept = args.work / f"wallclock_{args.size}_{args.stem}_{args.match_wallclock}{args.steps}.json"
     if kept.exists():
         found = json.loads(kept.read_text())
         print(f"{args.size}: {found['steps']} steps at {args.match_wallclock}'s wall-clock (measured before, {kept})")
         return found
+    if "corpus" not in data:
+        return None
     corpus = [w for s in SUBJECTS[:2] for w in data["corpus"][s]]
     reference = seconds_per_step(args.match_wallclock, args.stem, corpus, args.lr, 60)
     own = seconds_per_step(args.size, args.stem, corpus, args.lr, 6)
@@ -415,7 +417,8 @@ def collect(work: Path, args, data: dict) -> tuple[pd.DataFrame, dict, dict]:
                     rows.append(pd.DataFrame({"method": method, "seed": repeat, "fold": fold["name"],
                                               "subject": subjects[index], "split": split,
                                               "label": np.where(y[index] == 1, "T2", "T1"),
-                                              "prob_T1": probs[:, 0], "prob_T2": probs[:, 1]}))
+                                              "prob_T1": probs[:, 0], "prob_T2": probs[:, 1],
+                                              "corpus_windows": found.get("corpus_windows", np.nan)}))
                     if found.get("curve"):
                         curves.setdefault(method, []).append(found["curve"])
                     seconds.setdefault(method, []).append(found["seconds"])
@@ -508,14 +511,8 @@ def report_corpus(rows: pd.DataFrame, args, start: float) -> None:
     methods = seeded_summary(rows[rows["split"] == "test"], positive="T2", group="subject", n_boot=300)
     pairs = [(m, re.sub(r"^pretrained\d+", "random", m)) for m in methods if m.startswith("pretrained")]
     paired = paired_differences(methods, pairs, "subject")
-    sizes: dict[str, list] = {}
-    for repeat in range(args.repeats):
-        for fold in folds(repeat):
-            path = saved_path(args.work, "corpus", fold, args)
-            if path.exists():
-                for method, found in json.loads(path.read_text()).items():
-                    sizes.setdefault(method.split("_")[0], []).append(found["corpus_windows"])
-    hours = {corpus: float(np.median(n)) * 4.0 / 3600 for corpus, n in sizes.items()}
+    per_fold = rows.groupby([rows["method"].str.split("_").str[0], "fold"])["corpus_windows"].first()
+    hours = {corpus: float(n.median()) * 4.0 / 3600 for corpus, n in per_fold.groupby(level=0)}
     minutes = (time.perf_counter() - start) / 60
     out = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "folds": [f for r in range(args.repeats) for f in folds(r)], "corpus_hours": hours,
@@ -602,7 +599,7 @@ def main() -> None:
     data["baselines"] = decoding_baselines(data["x"], data["sfreq"])  # each band filtered once, lazily
     if {"neurofm", "ablation", "corpus"} & set(args.parts):
         data["corpus"], data["extra"] = corpus_windows(root)
-    args.wallclock = matched_steps(data, args) if args.match_wallclock and "neurofm" in args.parts else None
+    args.wallclock = matched_steps(data, args) if args.match_wallclock else None
     print(f"{len(segments)} windows of {len(SUBJECTS)} subjects, {data['x'].shape[1:]} at {data['sfreq']:g} Hz",
           flush=True)
     run = args.run_repeats if args.run_repeats is not None else range(args.repeats)
@@ -643,7 +640,8 @@ def main() -> None:
                 [1 + int(np.nanargmin([e["val_loss"] for e in c])) for c in runs]))
     minutes = (time.perf_counter() - start) / 60
     out = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-           "pretraining_steps": args.wallclock["steps"] if args.wallclock else args.steps, "rule": asdict(RULE), "folds": [f for r in range(args.repeats) for f in folds(r)],
+           "pretraining_steps": args.wallclock["steps"] if args.wallclock else args.steps, "rule": asdict(RULE),
+           "folds": [f for r in range(args.repeats) for f in folds(r)],
            "minutes_this_run": minutes, **result,
            "curves": {m: [[e["val_loss"] for e in c] for c in runs] for m, runs in curves.items()}}
     write_text_atomic(args.out / f"{args.name}.json", json.dumps(out, indent=1, default=float))
